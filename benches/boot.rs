@@ -1,0 +1,2 @@
+//! Boot benchmarks (filled in below).
+fn main() {}

@@ -1,0 +1,10 @@
+//! Legacy PC devices: the 8250 serial port, the i8042 controller (for its
+//! reset line) and the boot-timer port.
+
+mod boot_timer;
+mod i8042;
+mod serial;
+
+pub use boot_timer::{BootTimer, BOOT_TIMER_MAGIC};
+pub use i8042::{I8042, COMMAND_OFFSET as I8042_COMMAND_OFFSET};
+pub use serial::{Serial, SerialInputEvents};

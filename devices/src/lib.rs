@@ -1,0 +1,13 @@
+//! podvm device models.
+//!
+//! Devices here know nothing of KVM: they are register models behind the
+//! [`BusDevice`] trait, raising interrupts through a [`vm_superio::Trigger`]
+//! and writing through ordinary `std::io::Write` sinks, so that tests drive
+//! them with plain fakes.
+
+pub mod bus;
+pub mod legacy;
+mod trigger;
+
+pub use bus::{Bus, BusDevice, BusError};
+pub use trigger::EventFdTrigger;

@@ -1,0 +1,274 @@
+//! Command-line parsing and the `run` command.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use resources::{
+    BootSourceConfig, MachineConfig, SerialConfig, SpecError, VmSpec, DEFAULT_KERNEL_CMDLINE,
+};
+use vmm::{BuildContext, BuildError, Vmm};
+
+use crate::{terminal, EXIT_FAILURE, EXIT_USAGE};
+
+/// podvm: a lightweight micro-VM monitor for native pods.
+///
+/// Each pod runs in its own small KVM virtual machine. `podvm run` boots one
+/// in the foreground with its serial console on the terminal; `podvm doctor`
+/// checks whether this host can run pod-VMs and how fast.
+#[derive(Debug, Parser)]
+#[command(name = "podvm", version, about, long_about)]
+pub struct Cli {
+    /// How much podvm logs on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Warn)]
+    pub log_level: LogLevel,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a pod-VM in the foreground, its serial console on this terminal.
+    ///
+    /// The VM ends when the guest resets or powers off (exit code 0), when it
+    /// triple-faults (3), or when KVM cannot run one of its instructions (4).
+    /// A bad flag or configuration exits with 2 before any VM is created;
+    /// other failures exit with 1. Type Ctrl-A then x to end the VM from the
+    /// console.
+    Run(RunArgs),
+    /// Check whether this host can run pod-VMs: /dev/kvm, its capabilities,
+    /// /dev/net/tun, and whether guests run hardware-accelerated or under
+    /// KVM's instruction emulator.
+    Doctor,
+}
+
+/// Log levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Only errors.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Also progress, such as the guest's boot time.
+    Info,
+    /// Everything.
+    Debug,
+}
+
+impl From<LogLevel> for log::LevelFilter {
+    fn from(l: LogLevel) -> Self {
+        match l {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+        }
+    }
+}
+
+/// Flags of `podvm run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Kernel image: an uncompressed ELF vmlinux (entered through its PVH
+    /// entry point when it has one) or a bzImage.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+
+    /// Initial ramdisk, loaded at the top of guest memory below 3.25 GiB.
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+
+    /// Kernel command line (at most 2047 bytes).
+    #[arg(long, value_name = "ARGS", default_value = DEFAULT_KERNEL_CMDLINE)]
+    pub cmdline: String,
+
+    /// Number of vCPUs (1 up to what this host's KVM allows, at most 254).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub vcpus: u8,
+
+    /// Guest memory in MiB (at least 16).
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    pub memory: usize,
+
+    /// Where the serial console goes: `stdout` (and standard input is typed
+    /// into it), `file=PATH`, or `off`.
+    #[arg(long, value_name = "DEST", default_value = "stdout")]
+    pub serial: SerialConfig,
+}
+
+impl RunArgs {
+    /// The VM spec these flags describe.
+    pub fn spec(&self) -> VmSpec {
+        VmSpec {
+            machine: MachineConfig {
+                vcpu_count: self.vcpus,
+                mem_size_mib: self.memory,
+                smt: false,
+            },
+            boot_source: BootSourceConfig {
+                kernel_image_path: self.kernel.clone(),
+                boot_args: Some(self.cmdline.clone()),
+                initrd_path: self.initrd.clone(),
+            },
+            serial: self.serial.clone(),
+        }
+    }
+}
+
+/// The flag that sets a spec field, for error messages.
+fn flag_of(e: &SpecError) -> &'static str {
+    match e.field() {
+        "vcpu_count" | "smt" => "--vcpus",
+        "mem_size_mib" => "--memory",
+        _ => "--cmdline",
+    }
+}
+
+/// The one-line message for a build error.
+pub fn build_error_message(e: &BuildError) -> String {
+    match e {
+        BuildError::Spec(s) => format!("{}: {s}", flag_of(s)),
+        other => other.to_string(),
+    }
+}
+
+/// `podvm run`.
+pub fn run(args: RunArgs, start_time: Instant) -> ExitCode {
+    let spec = args.spec();
+    let vmm = match Vmm::build(&spec, &BuildContext { start_time }) {
+        Ok(vmm) => vmm,
+        Err(e) => {
+            eprintln!("error: {}", build_error_message(&e));
+            return ExitCode::from(if e.is_config_error() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            });
+        }
+    };
+    let input = match spec.serial {
+        SerialConfig::Stdout => stdin_file(),
+        _ => None,
+    };
+    if input.is_some() {
+        terminal::enter_raw_mode();
+    }
+    let result = vmm.run(input);
+    terminal::restore();
+    match result {
+        Ok(exit) => {
+            let code = exit.exit_code();
+            if code == 0 {
+                log::info!("{exit}");
+            } else {
+                eprintln!("error: {exit}");
+            }
+            ExitCode::from(code as u8)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// A non-blocking duplicate of standard input, or `None` when there is
+/// none.
+fn stdin_file() -> Option<File> {
+    let fd: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let file = File::from(fd);
+    use std::os::fd::AsRawFd;
+    let raw = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own; only the status flags change.
+    // The duplicate shares the open file description with fd 0, so fd 0
+    // becomes non-blocking too; podvm never reads fd 0 elsewhere.
+    unsafe {
+        let flags = libc::fcntl(raw, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+    Some(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("podvm").chain(args.iter().copied()))
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        match parse(args).unwrap().command {
+            Command::Run(r) => r,
+            c => panic!("not run: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults() {
+        let r = run_args(&["run", "--kernel", "/k"]);
+        let spec = r.spec();
+        assert_eq!(spec.machine, MachineConfig::default());
+        assert_eq!(spec.boot_source.cmdline(), DEFAULT_KERNEL_CMDLINE);
+        assert_eq!(spec.boot_source.initrd_path, None);
+        assert_eq!(spec.serial, SerialConfig::Stdout);
+    }
+
+    #[test]
+    fn run_flags() {
+        let r = run_args(&[
+            "run", "--kernel", "/k", "--initrd", "/i", "--cmdline", "quiet", "--vcpus", "4",
+            "--memory", "512", "--serial", "file=/tmp/s",
+        ]);
+        let spec = r.spec();
+        assert_eq!(spec.machine.vcpu_count, 4);
+        assert_eq!(spec.machine.mem_size_mib, 512);
+        assert_eq!(spec.boot_source.cmdline(), "quiet");
+        assert_eq!(spec.boot_source.initrd_path, Some(PathBuf::from("/i")));
+        assert_eq!(spec.serial, SerialConfig::File("/tmp/s".into()));
+        let r = run_args(&["--log-level", "debug", "run", "--kernel", "/k", "--serial", "off"]);
+        assert_eq!(r.serial, SerialConfig::Off);
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for args in [
+            &["run"][..],
+            &["run", "--kernel", "/k", "--vcpus", "300"],
+            &["run", "--kernel", "/k", "--vcpus", "-1"],
+            &["run", "--kernel", "/k", "--memory", "lots"],
+            &["run", "--kernel", "/k", "--serial", "stderr"],
+            &["run", "--kernel", "/k", "--bogus"],
+            &["--log-level", "loud", "run", "--kernel", "/k"],
+            &["fly"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn spec_errors_name_the_flag() {
+        let e = BuildError::Spec(SpecError::ZeroVcpus);
+        assert_eq!(build_error_message(&e), "--vcpus: vcpu_count must be at least 1");
+        let e = BuildError::Spec(SpecError::MemoryTooSmall(8));
+        assert!(build_error_message(&e).starts_with("--memory: "));
+        let e = BuildError::Spec(SpecError::CmdlineTooLong(5000));
+        assert!(build_error_message(&e).starts_with("--cmdline: "));
+        assert!(e.is_config_error());
+    }
+}

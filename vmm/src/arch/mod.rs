@@ -1,0 +1,3 @@
+//! Architecture support. podvm runs x86_64 guests only.
+
+pub mod x86_64;

@@ -1,0 +1,12 @@
+//! x86_64 guest platform: memory layout, boot structures (GDT, page
+//! tables, `boot_params`, PVH start info, MP table) and vCPU setup (CPUID,
+//! MSRs, registers, LAPIC).
+
+pub mod boot_params;
+pub mod cpuid;
+pub mod gdt;
+pub mod interrupts;
+pub mod layout;
+pub mod mptable;
+pub mod msr;
+pub mod regs;

@@ -1,0 +1,91 @@
+//! The model-specific registers a vCPU boots with: syscall/sysenter MSRs
+//! cleared, the TSC at zero, fast string operations on, MTRRs on with
+//! write-back as the default memory type.
+
+use kvm_bindings::{kvm_msr_entry, MsrList, Msrs};
+
+/// IA32_SYSENTER_CS.
+pub const MSR_IA32_SYSENTER_CS: u32 = 0x174;
+/// IA32_SYSENTER_ESP.
+pub const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
+/// IA32_SYSENTER_EIP.
+pub const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
+/// IA32_STAR: syscall segment selectors.
+pub const MSR_STAR: u32 = 0xc000_0081;
+/// IA32_LSTAR: 64-bit syscall entry.
+pub const MSR_LSTAR: u32 = 0xc000_0082;
+/// IA32_CSTAR: compatibility-mode syscall entry.
+pub const MSR_CSTAR: u32 = 0xc000_0083;
+/// IA32_FMASK: syscall RFLAGS mask.
+pub const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
+/// IA32_KERNEL_GS_BASE.
+pub const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+/// IA32_TIME_STAMP_COUNTER.
+pub const MSR_IA32_TSC: u32 = 0x10;
+/// IA32_MISC_ENABLE.
+pub const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
+/// IA32_MISC_ENABLE bit 0: fast string operations.
+pub const MISC_ENABLE_FAST_STRING: u64 = 1;
+/// IA32_MTRR_DEF_TYPE.
+pub const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+/// MTRR_DEF_TYPE: MTRRs enabled (bit 11), default type write-back (6).
+pub const MTRR_ENABLE_WRITEBACK: u64 = (1 << 11) | 6;
+
+/// The boot MSR values, in the order they are set.
+pub fn boot_msr_entries() -> Vec<kvm_msr_entry> {
+    [
+        (MSR_IA32_SYSENTER_CS, 0),
+        (MSR_IA32_SYSENTER_ESP, 0),
+        (MSR_IA32_SYSENTER_EIP, 0),
+        (MSR_STAR, 0),
+        (MSR_CSTAR, 0),
+        (MSR_KERNEL_GS_BASE, 0),
+        (MSR_SYSCALL_MASK, 0),
+        (MSR_LSTAR, 0),
+        (MSR_IA32_TSC, 0),
+        (MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
+        (MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WRITEBACK),
+    ]
+    .into_iter()
+    .map(|(index, data)| kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    })
+    .collect()
+}
+
+/// The boot MSRs that this host's KVM reports it can save and restore
+/// (`KVM_GET_MSR_INDEX_LIST`): setting any other one fails on some hosts.
+pub fn supported_boot_msrs(supported: &MsrList) -> Msrs {
+    let entries: Vec<_> = boot_msr_entries()
+        .into_iter()
+        .filter(|e| supported.as_slice().contains(&e.index))
+        .collect();
+    Msrs::from_entries(&entries).expect("the boot MSR list is far below the FAM capacity")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_supported_msrs_are_kept() {
+        let supported =
+            MsrList::from_entries(&[MSR_IA32_TSC, MSR_MTRR_DEF_TYPE, 0x1234]).unwrap();
+        let msrs = supported_boot_msrs(&supported);
+        let got: Vec<_> = msrs.as_slice().iter().map(|e| (e.index, e.data)).collect();
+        assert_eq!(
+            got,
+            vec![(MSR_IA32_TSC, 0), (MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WRITEBACK)]
+        );
+    }
+
+    #[test]
+    fn all_boot_msrs_are_distinct() {
+        let mut idx: Vec<_> = boot_msr_entries().iter().map(|e| e.index).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        assert_eq!(idx.len(), boot_msr_entries().len());
+    }
+}

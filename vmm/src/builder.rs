@@ -1,0 +1,263 @@
+//! Building a VM from its spec: one short, linear recipe of small steps
+//! (check → memory → kernel → VM → devices → vCPUs), each a public function
+//! that can be tested on its own.
+//!
+//! Every check a user can fail (bad spec, missing or invalid kernel, too
+//! little memory, unwritable serial file) runs before any VM is created.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::Kvm;
+use resources::{SerialConfig, SpecError, VmSpec};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::x86_64::boot_params::{
+    e820_map, linux_boot_params, write_pvh_start_info, InitrdPlacement,
+};
+use crate::arch::x86_64::cpuid::Topology;
+use crate::arch::x86_64::layout::ZERO_PAGE_START;
+use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
+use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables, BootEntry};
+use crate::device_manager::{attach_legacy_devices, DeviceError, SerialOutput};
+use crate::loader::{
+    check_kernel_fits, load_cmdline, load_initrd, load_kernel, place_initrd, probe_kernel,
+    KernelInfo, LoaderError,
+};
+use crate::memory::{create_guest_memory, MemoryError};
+use crate::vstate::exit::IoBuses;
+use crate::vstate::vcpu::{Vcpu, VcpuError};
+use crate::vstate::vm::{Vm, VmError};
+use crate::Vmm;
+
+/// Path of the KVM device.
+pub const KVM_PATH: &str = "/dev/kvm";
+
+/// The VM could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// `/dev/kvm` cannot be opened.
+    #[error("cannot open {KVM_PATH}: {0} (run `podvm doctor`)")]
+    OpenKvm(#[source] kvm_ioctls::Error),
+    /// The spec is invalid.
+    #[error("{0}")]
+    Spec(#[from] SpecError),
+    /// The kernel or initrd cannot be used.
+    #[error("{0}")]
+    Loader(#[from] LoaderError),
+    /// The serial output file cannot be opened.
+    #[error("serial output {}: {source}", path.display())]
+    SerialFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// `KVM_GET_SUPPORTED_CPUID` or `KVM_GET_MSR_INDEX_LIST` failed.
+    #[error("cannot query KVM's {what}: {source}")]
+    KvmQuery {
+        /// What was being queried.
+        what: &'static str,
+        /// The KVM error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory could not be created.
+    #[error("{0}")]
+    Memory(#[from] MemoryError),
+    /// Writing boot structures to guest memory failed.
+    #[error("cannot write {what} to guest memory: {source}")]
+    BootSetup {
+        /// What was being written.
+        what: &'static str,
+        /// The memory error.
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
+    /// The MP table could not be written.
+    #[error("{0}")]
+    Mptable(#[from] MptableError),
+    /// A VM-level KVM call failed.
+    #[error("{0}")]
+    Vm(#[from] VmError),
+    /// A device could not be set up.
+    #[error("{0}")]
+    Device(#[from] DeviceError),
+    /// A vCPU could not be created or configured.
+    #[error("{0}")]
+    Vcpu(#[from] VcpuError),
+}
+
+impl BuildError {
+    /// Whether the user's configuration is at fault (exit code 2) rather
+    /// than the host (exit code 1).
+    pub fn is_config_error(&self) -> bool {
+        match self {
+            BuildError::Spec(_) | BuildError::SerialFile { .. } => true,
+            BuildError::Loader(e) => e.is_config_error(),
+            _ => false,
+        }
+    }
+}
+
+/// Host inputs of a build that are not part of the spec.
+pub struct BuildContext {
+    /// When the VMM process started (for the boot timer).
+    pub start_time: Instant,
+}
+
+/// The files of a spec, opened and checked.
+pub struct BootFiles {
+    /// The kernel image.
+    pub kernel: File,
+    /// What its headers say.
+    pub kernel_info: KernelInfo,
+    /// The initrd and where it goes.
+    pub initrd: Option<(File, InitrdPlacement)>,
+}
+
+/// Opens `/dev/kvm` and validates the spec against its limits.
+pub fn open_kvm_and_validate(spec: &VmSpec) -> Result<Kvm, BuildError> {
+    let kvm = Kvm::new().map_err(BuildError::OpenKvm)?;
+    spec.validate(kvm.get_max_vcpus() as u32)?;
+    Ok(kvm)
+}
+
+/// Opens the kernel and initrd and checks that both fit in guest memory.
+pub fn open_boot_files(spec: &VmSpec) -> Result<BootFiles, LoaderError> {
+    let boot = &spec.boot_source;
+    let mem_size = spec.machine.mem_size_bytes();
+    let path = &boot.kernel_image_path;
+    let mut kernel = File::open(path).map_err(|source| LoaderError::OpenKernel {
+        path: path.clone(),
+        source,
+    })?;
+    let kernel_info = probe_kernel(&mut kernel, path)?;
+    check_kernel_fits(&kernel_info, mem_size, path)?;
+    let initrd = match &boot.initrd_path {
+        None => None,
+        Some(path) => {
+            let open_err = |source| LoaderError::OpenInitrd {
+                path: path.clone(),
+                source,
+            };
+            let file = File::open(path).map_err(open_err)?;
+            let size = file.metadata().map_err(open_err)?.len();
+            let placement = place_initrd(&kernel_info, mem_size, size, path)?;
+            Some((file, placement))
+        }
+    };
+    Ok(BootFiles {
+        kernel,
+        kernel_info,
+        initrd,
+    })
+}
+
+/// Opens where the serial console writes.
+pub fn open_serial_output(config: &SerialConfig) -> Result<SerialOutput, BuildError> {
+    Ok(match config {
+        SerialConfig::Stdout => Box::new(crate::stdout::RawStdout),
+        SerialConfig::Off => Box::new(io::sink()),
+        SerialConfig::File(path) => Box::new(File::create(path).map_err(|source| {
+            BuildError::SerialFile {
+                path: path.clone(),
+                source,
+            }
+        })?),
+    })
+}
+
+/// Loads the kernel, initrd and command line and writes every boot
+/// structure the kernel reads. Returns how the boot vCPU enters it.
+pub fn load_guest(
+    mem: &GuestMemoryMmap,
+    spec: &VmSpec,
+    files: &mut BootFiles,
+) -> Result<BootEntry, BuildError> {
+    let kernel_path = &spec.boot_source.kernel_image_path;
+    let kernel = load_kernel(mem, &mut files.kernel, &files.kernel_info, kernel_path)?;
+    let initrd = match &mut files.initrd {
+        Some((file, placement)) => {
+            load_initrd(mem, file, *placement)?;
+            Some(*placement)
+        }
+        None => None,
+    };
+    let cmdline = spec.boot_source.cmdline();
+    load_cmdline(mem, cmdline)?;
+
+    let e820 = e820_map(spec.machine.mem_size_bytes());
+    let write_err = |what| move |source| BuildError::BootSetup { what, source };
+    match kernel.entry {
+        BootEntry::Linux64 { .. } => {
+            let params = linux_boot_params(&e820, cmdline.len(), initrd, kernel.setup_header);
+            mem.write_obj(params, GuestAddress(ZERO_PAGE_START))
+                .map_err(write_err("the zero page"))?;
+            setup_page_tables(mem).map_err(write_err("the page tables"))?;
+        }
+        BootEntry::Pvh { .. } => {
+            write_pvh_start_info(mem, &e820, initrd).map_err(write_err("the PVH start info"))?;
+        }
+    }
+    setup_gdt_idt(mem, kernel.entry).map_err(write_err("the GDT"))?;
+    setup_mptable(mem, spec.machine.vcpu_count)?;
+    Ok(kernel.entry)
+}
+
+/// Creates and configures every vCPU.
+pub fn create_vcpus(
+    kvm: &Kvm,
+    vm: &Vm,
+    spec: &VmSpec,
+    io: &Arc<IoBuses>,
+    mem: &GuestMemoryMmap,
+    entry: BootEntry,
+) -> Result<Vec<Vcpu>, BuildError> {
+    let cpuid: CpuId = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|source| BuildError::KvmQuery {
+            what: "supported CPUID",
+            source,
+        })?;
+    let msrs = kvm
+        .get_msr_index_list()
+        .map_err(|source| BuildError::KvmQuery {
+            what: "MSR index list",
+            source,
+        })?;
+    let topology = Topology::new(spec.machine.vcpu_count, spec.machine.smt);
+    (0..spec.machine.vcpu_count)
+        .map(|index| {
+            let vcpu = Vcpu::new(vm.fd(), index, io.clone(), mem.clone())?;
+            vcpu.configure(&cpuid, &msrs, topology, entry)?;
+            Ok(vcpu)
+        })
+        .collect()
+}
+
+impl Vmm {
+    /// Builds the VM described by `spec`, ready to run.
+    pub fn build(spec: &VmSpec, ctx: &BuildContext) -> Result<Vmm, BuildError> {
+        let kvm = open_kvm_and_validate(spec)?;
+        let mut files = open_boot_files(spec)?;
+        let serial_out = open_serial_output(&spec.serial)?;
+
+        let memory = create_guest_memory(spec.machine.mem_size_bytes())?;
+        let entry = load_guest(&memory, spec, &mut files)?;
+
+        let vm = Vm::new(&kvm)?;
+        vm.register_memory(&memory)?;
+        let mut io = IoBuses::default();
+        let legacy = attach_legacy_devices(&vm, &mut io.pio, serial_out, ctx.start_time)?;
+        let io = Arc::new(io);
+        let vcpus = create_vcpus(&kvm, &vm, spec, &io, &memory, entry)?;
+
+        Ok(Vmm::new(vm, memory, vcpus, legacy))
+    }
+}

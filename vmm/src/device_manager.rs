@@ -1,0 +1,101 @@
+//! Puts the legacy devices on the port-I/O bus and wires their interrupts.
+
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use devices::legacy::{BootTimer, Serial, SerialInputEvents, I8042};
+use devices::{Bus, BusError, EventFdTrigger};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::vstate::vm::{Vm, VmError};
+
+/// COM1 base port.
+pub const SERIAL_PORT: u64 = 0x3f8;
+/// COM1 register count.
+pub const SERIAL_PORT_LEN: u64 = 8;
+/// COM1's ISA interrupt line.
+pub const SERIAL_IRQ: u32 = 4;
+/// i8042 data port; the command/status port is 0x64.
+pub const I8042_PORT: u64 = 0x60;
+/// i8042 ports 0x60..=0x64.
+pub const I8042_PORT_LEN: u64 = 5;
+/// The boot-timer port (Firecracker's `MAGIC_IOPORT_SIGNAL_GUEST_BOOT_COMPLETE`).
+pub const BOOT_TIMER_PORT: u64 = 0x3f0;
+
+/// Where the serial console writes.
+pub type SerialOutput = Box<dyn Write + Send>;
+
+/// A legacy device could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// An `EventFd` could not be created.
+    #[error("cannot create an eventfd for {0}: {1}")]
+    EventFd(&'static str, #[source] io::Error),
+    /// The device's range is taken.
+    #[error("cannot place {0} on the I/O bus: {1}")]
+    Bus(&'static str, #[source] BusError),
+    /// Its interrupt cannot be wired.
+    #[error("cannot wire the interrupt of {0}: {1}")]
+    Irq(&'static str, #[source] VmError),
+}
+
+/// The legacy devices and the events the VMM thread watches for them.
+pub struct LegacyDevices {
+    /// The serial console.
+    pub serial: Arc<Mutex<Serial<SerialOutput>>>,
+    /// Written when the guest drained the serial input FIFO.
+    pub serial_input_ready: EventFd,
+    /// Written when the guest resets through the i8042.
+    pub reset_evt: EventFd,
+    /// The boot timer.
+    pub boot_timer: Arc<Mutex<BootTimer>>,
+}
+
+fn eventfd(what: &'static str) -> Result<EventFd, DeviceError> {
+    EventFd::new(EFD_NONBLOCK).map_err(|e| DeviceError::EventFd(what, e))
+}
+
+fn clone(evt: &EventFd, what: &'static str) -> Result<EventFd, DeviceError> {
+    evt.try_clone().map_err(|e| DeviceError::EventFd(what, e))
+}
+
+/// Creates the serial port, i8042 and boot timer on `pio`; serial output
+/// goes to `serial_out`, boot time counts from `start`.
+pub fn attach_legacy_devices(
+    vm: &Vm,
+    pio: &mut Bus,
+    serial_out: SerialOutput,
+    start: Instant,
+) -> Result<LegacyDevices, DeviceError> {
+    let serial_irq = eventfd("the serial interrupt")?;
+    vm.register_irqfd(&serial_irq, SERIAL_IRQ)
+        .map_err(|e| DeviceError::Irq("the serial port", e))?;
+    let serial_input_ready = eventfd("serial input")?;
+    let serial = Arc::new(Mutex::new(Serial::new(
+        EventFdTrigger::new(serial_irq),
+        SerialInputEvents::new(clone(&serial_input_ready, "serial input")?),
+        serial_out,
+    )));
+    pio.insert(SERIAL_PORT, SERIAL_PORT_LEN, serial.clone())
+        .map_err(|e| DeviceError::Bus("the serial port", e))?;
+
+    let reset_evt = eventfd("the i8042 reset")?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(EventFdTrigger::new(clone(
+        &reset_evt,
+        "the i8042 reset",
+    )?))));
+    pio.insert(I8042_PORT, I8042_PORT_LEN, i8042)
+        .map_err(|e| DeviceError::Bus("the i8042", e))?;
+
+    let boot_timer = Arc::new(Mutex::new(BootTimer::new(start)));
+    pio.insert(BOOT_TIMER_PORT, 1, boot_timer.clone())
+        .map_err(|e| DeviceError::Bus("the boot timer", e))?;
+
+    Ok(LegacyDevices {
+        serial,
+        serial_input_ready,
+        reset_evt,
+        boot_timer,
+    })
+}

@@ -1,0 +1,63 @@
+//! The podvm virtual machine monitor: a KVM VM with its vCPUs, guest
+//! memory, the x86_64 boot path and the devices, driven by one event loop
+//! on the VMM thread.
+//!
+//! Build a VM with [`Vmm::build`], then [`Vmm::run`] it until the guest
+//! resets, powers off or fails.
+
+pub mod arch;
+pub mod builder;
+pub mod device_manager;
+pub mod loader;
+pub mod memory;
+mod runtime;
+pub mod stdout;
+pub mod vstate;
+
+use std::fs::File;
+
+use vm_memory::GuestMemoryMmap;
+
+pub use builder::{BuildContext, BuildError};
+pub use runtime::{RunError, VmExit};
+
+use device_manager::LegacyDevices;
+use vstate::vcpu::Vcpu;
+use vstate::vm::Vm;
+
+/// A built VM, ready to run.
+pub struct Vmm {
+    // Field order is drop order: the VM (and its memory slots) goes before
+    // the guest memory it maps.
+    vm: Vm,
+    vcpus: Vec<Vcpu>,
+    legacy: LegacyDevices,
+    memory: GuestMemoryMmap,
+}
+
+impl Vmm {
+    fn new(vm: Vm, memory: GuestMemoryMmap, vcpus: Vec<Vcpu>, legacy: LegacyDevices) -> Self {
+        Vmm {
+            vm,
+            vcpus,
+            legacy,
+            memory,
+        }
+    }
+
+    /// Guest memory.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// The number of vCPUs.
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// Runs the guest until it resets, powers off or fails. Bytes read from
+    /// `serial_input` (when given) are typed into the serial console.
+    pub fn run(self, serial_input: Option<File>) -> Result<VmExit, RunError> {
+        runtime::run(self, serial_input)
+    }
+}

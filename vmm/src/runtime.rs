@@ -1,0 +1,441 @@
+//! Running a built VM: start the vCPUs, then serve the event loop until the
+//! guest ends, then stop the vCPUs and flush the console.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::device_manager::SerialOutput;
+use crate::vstate::vcpu::{VcpuError, VcpuHandle, VcpuStopReason, VcpuStopped};
+use crate::Vmm;
+use devices::legacy::Serial;
+
+/// How the guest ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest reset itself (i8042 or KVM system event): a clean end.
+    Reset,
+    /// The guest powered off: a clean end.
+    PowerOff,
+    /// A vCPU triple-faulted.
+    TripleFault {
+        /// The vCPU.
+        vcpu: u8,
+        /// Its instruction pointer.
+        rip: u64,
+    },
+    /// KVM could not emulate a guest instruction.
+    EmulationFailure {
+        /// The vCPU.
+        vcpu: u8,
+        /// Linear address of the instruction.
+        rip: u64,
+        /// Its bytes, when known.
+        insn: Vec<u8>,
+    },
+    /// Another vCPU failure.
+    VcpuFailed {
+        /// The vCPU.
+        vcpu: u8,
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl VmExit {
+    /// The process exit code this ending maps to: 0 for a clean end, 3 for
+    /// a triple fault, 4 for an emulation failure, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            VmExit::Reset | VmExit::PowerOff => 0,
+            VmExit::TripleFault { .. } => 3,
+            VmExit::EmulationFailure { .. } => 4,
+            VmExit::VcpuFailed { .. } => 1,
+        }
+    }
+
+    fn from_vcpu(stopped: VcpuStopped) -> Option<VmExit> {
+        let vcpu = stopped.index;
+        Some(match stopped.reason {
+            VcpuStopReason::Stopped => return None,
+            VcpuStopReason::Reset => VmExit::Reset,
+            VcpuStopReason::PowerOff => VmExit::PowerOff,
+            VcpuStopReason::TripleFault { rip } => VmExit::TripleFault { vcpu, rip },
+            VcpuStopReason::EmulationFailure { rip, insn } => {
+                VmExit::EmulationFailure { vcpu, rip, insn }
+            }
+            VcpuStopReason::InternalError { suberror } => VmExit::VcpuFailed {
+                vcpu,
+                reason: format!("KVM internal error (suberror {suberror})"),
+            },
+            VcpuStopReason::FailEntry { reason } => VmExit::VcpuFailed {
+                vcpu,
+                reason: format!("KVM could not enter the guest (hardware reason {reason:#x})"),
+            },
+            VcpuStopReason::Unexpected(what) => VmExit::VcpuFailed {
+                vcpu,
+                reason: format!("unexpected {what} exit"),
+            },
+            VcpuStopReason::Kvm(e) => VmExit::VcpuFailed {
+                vcpu,
+                reason: format!("KVM_RUN failed: {e}"),
+            },
+        })
+    }
+}
+
+impl fmt::Display for VmExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmExit::Reset => f.write_str("guest reset"),
+            VmExit::PowerOff => f.write_str("guest powered off"),
+            VmExit::TripleFault { vcpu, rip } => {
+                write!(f, "guest triple-faulted at RIP={rip:#x} on vCPU {vcpu}")
+            }
+            VmExit::EmulationFailure { vcpu, rip, insn } => {
+                write!(f, "KVM could not emulate the guest instruction at RIP={rip:#x} on vCPU {vcpu} (bytes:")?;
+                if insn.is_empty() {
+                    f.write_str(" unknown")?;
+                }
+                for b in insn {
+                    write!(f, " {b:02x}")?;
+                }
+                f.write_str("); this host's KVM may be emulating guests instead of running them: run `podvm doctor`")
+            }
+            VmExit::VcpuFailed { vcpu, reason } => write!(f, "vCPU {vcpu}: {reason}"),
+        }
+    }
+}
+
+/// The VM could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The event loop could not be created or polled.
+    #[error("event loop: {0:?}")]
+    EventLoop(event_manager::Error),
+    /// An `EventFd` could not be created.
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(#[source] io::Error),
+    /// A vCPU could not be started.
+    #[error("{0}")]
+    Vcpu(#[from] VcpuError),
+}
+
+type Outcome = Arc<Mutex<Option<VmExit>>>;
+
+fn set_outcome(outcome: &Outcome, exit: VmExit) {
+    let mut o = outcome.lock().unwrap_or_else(|e| e.into_inner());
+    // The first ending wins: a reset followed by vCPUs reporting that they
+    // were stopped is still a reset.
+    o.get_or_insert(exit);
+}
+
+/// Watches the i8042 reset line and the vCPUs' reports.
+struct ExitMonitor {
+    reset_evt: EventFd,
+    vcpu_exit_evt: EventFd,
+    reports: Receiver<VcpuStopped>,
+    outcome: Outcome,
+}
+
+impl MutEventSubscriber for ExitMonitor {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.fd() == self.reset_evt.as_raw_fd() {
+            let _ = self.reset_evt.read();
+            set_outcome(&self.outcome, VmExit::Reset);
+        } else if events.fd() == self.vcpu_exit_evt.as_raw_fd() {
+            let _ = self.vcpu_exit_evt.read();
+            while let Ok(stopped) = self.reports.try_recv() {
+                if let Some(exit) = VmExit::from_vcpu(stopped) {
+                    set_outcome(&self.outcome, exit);
+                }
+            }
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        for evt in [&self.reset_evt, &self.vcpu_exit_evt] {
+            if let Err(e) = ops.add(Events::new(evt, EventSet::IN)) {
+                log::error!("cannot watch a VM exit event: {e:?}");
+            }
+        }
+    }
+}
+
+/// Bytes the user types after this one are commands to podvm, not input
+/// for the guest: Ctrl-A then `x` ends the VM (as in QEMU).
+pub const ESCAPE_BYTE: u8 = 0x01;
+
+/// Copies host input (a terminal, a pipe or a file) into the serial
+/// console's receive FIFO, never reading more than the FIFO can take.
+struct SerialInput {
+    source: File,
+    /// Epoll refuses regular files and some character devices; those are
+    /// read whenever the FIFO has room instead of when they are readable.
+    pollable: bool,
+    /// Currently registered for readiness.
+    armed: bool,
+    eof: bool,
+    escape_pending: bool,
+    serial: Arc<Mutex<Serial<SerialOutput>>>,
+    buffer_ready: EventFd,
+    outcome: Outcome,
+}
+
+impl SerialInput {
+    /// Moves as many bytes as fit from the source to the FIFO. Returns
+    /// whether the FIFO filled up before the source ran dry.
+    fn pump(&mut self) -> bool {
+        let serial = self.serial.clone();
+        let mut serial = serial.lock().unwrap_or_else(|e| e.into_inner());
+        let room = serial.input_capacity();
+        if room == 0 {
+            return true;
+        }
+        let mut buf = [0u8; 64];
+        let want = room.min(buf.len());
+        match self.source.read(&mut buf[..want]) {
+            Ok(0) => {
+                self.eof = true;
+                false
+            }
+            Ok(n) => {
+                let bytes = self.filter_escape(&buf[..n]);
+                if let Err(e) = serial.enqueue_input(&bytes) {
+                    log::warn!("serial: cannot queue guest input: {e}");
+                }
+                n == want && serial.input_capacity() == 0
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+            Err(e) => {
+                log::warn!("serial: cannot read input, ignoring it from now on: {e}");
+                self.eof = true;
+                false
+            }
+        }
+    }
+
+    fn filter_escape(&mut self, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(input.len());
+        for &b in input {
+            if self.escape_pending {
+                self.escape_pending = false;
+                match b {
+                    b'x' | b'X' => {
+                        set_outcome(&self.outcome, VmExit::PowerOff);
+                        continue;
+                    }
+                    ESCAPE_BYTE => out.push(ESCAPE_BYTE),
+                    other => {
+                        out.push(ESCAPE_BYTE);
+                        out.push(other);
+                    }
+                }
+            } else if b == ESCAPE_BYTE {
+                self.escape_pending = true;
+            } else {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    fn set_armed(&mut self, ops: &mut EventOps, armed: bool) {
+        if !self.pollable || self.armed == armed {
+            return;
+        }
+        let events = Events::new(&self.source, EventSet::IN);
+        let res = if armed { ops.add(events) } else { ops.remove(events) };
+        match res {
+            Ok(()) => self.armed = armed,
+            Err(e) => log::warn!("serial: cannot watch input: {e:?}"),
+        }
+    }
+
+    fn service(&mut self, ops: &mut EventOps) {
+        // Pull until the FIFO is full or the source has nothing more now.
+        let mut full = false;
+        if self.pollable {
+            full = self.pump();
+        } else {
+            while !self.eof && !full {
+                full = self.pump();
+            }
+        }
+        let arm = !self.eof && !full;
+        self.set_armed(ops, arm);
+    }
+}
+
+impl MutEventSubscriber for SerialInput {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        if events.fd() == self.buffer_ready.as_raw_fd() {
+            let _ = self.buffer_ready.read();
+        } else if events.event_set().contains(EventSet::HANG_UP)
+            && !events.event_set().contains(EventSet::IN)
+        {
+            self.eof = true;
+        }
+        if !self.eof {
+            self.service(ops);
+        } else {
+            self.set_armed(ops, false);
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.buffer_ready, EventSet::IN)) {
+            log::warn!("serial: cannot watch the input FIFO: {e:?}");
+        }
+        match ops.add(Events::new(&self.source, EventSet::IN)) {
+            Ok(()) => self.armed = true,
+            Err(event_manager::Error::Epoll(e)) if e.errno() == libc::EPERM => {
+                self.pollable = false;
+                self.service(ops);
+            }
+            Err(e) => log::warn!("serial: cannot watch input: {e:?}"),
+        }
+    }
+}
+
+type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+pub(crate) fn run(vmm: Vmm, serial_input: Option<File>) -> Result<VmExit, RunError> {
+    let Vmm {
+        vm,
+        vcpus,
+        legacy,
+        memory,
+    } = vmm;
+    let outcome: Outcome = Arc::new(Mutex::new(None));
+    let mut manager: EventManager<Subscriber> =
+        EventManager::new().map_err(RunError::EventLoop)?;
+
+    let vcpu_exit_evt = EventFd::new(EFD_NONBLOCK).map_err(RunError::EventFd)?;
+    let (report_tx, report_rx) = channel();
+    let monitor = ExitMonitor {
+        reset_evt: legacy.reset_evt.try_clone().map_err(RunError::EventFd)?,
+        vcpu_exit_evt: vcpu_exit_evt.try_clone().map_err(RunError::EventFd)?,
+        reports: report_rx,
+        outcome: outcome.clone(),
+    };
+    manager.add_subscriber(Arc::new(Mutex::new(monitor)));
+    if let Some(source) = serial_input {
+        let input = SerialInput {
+            source,
+            pollable: true,
+            armed: false,
+            eof: false,
+            escape_pending: false,
+            serial: legacy.serial.clone(),
+            buffer_ready: legacy
+                .serial_input_ready
+                .try_clone()
+                .map_err(RunError::EventFd)?,
+            outcome: outcome.clone(),
+        };
+        manager.add_subscriber(Arc::new(Mutex::new(input)));
+    }
+
+    let mut handles: Vec<VcpuHandle> = Vec::with_capacity(vcpus.len());
+    for vcpu in vcpus {
+        let evt = vcpu_exit_evt.try_clone().map_err(RunError::EventFd)?;
+        match vcpu.start(report_tx.clone(), evt) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                stop_vcpus(handles);
+                return Err(e.into());
+            }
+        }
+    }
+
+    let result = loop {
+        if let Some(exit) = outcome.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            break Ok(exit);
+        }
+        if let Err(e) = manager.run() {
+            break Err(RunError::EventLoop(e));
+        }
+    };
+    stop_vcpus(handles);
+    if let Err(e) = legacy
+        .serial
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .output()
+        .flush()
+    {
+        log::warn!("serial: cannot flush output: {e}");
+    }
+    // The VM goes before the memory it maps.
+    drop(vm);
+    drop(memory);
+    result
+}
+
+fn stop_vcpus(handles: Vec<VcpuHandle>) {
+    for h in &handles {
+        h.stop();
+    }
+    for h in handles {
+        h.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(VmExit::Reset.exit_code(), 0);
+        assert_eq!(VmExit::PowerOff.exit_code(), 0);
+        assert_eq!(VmExit::TripleFault { vcpu: 0, rip: 1 }.exit_code(), 3);
+        let emu = VmExit::EmulationFailure {
+            vcpu: 1,
+            rip: 0x10_0000,
+            insn: vec![0x66, 0x0f, 0xd4, 0xc1],
+        };
+        assert_eq!(emu.exit_code(), 4);
+        assert_eq!(
+            emu.to_string(),
+            "KVM could not emulate the guest instruction at RIP=0x100000 on vCPU 1 \
+             (bytes: 66 0f d4 c1); this host's KVM may be emulating guests instead of \
+             running them: run `podvm doctor`"
+        );
+        assert_eq!(
+            VmExit::TripleFault { vcpu: 0, rip: 0x1234 }.to_string(),
+            "guest triple-faulted at RIP=0x1234 on vCPU 0"
+        );
+    }
+
+    #[test]
+    fn vcpu_reports_map_to_exits() {
+        let r = |reason| VmExit::from_vcpu(VcpuStopped { index: 2, reason });
+        assert_eq!(r(VcpuStopReason::Stopped), None);
+        assert_eq!(r(VcpuStopReason::Reset), Some(VmExit::Reset));
+        assert_eq!(
+            r(VcpuStopReason::TripleFault { rip: 9 }),
+            Some(VmExit::TripleFault { vcpu: 2, rip: 9 })
+        );
+        let failed = r(VcpuStopReason::InternalError { suberror: 3 }).unwrap();
+        assert_eq!(failed.exit_code(), 1);
+        assert_eq!(failed.to_string(), "vCPU 2: KVM internal error (suberror 3)");
+    }
+
+    #[test]
+    fn first_outcome_wins() {
+        let o: Outcome = Arc::new(Mutex::new(None));
+        set_outcome(&o, VmExit::Reset);
+        set_outcome(&o, VmExit::TripleFault { vcpu: 0, rip: 0 });
+        assert_eq!(*o.lock().unwrap(), Some(VmExit::Reset));
+    }
+}

@@ -1,0 +1,344 @@
+//! A vCPU: its boot configuration and the thread that runs it.
+//!
+//! Each vCPU runs `KVM_RUN` in a loop on its own thread, dispatching device
+//! accesses to the buses ([`handle_exit`]). It is stopped by setting its stop
+//! flag and kicking it with [`VCPU_KICK_SIGNAL`]: the signal handler sets
+//! `immediate_exit` in the vCPU's `kvm_run`, so a kick that lands just before
+//! `KVM_RUN` is not lost. When a vCPU stops on its own (reset, triple fault,
+//! emulation failure, KVM error) it reports why to the VMM thread over a
+//! channel and wakes it through an `EventFd`; it never blocks on the VMM.
+
+use std::cell::Cell;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+
+use kvm_bindings::{kvm_run, CpuId, MsrList, KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES};
+use kvm_ioctls::{VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use super::exit::{handle_exit, ExitAction, IoBuses, StopKind};
+use crate::arch::x86_64::cpuid::{filter_cpuid, Topology};
+use crate::arch::x86_64::interrupts::set_lint;
+use crate::arch::x86_64::msr::supported_boot_msrs;
+use crate::arch::x86_64::regs::{boot_fpu, boot_regs, boot_sregs, BootEntry};
+
+/// The signal that kicks a vCPU thread out of `KVM_RUN`.
+pub fn vcpu_kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+/// Documentation alias for the kick signal (a real-time signal, unused by
+/// the C runtime).
+pub const VCPU_KICK_SIGNAL: &str = "SIGRTMIN";
+
+/// Most bytes of one x86 instruction.
+const MAX_INSN_LEN: usize = 15;
+
+/// A vCPU could not be created or configured.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// `KVM_CREATE_VCPU` failed.
+    #[error("cannot create vCPU {0}: {1}")]
+    Create(u8, #[source] kvm_ioctls::Error),
+    /// A configuration ioctl failed.
+    #[error("cannot configure vCPU {index}: {what} failed: {source}")]
+    Configure {
+        /// The vCPU.
+        index: u8,
+        /// What was being set.
+        what: &'static str,
+        /// The KVM error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The vCPU thread could not be spawned.
+    #[error("cannot start the thread of vCPU {0}: {1}")]
+    Spawn(u8, #[source] io::Error),
+    /// The kick signal handler could not be installed.
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    Signal(#[source] vmm_sys_util::errno::Error),
+}
+
+/// Why a vCPU stopped.
+#[derive(Debug)]
+pub enum VcpuStopReason {
+    /// The guest asked for a reset.
+    Reset,
+    /// The guest powered off.
+    PowerOff,
+    /// The vCPU triple-faulted.
+    TripleFault {
+        /// Instruction pointer at the fault.
+        rip: u64,
+    },
+    /// KVM's instruction emulator could not run an instruction.
+    EmulationFailure {
+        /// Linear address of the instruction.
+        rip: u64,
+        /// Its bytes, when known.
+        insn: Vec<u8>,
+    },
+    /// Another KVM internal error.
+    InternalError {
+        /// `KVM_INTERNAL_ERROR_*` suberror.
+        suberror: u32,
+    },
+    /// KVM could not enter the guest.
+    FailEntry {
+        /// Hardware entry failure reason.
+        reason: u64,
+    },
+    /// An exit podvm does not handle.
+    Unexpected(&'static str),
+    /// `KVM_RUN` itself failed.
+    Kvm(kvm_ioctls::Error),
+    /// The VMM asked the vCPU to stop.
+    Stopped,
+}
+
+/// A vCPU's report to the VMM thread.
+#[derive(Debug)]
+pub struct VcpuStopped {
+    /// Which vCPU.
+    pub index: u8,
+    /// Why it stopped.
+    pub reason: VcpuStopReason,
+}
+
+thread_local! {
+    // The `kvm_run` of the vCPU owned by this thread, for the kick handler.
+    static KVM_RUN_PTR: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Only a plain store: async-signal-safe. The thread-local has a const
+    // initializer and no destructor, so accessing it never allocates.
+    let ptr = KVM_RUN_PTR.with(Cell::get);
+    if !ptr.is_null() {
+        // SAFETY: the pointer is set by the vCPU thread to its own mapped
+        // `kvm_run`, which lives as long as the thread's `VcpuFd`, and is
+        // cleared before that is dropped. The signal runs on that thread.
+        unsafe { (*ptr).immediate_exit = 1 };
+    }
+}
+
+/// Installs the kick handler (once per process).
+pub fn install_kick_handler() -> Result<(), VcpuError> {
+    static INSTALL: Once = Once::new();
+    let mut result = Ok(());
+    INSTALL.call_once(|| {
+        result = register_signal_handler(vcpu_kick_signal(), kick_handler);
+    });
+    result.map_err(VcpuError::Signal)
+}
+
+/// One virtual CPU.
+pub struct Vcpu {
+    fd: VcpuFd,
+    index: u8,
+    io: Arc<IoBuses>,
+    mem: GuestMemoryMmap,
+}
+
+impl Vcpu {
+    /// Creates vCPU `index` (its APIC id) in `vm`. The in-kernel irqchip
+    /// must exist already.
+    pub fn new(
+        vm: &VmFd,
+        index: u8,
+        io: Arc<IoBuses>,
+        mem: GuestMemoryMmap,
+    ) -> Result<Self, VcpuError> {
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(|e| VcpuError::Create(index, e))?;
+        Ok(Vcpu { fd, index, io, mem })
+    }
+
+    /// This vCPU's index and APIC id.
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
+    /// Sets CPUID, MSRs, LAPIC and the boot registers.
+    pub fn configure(
+        &self,
+        supported_cpuid: &CpuId,
+        supported_msrs: &MsrList,
+        topology: Topology,
+        entry: BootEntry,
+    ) -> Result<(), VcpuError> {
+        let err = |what| {
+            let index = self.index;
+            move |source| VcpuError::Configure {
+                index,
+                what,
+                source,
+            }
+        };
+        let mut cpuid = supported_cpuid.clone();
+        filter_cpuid(&mut cpuid, self.index, topology);
+        self.fd.set_cpuid2(&cpuid).map_err(err("KVM_SET_CPUID2"))?;
+
+        let msrs = supported_boot_msrs(supported_msrs);
+        let set = self.fd.set_msrs(&msrs).map_err(err("KVM_SET_MSRS"))?;
+        if set != msrs.as_slice().len() {
+            log::warn!(
+                "vCPU {}: KVM set {set} of {} boot MSRs",
+                self.index,
+                msrs.as_slice().len()
+            );
+        }
+
+        let mut lapic = self.fd.get_lapic().map_err(err("KVM_GET_LAPIC"))?;
+        set_lint(&mut lapic);
+        self.fd.set_lapic(&lapic).map_err(err("KVM_SET_LAPIC"))?;
+
+        let sregs = self.fd.get_sregs().map_err(err("KVM_GET_SREGS"))?;
+        self.fd
+            .set_sregs(&boot_sregs(sregs, entry))
+            .map_err(err("KVM_SET_SREGS"))?;
+        self.fd
+            .set_regs(&boot_regs(entry))
+            .map_err(err("KVM_SET_REGS"))?;
+        self.fd.set_fpu(&boot_fpu()).map_err(err("KVM_SET_FPU"))?;
+        Ok(())
+    }
+
+    /// Starts the vCPU's thread. When it stops by itself it sends its
+    /// report on `report` and writes `exit_evt`.
+    pub fn start(
+        mut self,
+        report: Sender<VcpuStopped>,
+        exit_evt: EventFd,
+    ) -> Result<VcpuHandle, VcpuError> {
+        install_kick_handler()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let index = self.index;
+        let thread = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || {
+                let reason = self.run_loop(&thread_stop);
+                let stopped_by_vmm = matches!(reason, VcpuStopReason::Stopped);
+                // The VMM may be gone already when it is the one stopping us.
+                let _ = report.send(VcpuStopped { index, reason });
+                if !stopped_by_vmm {
+                    if let Err(e) = exit_evt.write(1) {
+                        log::error!("vCPU {index}: cannot signal the VMM: {e}");
+                    }
+                }
+            })
+            .map_err(|e| VcpuError::Spawn(index, e))?;
+        Ok(VcpuHandle { thread, stop })
+    }
+
+    fn run_loop(&mut self, stop: &AtomicBool) -> VcpuStopReason {
+        KVM_RUN_PTR.with(|p| p.set(self.fd.get_kvm_run() as *mut kvm_run));
+        let reason = loop {
+            if stop.load(Ordering::Acquire) {
+                break VcpuStopReason::Stopped;
+            }
+            let action = match self.fd.run() {
+                Ok(exit) => handle_exit(exit, &self.io),
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.fd.set_kvm_immediate_exit(0);
+                    continue;
+                }
+                Err(e) => break VcpuStopReason::Kvm(e),
+            };
+            if let ExitAction::Stop(kind) = action {
+                break self.stop_reason(kind);
+            }
+        };
+        KVM_RUN_PTR.with(|p| p.set(std::ptr::null_mut()));
+        reason
+    }
+
+    fn stop_reason(&mut self, kind: StopKind) -> VcpuStopReason {
+        match kind {
+            StopKind::Reset => VcpuStopReason::Reset,
+            StopKind::PowerOff => VcpuStopReason::PowerOff,
+            StopKind::TripleFault => VcpuStopReason::TripleFault {
+                rip: self.fd.get_regs().map(|r| r.rip).unwrap_or(0),
+            },
+            StopKind::InternalError => self.internal_error(),
+            StopKind::FailEntry(reason) => VcpuStopReason::FailEntry { reason },
+            StopKind::Unexpected(what) => VcpuStopReason::Unexpected(what),
+        }
+    }
+
+    fn internal_error(&mut self) -> VcpuStopReason {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: KVM_EXIT_INTERNAL_ERROR fills the `internal` member of the
+        // exit union; `emulation_failure` shares its first two fields and
+        // its flags are valid when ndata covers them.
+        let (suberror, ndata, flags, insn) = unsafe {
+            let internal = run.__bindgen_anon_1.internal;
+            let emu = run.__bindgen_anon_1.emulation_failure;
+            let insn = emu.__bindgen_anon_1.__bindgen_anon_1;
+            (internal.suberror, internal.ndata, emu.flags, insn)
+        };
+        if suberror != KVM_INTERNAL_ERROR_EMULATION {
+            return VcpuStopReason::InternalError { suberror };
+        }
+        let linear_rip = match (self.fd.get_regs(), self.fd.get_sregs()) {
+            (Ok(r), Ok(s)) => s.cs.base.wrapping_add(r.rip),
+            _ => 0,
+        };
+        let has_bytes = ndata >= 1
+            && flags & u64::from(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) != 0;
+        let insn = if has_bytes {
+            insn.insn_bytes[..usize::from(insn.insn_size).min(MAX_INSN_LEN)].to_vec()
+        } else {
+            self.read_instruction(linear_rip)
+        };
+        VcpuStopReason::EmulationFailure {
+            rip: linear_rip,
+            insn,
+        }
+    }
+
+    fn read_instruction(&self, linear: u64) -> Vec<u8> {
+        let Ok(t) = self.fd.translate_gva(linear) else {
+            return Vec::new();
+        };
+        if t.valid == 0 {
+            return Vec::new();
+        }
+        let mut buf = [0u8; MAX_INSN_LEN];
+        match self.mem.read_slice(&mut buf, GuestAddress(t.physical_address)) {
+            Ok(()) => buf.to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// The VMM's handle on a running vCPU thread.
+pub struct VcpuHandle {
+    thread: JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+}
+
+impl VcpuHandle {
+    /// Asks the vCPU to leave `KVM_RUN` and stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Err(e) = self.thread.kill(vcpu_kick_signal()) {
+            // The thread may have ended already.
+            log::debug!("cannot kick a vCPU thread: {e}");
+        }
+    }
+
+    /// Waits for the vCPU thread to end.
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            log::error!("a vCPU thread panicked");
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The KVM virtual machine: its file descriptor, in-kernel irqchip and
+//! PIT, and guest memory registration.
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::x86_64::layout::KVM_TSS_ADDRESS;
+
+/// A VM-level KVM operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// `KVM_CREATE_VM` failed.
+    #[error("cannot create the KVM VM: {0}")]
+    Create(#[source] kvm_ioctls::Error),
+    /// `KVM_SET_TSS_ADDR` failed.
+    #[error("cannot set the TSS address: {0}")]
+    SetTssAddress(#[source] kvm_ioctls::Error),
+    /// `KVM_CREATE_IRQCHIP` failed.
+    #[error("cannot create the in-kernel irqchip: {0}")]
+    CreateIrqchip(#[source] kvm_ioctls::Error),
+    /// `KVM_CREATE_PIT2` failed.
+    #[error("cannot create the in-kernel PIT: {0}")]
+    CreatePit(#[source] kvm_ioctls::Error),
+    /// `KVM_SET_USER_MEMORY_REGION` failed.
+    #[error("cannot register guest memory at {addr:#x}: {source}")]
+    SetMemoryRegion {
+        /// Guest address of the region.
+        addr: u64,
+        /// The KVM error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// `KVM_IRQFD` failed.
+    #[error("cannot register an irqfd for GSI {gsi}: {source}")]
+    RegisterIrqfd {
+        /// The interrupt line.
+        gsi: u32,
+        /// The KVM error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// A KVM VM with an in-kernel irqchip and PIT.
+pub struct Vm {
+    fd: VmFd,
+}
+
+impl Vm {
+    /// Creates the VM, its TSS area, irqchip and PIT. The irqchip must exist
+    /// before any vCPU is created, so this comes first.
+    pub fn new(kvm: &Kvm) -> Result<Self, VmError> {
+        let fd = kvm.create_vm().map_err(VmError::Create)?;
+        fd.set_tss_address(KVM_TSS_ADDRESS as usize)
+            .map_err(VmError::SetTssAddress)?;
+        fd.create_irq_chip().map_err(VmError::CreateIrqchip)?;
+        // The PC speaker port is not emulated, only ignored.
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit).map_err(VmError::CreatePit)?;
+        Ok(Vm { fd })
+    }
+
+    /// The VM file descriptor.
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    /// Makes `mem` the guest's RAM, one memory slot per region.
+    pub fn register_memory(&self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+        for (slot, region) in mem.iter().enumerate() {
+            let addr = region.start_addr().raw_value();
+            let host = region.as_ptr() as u64;
+            let region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                guest_phys_addr: addr,
+                memory_size: region.len(),
+                userspace_addr: host,
+                flags: 0,
+            };
+            // SAFETY: the host range is a live mapping owned by `mem`, which
+            // the VMM keeps alive for as long as the VM exists (the VM is
+            // dropped before or with the memory); slots do not overlap
+            // because guest memory regions do not.
+            unsafe { self.fd.set_user_memory_region(region) }
+                .map_err(|source| VmError::SetMemoryRegion { addr, source })?;
+        }
+        Ok(())
+    }
+
+    /// Routes writes to `evt` to interrupt line `gsi`.
+    pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), VmError> {
+        self.fd
+            .register_irqfd(evt, gsi)
+            .map_err(|source| VmError::RegisterIrqfd { gsi, source })
+    }
+}
