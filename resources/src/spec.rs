@@ -23,7 +23,7 @@ pub enum SpecError {
     #[error("vcpu_count must be at least 1")]
     ZeroVcpus,
     /// More vCPUs than the host (or podvm) supports.
-    #[error("vcpu_count {requested} is more than the {max} vCPUs this host's KVM allows")]
+    #[error("vcpu_count {requested} is more than this host supports ({max})")]
     TooManyVcpus {
         /// What was asked for.
         requested: u8,

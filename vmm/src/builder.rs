@@ -121,8 +121,8 @@ pub struct BootFiles {
     pub initrd: Option<(File, InitrdPlacement)>,
 }
 
-/// Opens `/dev/kvm` and validates the spec against its limits.
-pub fn open_kvm_and_validate(spec: &VmSpec) -> Result<Kvm, BuildError> {
+/// Opens `/dev/kvm` and checks the vCPU count against its limit.
+pub fn open_kvm(spec: &VmSpec) -> Result<Kvm, BuildError> {
     let kvm = Kvm::new().map_err(BuildError::OpenKvm)?;
     spec.validate(kvm.get_max_vcpus() as u32)?;
     Ok(kvm)
@@ -244,9 +244,11 @@ pub fn create_vcpus(
 impl Vmm {
     /// Builds the VM described by `spec`, ready to run.
     pub fn build(spec: &VmSpec, ctx: &BuildContext) -> Result<Vmm, BuildError> {
-        let kvm = open_kvm_and_validate(spec)?;
+        // Everything the user can get wrong is checked first, without KVM.
+        spec.validate(u32::MAX)?;
         let mut files = open_boot_files(spec)?;
         let serial_out = open_serial_output(&spec.serial)?;
+        let kvm = open_kvm(spec)?;
 
         let memory = create_guest_memory(spec.machine.mem_size_bytes())?;
         let entry = load_guest(&memory, spec, &mut files)?;

@@ -1,0 +1,132 @@
+//! Shared fixtures for the integration tests: the test guests, the podvm
+//! binary, and running it with a deadline.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any guest may take. The guests run a few hundred thousand
+/// instructions at most; even KVM's instruction emulator (HOST.md) runs
+/// them in a few seconds. This only bounds a hang.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Path of a test guest built by build.rs from tests/guests/.
+pub fn guest(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("PODVM_TEST_GUESTS")).join(name);
+    assert!(p.exists(), "test guest {} was not built", p.display());
+    p
+}
+
+/// The podvm binary under test.
+pub fn podvm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_podvm"))
+}
+
+/// Whether KVM can be used here. When it cannot, the caller skips its test
+/// and says so on stderr; with `PODVM_REQUIRE_KVM=1` (set by CI) a missing
+/// KVM fails the test instead.
+pub fn kvm_available(test: &str) -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        if std::env::var_os("PODVM_REQUIRE_KVM").is_some_and(|v| v == "1") {
+            panic!("{test}: /dev/kvm is not usable and PODVM_REQUIRE_KVM=1");
+        }
+        eprintln!("SKIPPED {test}: /dev/kvm is not available on this host");
+    }
+    ok
+}
+
+/// What a finished podvm run left.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Everything it wrote on stdout (the guest's console by default).
+    pub stdout: String,
+    /// Everything it wrote on stderr (logs and errors).
+    pub stderr: String,
+}
+
+impl RunOutput {
+    /// The exit code; panics when the process was killed by a signal.
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("podvm died by a signal: {self:?}"))
+    }
+
+    /// Lines of the guest console.
+    pub fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    /// The value after `key: ` on the console, if a line has it.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        let prefix = format!("{key}: ");
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+    }
+}
+
+fn drain<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// Waits for `child` until [`DEADLINE`], killing it past that.
+pub fn wait_with_deadline(mut child: Child) -> RunOutput {
+    let out = drain(child.stdout.take().expect("stdout piped"));
+    let err = drain(child.stderr.take().expect("stderr piped"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for podvm") {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "podvm did not finish within {DEADLINE:?}; stdout so far: {:?}",
+                out.join().unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    RunOutput {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+/// Runs `podvm` with `args`, no input, until it exits.
+pub fn run_podvm(args: &[&str]) -> RunOutput {
+    let child = podvm()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn podvm");
+    wait_with_deadline(child)
+}
+
+/// Runs guest `name` with `podvm run --kernel <guest> <extra…>`.
+pub fn run_guest(name: &str, extra: &[&str]) -> RunOutput {
+    let kernel = guest(name);
+    let mut args = vec!["run", "--kernel", kernel.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    run_podvm(&args)
+}
