@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("guests");
+    let out =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("guests");
     println!("cargo:rerun-if-changed=tests/guests");
     println!("cargo:rustc-env=PODVM_TEST_GUESTS={}", out.display());
     let script = PathBuf::from("tests/guests/build.sh");

@@ -1,2 +1,130 @@
-//! Boot benchmarks (filled in below).
-fn main() {}
+//! Boot-path benchmarks: how long building a VM takes inside the VMM, and
+//! how long a user waits from `exec` of `podvm run` to the guest's first
+//! serial byte and to the process's exit, with the hello test guest.
+//!
+//! `cargo bench --bench boot`. Needs /dev/kvm; without it, says so and
+//! measures nothing.
+
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use resources::{BootSourceConfig, MachineConfig, SerialConfig, VmSpec};
+use vmm::{BuildContext, Vmm};
+
+fn hello() -> PathBuf {
+    PathBuf::from(env!("PODVM_TEST_GUESTS")).join("hello")
+}
+
+fn kvm_usable() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        eprintln!("SKIPPED boot benchmarks: /dev/kvm is not available");
+    }
+    ok
+}
+
+fn spec(mem_size_mib: usize) -> VmSpec {
+    VmSpec {
+        machine: MachineConfig {
+            vcpu_count: 1,
+            mem_size_mib,
+            smt: false,
+        },
+        boot_source: BootSourceConfig {
+            kernel_image_path: hello(),
+            boot_args: None,
+            initrd_path: None,
+        },
+        serial: SerialConfig::Off,
+    }
+}
+
+/// Building the VM: checks, guest memory, kernel load, KVM VM, irqchip,
+/// memory slots, devices and configured vCPUs. Dropping it (closing the VM
+/// is slow on some hosts) is not timed.
+fn vm_build(c: &mut Criterion) {
+    if !kvm_usable() {
+        return;
+    }
+    let mut g = c.benchmark_group("vm_build");
+    g.sample_size(30);
+    for mib in [128usize, 1024] {
+        let spec = spec(mib);
+        g.bench_function(format!("{mib}MiB"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let vmm = Vmm::build(
+                        &spec,
+                        &BuildContext {
+                            start_time: Instant::now(),
+                        },
+                    )
+                    .expect("build the hello VM");
+                    total += start.elapsed();
+                    drop(vmm);
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+/// `exec` of `podvm run` → first byte of guest output on its stdout, and
+/// → process exit.
+fn process_boot(c: &mut Criterion) {
+    if !kvm_usable() {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_podvm");
+    let kernel = hello();
+    let run = |until_first_byte: bool| -> Duration {
+        let start = Instant::now();
+        let mut child = Command::new(bin)
+            .args(["run", "--kernel"])
+            .arg(&kernel)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn podvm");
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut byte = [0u8; 1];
+        stdout.read_exact(&mut byte).expect("guest output");
+        let first_byte = start.elapsed();
+        let mut rest = Vec::new();
+        stdout.read_to_end(&mut rest).expect("guest output");
+        let status = child.wait().expect("wait for podvm");
+        let exited = start.elapsed();
+        assert!(status.success(), "podvm failed: {status}");
+        if until_first_byte {
+            first_byte
+        } else {
+            exited
+        }
+    };
+    let mut g = c.benchmark_group("process");
+    g.sample_size(30);
+    g.bench_function("exec_to_first_serial_byte", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| run(true)).sum())
+    });
+    g.bench_function("exec_to_exit", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| run(false)).sum())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, vm_build, process_boot);
+criterion_main!(benches);

@@ -231,8 +231,19 @@ mod tests {
     #[test]
     fn run_flags() {
         let r = run_args(&[
-            "run", "--kernel", "/k", "--initrd", "/i", "--cmdline", "quiet", "--vcpus", "4",
-            "--memory", "512", "--serial", "file=/tmp/s",
+            "run",
+            "--kernel",
+            "/k",
+            "--initrd",
+            "/i",
+            "--cmdline",
+            "quiet",
+            "--vcpus",
+            "4",
+            "--memory",
+            "512",
+            "--serial",
+            "file=/tmp/s",
         ]);
         let spec = r.spec();
         assert_eq!(spec.machine.vcpu_count, 4);
@@ -240,7 +251,15 @@ mod tests {
         assert_eq!(spec.boot_source.cmdline(), "quiet");
         assert_eq!(spec.boot_source.initrd_path, Some(PathBuf::from("/i")));
         assert_eq!(spec.serial, SerialConfig::File("/tmp/s".into()));
-        let r = run_args(&["--log-level", "debug", "run", "--kernel", "/k", "--serial", "off"]);
+        let r = run_args(&[
+            "--log-level",
+            "debug",
+            "run",
+            "--kernel",
+            "/k",
+            "--serial",
+            "off",
+        ]);
         assert_eq!(r.serial, SerialConfig::Off);
     }
 
@@ -264,7 +283,10 @@ mod tests {
     #[test]
     fn spec_errors_name_the_flag() {
         let e = BuildError::Spec(SpecError::ZeroVcpus);
-        assert_eq!(build_error_message(&e), "--vcpus: vcpu_count must be at least 1");
+        assert_eq!(
+            build_error_message(&e),
+            "--vcpus: vcpu_count must be at least 1"
+        );
         let e = BuildError::Spec(SpecError::MemoryTooSmall(8));
         assert!(build_error_message(&e).starts_with("--memory: "));
         let e = BuildError::Spec(SpecError::CmdlineTooLong(5000));

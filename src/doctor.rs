@@ -1,8 +1,196 @@
 //! `podvm doctor`: can this host run pod-VMs, and how fast?
+//!
+//! Each check prints one line: `ok`, `warn` (podvm runs, a feature does
+//! not) or `FAIL` (podvm cannot run). The exit code is 0 when podvm can run
+//! guests here at all.
 
+use std::fs::OpenOptions;
+use std::io;
+use std::path::Path;
 use std::process::ExitCode;
+
+use kvm_ioctls::{Cap, Kvm};
+use vmm::probe::probe_guest_speed;
+
+use crate::EXIT_FAILURE;
+
+/// The KVM API version every modern kernel reports.
+const KVM_API_VERSION: i32 = 12;
+
+/// Capabilities podvm cannot run without, and what each is for.
+const REQUIRED_CAPS: &[(Cap, &str)] = &[
+    (Cap::Irqchip, "in-kernel interrupt controller"),
+    (Cap::Pit2, "in-kernel timer (PIT)"),
+    (Cap::UserMemory, "guest memory slots"),
+    (Cap::SetTssAddr, "TSS address"),
+    (Cap::Irqfd, "device interrupts through eventfds"),
+    (Cap::Ioeventfd, "device notifications through eventfds"),
+    (Cap::ExtCpuid, "guest CPUID"),
+    (Cap::MpState, "SMP start-up (INIT/SIPI)"),
+    (Cap::ImmediateExit, "pausing vCPUs without races"),
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+struct Report {
+    worst: Status,
+}
+
+impl Report {
+    fn line(&mut self, status: Status, what: &str, detail: &str) {
+        let tag = match status {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        println!("[{tag}] {what}: {detail}");
+        self.worst = self.worst.max(status);
+    }
+}
+
+fn open_rw(path: &str) -> io::Result<std::fs::File> {
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
+fn check_kvm(report: &mut Report) -> Option<Kvm> {
+    if !Path::new("/dev/kvm").exists() {
+        report.line(
+            Status::Fail,
+            "/dev/kvm",
+            "not found: KVM is not available (load kvm_intel or kvm_amd, or enable nested virtualization for this VM)",
+        );
+        return None;
+    }
+    if let Err(e) = open_rw("/dev/kvm") {
+        let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+            " (add this user to the group owning /dev/kvm, usually `kvm`)"
+        } else {
+            ""
+        };
+        report.line(Status::Fail, "/dev/kvm", &format!("cannot open: {e}{hint}"));
+        return None;
+    }
+    let kvm = match Kvm::new() {
+        Ok(kvm) => kvm,
+        Err(e) => {
+            report.line(Status::Fail, "/dev/kvm", &format!("cannot open: {e}"));
+            return None;
+        }
+    };
+    report.line(Status::Ok, "/dev/kvm", "present, readable and writable");
+    let version = kvm.get_api_version();
+    if version == KVM_API_VERSION {
+        report.line(Status::Ok, "KVM API version", &version.to_string());
+    } else {
+        report.line(
+            Status::Fail,
+            "KVM API version",
+            &format!("{version}, podvm needs {KVM_API_VERSION}"),
+        );
+        return None;
+    }
+    let missing: Vec<String> = REQUIRED_CAPS
+        .iter()
+        .filter(|(cap, _)| !kvm.check_extension(*cap))
+        .map(|(cap, what)| format!("{cap:?} ({what})"))
+        .collect();
+    if missing.is_empty() {
+        report.line(
+            Status::Ok,
+            "KVM capabilities",
+            &format!(
+                "all {} present; up to {} vCPUs per VM",
+                REQUIRED_CAPS.len(),
+                kvm.get_max_vcpus()
+            ),
+        );
+    } else {
+        report.line(
+            Status::Fail,
+            "KVM capabilities",
+            &format!("missing {}", missing.join(", ")),
+        );
+        return None;
+    }
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        report.line(
+            Status::Warn,
+            "KVM backend",
+            "kvm_pvm (pagetable-based virtual machine): no hardware virtualization behind /dev/kvm",
+        );
+    }
+    Some(kvm)
+}
+
+fn check_tun(report: &mut Report) {
+    match open_rw("/dev/net/tun") {
+        Ok(_) => report.line(
+            Status::Ok,
+            "/dev/net/tun",
+            "present: tap network devices work",
+        ),
+        Err(e) => report.line(
+            Status::Warn,
+            "/dev/net/tun",
+            &format!("cannot open ({e}): pod-VMs cannot have network devices"),
+        ),
+    }
+}
+
+fn check_guest_speed(report: &mut Report, kvm: &Kvm) {
+    match probe_guest_speed(kvm) {
+        Ok(r) if r.hardware_accelerated() => report.line(
+            Status::Ok,
+            "guest execution",
+            &format!(
+                "hardware-accelerated ({:.0} million instructions/s): Linux guests boot to user space",
+                r.instructions_per_sec / 1e6
+            ),
+        ),
+        Ok(r) => report.line(
+            Status::Warn,
+            "guest execution",
+            &format!(
+                "KVM's instruction emulator, not hardware ({:.2} million instructions/s, SSE {}): \
+                 Linux guests will not reach user space on this host; tiny test guests and every \
+                 VMM feature still work",
+                r.instructions_per_sec / 1e6,
+                if r.sse_works { "works" } else { "cannot run" }
+            ),
+        ),
+        Err(e) => report.line(
+            Status::Fail,
+            "guest execution",
+            &format!("cannot run a test guest: {e}"),
+        ),
+    }
+}
 
 /// Runs every check and prints the report.
 pub fn run() -> ExitCode {
-    ExitCode::SUCCESS
+    let mut report = Report { worst: Status::Ok };
+    let kvm = check_kvm(&mut report);
+    check_tun(&mut report);
+    if let Some(kvm) = &kvm {
+        check_guest_speed(&mut report, kvm);
+    }
+    match report.worst {
+        Status::Fail => {
+            println!("podvm cannot run pod-VMs on this host.");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Status::Warn => {
+            println!("podvm can run pod-VMs on this host, with the limits above.");
+            ExitCode::SUCCESS
+        }
+        Status::Ok => {
+            println!("podvm can run pod-VMs on this host.");
+            ExitCode::SUCCESS
+        }
+    }
 }

@@ -23,23 +23,40 @@ fn help_explains_every_flag() {
     let out = run_podvm(&["--help"]);
     assert_eq!(out.code(), 0);
     for word in ["run", "doctor", "--log-level"] {
-        assert!(out.stdout.contains(word), "{word} missing from podvm --help");
+        assert!(
+            out.stdout.contains(word),
+            "{word} missing from podvm --help"
+        );
     }
     let out = run_podvm(&["run", "--help"]);
     assert_eq!(out.code(), 0);
     for flag in [
-        "--kernel", "--initrd", "--cmdline", "--vcpus", "--memory", "--serial", "--log-level",
+        "--kernel",
+        "--initrd",
+        "--cmdline",
+        "--vcpus",
+        "--memory",
+        "--serial",
+        "--log-level",
     ] {
-        assert!(out.stdout.contains(flag), "{flag} missing from podvm run --help");
+        assert!(
+            out.stdout.contains(flag),
+            "{flag} missing from podvm run --help"
+        );
     }
-    assert!(out.stdout.contains("console=ttyS0 reboot=k panic=1 pci=off"));
+    assert!(out
+        .stdout
+        .contains("console=ttyS0 reboot=k panic=1 pci=off"));
     assert!(out.stdout.contains("[default: 128]"));
 }
 
 #[test]
 fn missing_kernel_file() {
     let out = run_podvm(&["run", "--kernel", "/nonexistent/vmlinux"]);
-    assert_usage_error(&out, "kernel /nonexistent/vmlinux: No such file or directory");
+    assert_usage_error(
+        &out,
+        "kernel /nonexistent/vmlinux: No such file or directory",
+    );
 }
 
 #[test]
@@ -58,7 +75,10 @@ fn vcpu_count_limits() {
     let out = run_podvm(&["run", "--kernel", k, "--vcpus", "0"]);
     assert_usage_error(&out, "--vcpus: vcpu_count must be at least 1");
     let out = run_podvm(&["run", "--kernel", k, "--vcpus", "255"]);
-    assert_usage_error(&out, "--vcpus: vcpu_count 255 is more than this host supports (254)");
+    assert_usage_error(
+        &out,
+        "--vcpus: vcpu_count 255 is more than this host supports (254)",
+    );
     // Not a number a vCPU count can be: clap's own usage error, also 2.
     let out = run_podvm(&["run", "--kernel", k, "--vcpus", "1000"]);
     assert_eq!(out.code(), 2);
@@ -105,15 +125,27 @@ fn missing_initrd_file() {
         "--initrd",
         "/nonexistent/initrd",
     ]);
-    assert_usage_error(&out, "initrd /nonexistent/initrd: No such file or directory");
+    assert_usage_error(
+        &out,
+        "initrd /nonexistent/initrd: No such file or directory",
+    );
 }
 
 #[test]
 fn command_line_too_long() {
     let hello = guest("hello");
     let long = "x".repeat(2048);
-    let out = run_podvm(&["run", "--kernel", hello.to_str().unwrap(), "--cmdline", &long]);
-    assert_usage_error(&out, "--cmdline: kernel command line is 2048 bytes long; the limit is 2047 bytes");
+    let out = run_podvm(&[
+        "run",
+        "--kernel",
+        hello.to_str().unwrap(),
+        "--cmdline",
+        &long,
+    ]);
+    assert_usage_error(
+        &out,
+        "--cmdline: kernel command line is 2048 bytes long; the limit is 2047 bytes",
+    );
 }
 
 #[test]
@@ -126,7 +158,10 @@ fn serial_file_that_cannot_be_created() {
         "--serial",
         "file=/nonexistent/dir/console.log",
     ]);
-    assert_usage_error(&out, "serial output /nonexistent/dir/console.log: No such file or directory");
+    assert_usage_error(
+        &out,
+        "serial output /nonexistent/dir/console.log: No such file or directory",
+    );
 }
 
 #[test]
@@ -168,4 +203,36 @@ fn elf_with_memsz(memsz: u64) -> Vec<u8> {
     ph[40..48].copy_from_slice(&memsz.to_le_bytes());
     f.push(0xf4);
     f
+}
+
+#[test]
+fn doctor_reports_how_guests_run() {
+    let out = run_podvm(&["doctor"]);
+    if !kvm_available("doctor_reports_how_guests_run") {
+        assert_eq!(out.code(), 1, "{out:?}");
+        assert!(out.stdout.contains("[FAIL] /dev/kvm"), "{out:?}");
+        return;
+    }
+    assert_eq!(out.code(), 0, "{out:?}");
+    for check in [
+        "/dev/kvm",
+        "KVM API version: 12",
+        "KVM capabilities: all",
+        "/dev/net/tun",
+    ] {
+        assert!(out.stdout.contains(check), "{check} missing: {out:?}");
+    }
+    let speed = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("guest execution: "))
+        .unwrap_or_else(|| panic!("no guest execution line: {out:?}"));
+    assert!(
+        speed.contains("hardware-accelerated") || speed.contains("will not reach user space"),
+        "{speed}"
+    );
+    assert!(
+        out.stdout.trim_end().ends_with("on this host.")
+            || out.stdout.contains("with the limits above.")
+    );
 }

@@ -109,7 +109,9 @@ impl Bus {
     }
 }
 
-fn lock<'a>(device: &'a Mutex<dyn BusDevice + 'static>) -> std::sync::MutexGuard<'a, dyn BusDevice + 'static> {
+fn lock<'a>(
+    device: &'a Mutex<dyn BusDevice + 'static>,
+) -> std::sync::MutexGuard<'a, dyn BusDevice + 'static> {
     // A device whose handler panicked has already aborted the process
     // (release builds abort on panic); in tests, keep going with its state.
     device.lock().unwrap_or_else(|e| e.into_inner())
@@ -141,7 +143,7 @@ mod tests {
         let mut buf = [0u8; 1];
         assert!(bus.read(0x3fd, &mut buf));
         assert_eq!(buf, [5]);
-        assert!(bus.write(0x3f8, &[b'x']));
+        assert!(bus.write(0x3f8, b"x"));
         assert!(!bus.read(0x3f7, &mut buf));
         assert!(!bus.write(0x400, &[0]));
         assert_eq!(a.lock().unwrap().writes, vec![(0, vec![b'x'])]);
@@ -161,7 +163,10 @@ mod tests {
         );
         assert_eq!(
             bus.insert(0x8, 0x9, d()),
-            Err(BusError::Overlap { base: 0x8, len: 0x9 })
+            Err(BusError::Overlap {
+                base: 0x8,
+                len: 0x9
+            })
         );
         assert!(bus.insert(0x8, 0x8, d()).is_ok());
         assert!(bus.insert(0x20, 0x1, d()).is_ok());

@@ -40,9 +40,7 @@ pub enum SpecError {
     #[error("mem_size_mib {0} is too large")]
     MemoryTooLarge(usize),
     /// The kernel command line does not fit.
-    #[error(
-        "kernel command line is {0} bytes long; the limit is {MAX_KERNEL_CMDLINE_LEN} bytes"
-    )]
+    #[error("kernel command line is {0} bytes long; the limit is {MAX_KERNEL_CMDLINE_LEN} bytes")]
     CmdlineTooLong(usize),
     /// The kernel command line contains a NUL byte.
     #[error("kernel command line contains a NUL byte")]
@@ -76,7 +74,7 @@ impl VmSpec {
                 max,
             });
         }
-        if m.smt && m.vcpu_count % 2 != 0 {
+        if m.smt && !m.vcpu_count.is_multiple_of(2) {
             return Err(SpecError::SmtOddVcpus(m.vcpu_count));
         }
         if m.mem_size_mib < MIN_MEM_SIZE_MIB {
@@ -121,7 +119,8 @@ mod tests {
 
     #[test]
     fn every_error_is_found() {
-        let cases: Vec<(Box<dyn Fn(&mut VmSpec)>, SpecError)> = vec![
+        type Change = Box<dyn Fn(&mut VmSpec)>;
+        let cases: Vec<(Change, SpecError)> = vec![
             (Box::new(|s| s.machine.vcpu_count = 0), SpecError::ZeroVcpus),
             (
                 Box::new(|s| s.machine.vcpu_count = 9),

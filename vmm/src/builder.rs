@@ -164,12 +164,12 @@ pub fn open_serial_output(config: &SerialConfig) -> Result<SerialOutput, BuildEr
     Ok(match config {
         SerialConfig::Stdout => Box::new(crate::stdout::RawStdout),
         SerialConfig::Off => Box::new(io::sink()),
-        SerialConfig::File(path) => Box::new(File::create(path).map_err(|source| {
-            BuildError::SerialFile {
+        SerialConfig::File(path) => {
+            Box::new(File::create(path).map_err(|source| BuildError::SerialFile {
                 path: path.clone(),
                 source,
-            }
-        })?),
+            })?)
+        }
     })
 }
 
@@ -232,34 +232,67 @@ pub fn create_vcpus(
             source,
         })?;
     let topology = Topology::new(spec.machine.vcpu_count, spec.machine.smt);
-    (0..spec.machine.vcpu_count)
-        .map(|index| {
-            let vcpu = Vcpu::new(vm.fd(), index, io.clone(), mem.clone())?;
-            vcpu.configure(&cpuid, &msrs, topology, entry)?;
-            Ok(vcpu)
-        })
-        .collect()
+    let vcpus = (0..spec.machine.vcpu_count)
+        .map(|index| Vcpu::new(vm.fd(), index, io.clone(), mem.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Configure only once every vCPU exists: setting each LAPIC then makes
+    // KVM rebuild its APIC map with all of them, without which INIT/SIPI
+    // from the guest may miss the last-created vCPU.
+    for vcpu in &vcpus {
+        vcpu.configure(&cpuid, &msrs, topology, entry)?;
+    }
+    Ok(vcpus)
 }
 
 impl Vmm {
     /// Builds the VM described by `spec`, ready to run.
     pub fn build(spec: &VmSpec, ctx: &BuildContext) -> Result<Vmm, BuildError> {
+        let mut step = StepTimer::new();
         // Everything the user can get wrong is checked first, without KVM.
         spec.validate(u32::MAX)?;
         let mut files = open_boot_files(spec)?;
         let serial_out = open_serial_output(&spec.serial)?;
+        step.done("checks and files");
         let kvm = open_kvm(spec)?;
+        step.done("open /dev/kvm");
 
         let memory = create_guest_memory(spec.machine.mem_size_bytes())?;
+        step.done("guest memory");
         let entry = load_guest(&memory, spec, &mut files)?;
+        step.done("kernel and boot structures");
 
         let vm = Vm::new(&kvm)?;
+        step.done("KVM VM");
         vm.register_memory(&memory)?;
+        step.done("memory slots");
+        vm.setup_irqchip()?;
+        step.done("irqchip and PIT");
         let mut io = IoBuses::default();
         let legacy = attach_legacy_devices(&vm, &mut io.pio, serial_out, ctx.start_time)?;
         let io = Arc::new(io);
+        step.done("devices");
         let vcpus = create_vcpus(&kvm, &vm, spec, &io, &memory, entry)?;
+        step.done("vCPUs");
 
         Ok(Vmm::new(vm, memory, vcpus, legacy))
+    }
+}
+
+/// Logs how long each build step took, at debug level.
+struct StepTimer {
+    last: Instant,
+}
+
+impl StepTimer {
+    fn new() -> Self {
+        StepTimer {
+            last: Instant::now(),
+        }
+    }
+
+    fn done(&mut self, step: &str) {
+        let now = Instant::now();
+        log::debug!("build: {step}: {} us", (now - self.last).as_micros());
+        self.last = now;
     }
 }

@@ -10,6 +10,7 @@ pub mod builder;
 pub mod device_manager;
 pub mod loader;
 pub mod memory;
+pub mod probe;
 mod runtime;
 pub mod stdout;
 pub mod vstate;

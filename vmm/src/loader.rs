@@ -232,7 +232,11 @@ fn probe_elf<R: Read + Seek>(
         let paddr = u64_at(&ph, 24);
         let memsz = u64_at(&ph, 40);
         start = start.min(paddr);
-        end = end.max(paddr.checked_add(memsz).ok_or(bad("has a segment past the end of memory"))?);
+        end = end.max(
+            paddr
+                .checked_add(memsz)
+                .ok_or(bad("has a segment past the end of memory"))?,
+        );
     }
     if end == 0 {
         return Err(bad("has no loadable segment"));
@@ -371,21 +375,17 @@ pub fn load_initrd<M: GuestMemoryBackend>(
     file: &mut File,
     placement: InitrdPlacement,
 ) -> Result<(), LoaderError> {
-    file.seek(SeekFrom::Start(0))
-        .and_then(|_| Ok(()))
-        .map_err(|e| LoaderError::GuestMemory {
-            what: "the initrd",
-            source: vm_memory::GuestMemoryError::IOError(e),
-        })?;
-    mem.read_exact_volatile_from(
-        GuestAddress(placement.addr),
-        file,
-        placement.size as usize,
-    )
-    .map_err(|source| LoaderError::GuestMemory {
+    let memory_err = |source| LoaderError::GuestMemory {
         what: "the initrd",
         source,
-    })
+    };
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| memory_err(vm_memory::GuestMemoryError::IOError(e)))?;
+    mem.read_exact_volatile_from(GuestAddress(placement.addr), file, placement.size as usize)
+        .map_err(|source| LoaderError::GuestMemory {
+            what: "the initrd",
+            source,
+        })
 }
 
 /// Writes the NUL-terminated command line at its fixed address.
@@ -529,7 +529,10 @@ mod tests {
             err.to_string(),
             "kernel k needs memory up to 40 MiB, but the guest has 32 MiB below the MMIO gap"
         );
-        let low = KernelInfo { start: 0x8000, ..info };
+        let low = KernelInfo {
+            start: 0x8000,
+            ..info
+        };
         assert!(matches!(
             check_kernel_fits(&low, 64 * MIB, Path::new("k")),
             Err(LoaderError::KernelTooLow { addr: 0x8000, .. })

@@ -24,7 +24,10 @@ pub fn ram_regions(mem_size: u64) -> Vec<(GuestAddress, usize)> {
     let low = mem_size.min(MMIO_GAP_START);
     let mut regions = vec![(GuestAddress(0), low as usize)];
     if mem_size > MMIO_GAP_START {
-        regions.push((GuestAddress(MMIO_GAP_END), (mem_size - MMIO_GAP_START) as usize));
+        regions.push((
+            GuestAddress(MMIO_GAP_END),
+            (mem_size - MMIO_GAP_START) as usize,
+        ));
     }
     regions
 }

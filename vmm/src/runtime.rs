@@ -253,7 +253,11 @@ impl SerialInput {
             return;
         }
         let events = Events::new(&self.source, EventSet::IN);
-        let res = if armed { ops.add(events) } else { ops.remove(events) };
+        let res = if armed {
+            ops.add(events)
+        } else {
+            ops.remove(events)
+        };
         match res {
             Ok(()) => self.armed = armed,
             Err(e) => log::warn!("serial: cannot watch input: {e:?}"),
@@ -316,8 +320,7 @@ pub(crate) fn run(vmm: Vmm, serial_input: Option<File>) -> Result<VmExit, RunErr
         memory,
     } = vmm;
     let outcome: Outcome = Arc::new(Mutex::new(None));
-    let mut manager: EventManager<Subscriber> =
-        EventManager::new().map_err(RunError::EventLoop)?;
+    let mut manager: EventManager<Subscriber> = EventManager::new().map_err(RunError::EventLoop)?;
 
     let vcpu_exit_evt = EventFd::new(EFD_NONBLOCK).map_err(RunError::EventFd)?;
     let (report_tx, report_rx) = channel();
@@ -412,7 +415,11 @@ mod tests {
              running them: run `podvm doctor`"
         );
         assert_eq!(
-            VmExit::TripleFault { vcpu: 0, rip: 0x1234 }.to_string(),
+            VmExit::TripleFault {
+                vcpu: 0,
+                rip: 0x1234
+            }
+            .to_string(),
             "guest triple-faulted at RIP=0x1234 on vCPU 0"
         );
     }
@@ -428,7 +435,10 @@ mod tests {
         );
         let failed = r(VcpuStopReason::InternalError { suberror: 3 }).unwrap();
         assert_eq!(failed.exit_code(), 1);
-        assert_eq!(failed.to_string(), "vCPU 2: KVM internal error (suberror 3)");
+        assert_eq!(
+            failed.to_string(),
+            "vCPU 2: KVM internal error (suberror 3)"
+        );
     }
 
     #[test]

@@ -59,6 +59,9 @@ mod tests {
         assert_eq!(evt.read().unwrap(), 1);
         let mut status = [0xffu8; 1];
         dev.read(COMMAND_OFFSET, &mut status);
-        assert_eq!(status[0], 0, "input buffer empty so Linux may send commands");
+        assert_eq!(
+            status[0], 0,
+            "input buffer empty so Linux may send commands"
+        );
     }
 }

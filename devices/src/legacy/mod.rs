@@ -6,5 +6,5 @@ mod i8042;
 mod serial;
 
 pub use boot_timer::{BootTimer, BOOT_TIMER_MAGIC};
-pub use i8042::{I8042, COMMAND_OFFSET as I8042_COMMAND_OFFSET};
+pub use i8042::{COMMAND_OFFSET as I8042_COMMAND_OFFSET, I8042};
 pub use serial::{Serial, SerialInputEvents};

@@ -172,7 +172,11 @@ mod tests {
     fn a_broken_sink_does_not_stop_the_guest() {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let ready = EventFd::new(EFD_NONBLOCK).unwrap();
-        let mut s = Serial::new(EventFdTrigger::new(irq), SerialInputEvents::new(ready), Broken);
+        let mut s = Serial::new(
+            EventFdTrigger::new(irq),
+            SerialInputEvents::new(ready),
+            Broken,
+        );
         s.write(THR, b"x");
         s.write(THR, b"y");
         assert!(s.output_failed);

@@ -118,9 +118,15 @@ mod tests {
     #[test]
     fn device_accesses_reach_the_buses() {
         let (io, dev) = buses();
-        assert_eq!(handle_exit(VcpuExit::IoOut(0x3f8, b"h"), &io), ExitAction::Continue);
+        assert_eq!(
+            handle_exit(VcpuExit::IoOut(0x3f8, b"h"), &io),
+            ExitAction::Continue
+        );
         let mut d = [0u8; 1];
-        assert_eq!(handle_exit(VcpuExit::IoIn(0x3fd, &mut d), &io), ExitAction::Continue);
+        assert_eq!(
+            handle_exit(VcpuExit::IoIn(0x3fd, &mut d), &io),
+            ExitAction::Continue
+        );
         assert_eq!(d, [6]);
         assert_eq!(
             handle_exit(VcpuExit::MmioWrite(0xd000_0004, b"ab"), &io),
@@ -141,7 +147,10 @@ mod tests {
         let mut m = [0u8; 4];
         handle_exit(VcpuExit::MmioRead(0x1000, &mut m), &io);
         assert_eq!(m, [0xff; 4]);
-        assert_eq!(handle_exit(VcpuExit::IoOut(0x80, &[1]), &io), ExitAction::Continue);
+        assert_eq!(
+            handle_exit(VcpuExit::IoOut(0x80, &[1]), &io),
+            ExitAction::Continue
+        );
     }
 
     #[test]
@@ -151,8 +160,14 @@ mod tests {
             (VcpuExit::Shutdown, StopKind::TripleFault),
             (VcpuExit::InternalError, StopKind::InternalError),
             (VcpuExit::FailEntry(7, 0), StopKind::FailEntry(7)),
-            (VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_RESET, &[]), StopKind::Reset),
-            (VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_SHUTDOWN, &[]), StopKind::PowerOff),
+            (
+                VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_RESET, &[]),
+                StopKind::Reset,
+            ),
+            (
+                VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_SHUTDOWN, &[]),
+                StopKind::PowerOff,
+            ),
             (VcpuExit::Exception, StopKind::Unexpected("exception")),
         ];
         for (exit, kind) in cases {

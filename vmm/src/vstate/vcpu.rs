@@ -15,7 +15,10 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 
-use kvm_bindings::{kvm_run, CpuId, MsrList, KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES};
+use kvm_bindings::{
+    kvm_run, CpuId, MsrList, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
+};
 use kvm_ioctls::{VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
@@ -312,7 +315,10 @@ impl Vcpu {
             return Vec::new();
         }
         let mut buf = [0u8; MAX_INSN_LEN];
-        match self.mem.read_slice(&mut buf, GuestAddress(t.physical_address)) {
+        match self
+            .mem
+            .read_slice(&mut buf, GuestAddress(t.physical_address))
+        {
             Ok(()) => buf.to_vec(),
             Err(_) => Vec::new(),
         }

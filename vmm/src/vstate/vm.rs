@@ -1,5 +1,5 @@
-//! The KVM virtual machine: its file descriptor, in-kernel irqchip and
-//! PIT, and guest memory registration.
+//! The KVM virtual machine: its file descriptor, guest memory
+//! registration, in-kernel irqchip and PIT.
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
@@ -49,20 +49,28 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Creates the VM, its TSS area, irqchip and PIT. The irqchip must exist
-    /// before any vCPU is created, so this comes first.
+    /// Creates an empty VM.
     pub fn new(kvm: &Kvm) -> Result<Self, VmError> {
         let fd = kvm.create_vm().map_err(VmError::Create)?;
-        fd.set_tss_address(KVM_TSS_ADDRESS as usize)
+        Ok(Vm { fd })
+    }
+
+    /// Creates the TSS area, the in-kernel irqchip and the PIT. The
+    /// irqchip must exist before any vCPU is created. Register guest memory
+    /// first: once an irqchip exists, KVM makes the first memory-slot update
+    /// wait for an SRCU grace period, which costs milliseconds on some
+    /// hosts, while before it the same update takes microseconds.
+    pub fn setup_irqchip(&self) -> Result<(), VmError> {
+        self.fd
+            .set_tss_address(KVM_TSS_ADDRESS as usize)
             .map_err(VmError::SetTssAddress)?;
-        fd.create_irq_chip().map_err(VmError::CreateIrqchip)?;
+        self.fd.create_irq_chip().map_err(VmError::CreateIrqchip)?;
         // The PC speaker port is not emulated, only ignored.
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()
         };
-        fd.create_pit2(pit).map_err(VmError::CreatePit)?;
-        Ok(Vm { fd })
+        self.fd.create_pit2(pit).map_err(VmError::CreatePit)
     }
 
     /// The VM file descriptor.

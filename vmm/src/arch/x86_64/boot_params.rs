@@ -64,7 +64,10 @@ pub fn e820_map(mem_size: u64) -> Vec<E820Entry> {
         map.push(ram(HIGH_MEMORY_START, mem_size.min(MMIO_GAP_START)));
     }
     if mem_size > MMIO_GAP_START {
-        map.push(ram(MMIO_GAP_END, MMIO_GAP_END + (mem_size - MMIO_GAP_START)));
+        map.push(ram(
+            MMIO_GAP_END,
+            MMIO_GAP_END + (mem_size - MMIO_GAP_START),
+        ));
     }
     map
 }
@@ -124,7 +127,11 @@ pub fn linux_boot_params(
 pub fn pvh_start_info(
     e820: &[E820Entry],
     initrd: Option<InitrdPlacement>,
-) -> (hvm_start_info, Vec<hvm_memmap_table_entry>, Option<hvm_modlist_entry>) {
+) -> (
+    hvm_start_info,
+    Vec<hvm_memmap_table_entry>,
+    Option<hvm_modlist_entry>,
+) {
     let memmap: Vec<_> = e820
         .iter()
         .map(|e| hvm_memmap_table_entry {
@@ -169,7 +176,10 @@ pub fn write_pvh_start_info<M: GuestMemoryBackend>(
     }
     let entry_size = std::mem::size_of::<hvm_memmap_table_entry>() as u64;
     for (i, entry) in memmap.into_iter().enumerate() {
-        mem.write_obj(entry, GuestAddress(PVH_MEMMAP_START + i as u64 * entry_size))?;
+        mem.write_obj(
+            entry,
+            GuestAddress(PVH_MEMMAP_START + i as u64 * entry_size),
+        )?;
     }
     Ok(())
 }
@@ -297,8 +307,8 @@ mod tests {
 
     #[test]
     fn pvh_structures_land_at_their_addresses() {
-        let mem = vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)])
-            .unwrap();
+        let mem =
+            vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let map = e820_map(64 * MIB);
         write_pvh_start_info(&mem, &map, None).unwrap();
         let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_START)).unwrap();

@@ -148,12 +148,7 @@ fn filter_entry(entry: &mut kvm_cpuid_entry2, apic_id: u8, topo: Topology) {
         LEAF_AMD_EXT_APIC => {
             entry.eax = id;
             set_bits(&mut entry.ebx, 7, 0, id >> topo.smt_shift());
-            set_bits(
-                &mut entry.ebx,
-                15,
-                8,
-                u32::from(topo.threads_per_core) - 1,
-            );
+            set_bits(&mut entry.ebx, 15, 8, u32::from(topo.threads_per_core) - 1);
             set_bits(&mut entry.ecx, 7, 0, 0);
         }
         _ => {}
@@ -266,7 +261,11 @@ mod tests {
         filter_cpuid(&mut c, 0, Topology::new(4, true));
         let l1 = find(&c, LEAF_CACHE_PARAMS, 0);
         assert_eq!(l1.eax >> 26, 1, "two cores");
-        assert_eq!((l1.eax >> 14) & 0xfff, 1, "L1 shared by the core's 2 threads");
+        assert_eq!(
+            (l1.eax >> 14) & 0xfff,
+            1,
+            "L1 shared by the core's 2 threads"
+        );
         let l3 = find(&c, LEAF_CACHE_PARAMS, 3);
         assert_eq!((l3.eax >> 14) & 0xfff, 3, "L3 shared by all 4");
         let pmu = find(&c, LEAF_PMU, 0);

@@ -52,7 +52,10 @@ pub enum MptableError {
 }
 
 fn checksum(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |s, b| s.wrapping_add(*b)).wrapping_neg()
+    bytes
+        .iter()
+        .fold(0u8, |s, b| s.wrapping_add(*b))
+        .wrapping_neg()
 }
 
 /// The MP floating pointer and configuration table for `vcpu_count` vCPUs
@@ -79,7 +82,16 @@ pub fn mptable_bytes(vcpu_count: u8) -> Vec<u8> {
     for irq in 0..IOAPIC_PINS {
         // type, interrupt type, flags (conforming polarity and trigger,
         // u16), source bus, source IRQ, destination IOAPIC, its pin.
-        entries.extend_from_slice(&[ENTRY_IO_INTERRUPT, INT_TYPE_INT, 0, 0, 0, irq, ioapic_id, irq]);
+        entries.extend_from_slice(&[
+            ENTRY_IO_INTERRUPT,
+            INT_TYPE_INT,
+            0,
+            0,
+            0,
+            irq,
+            ioapic_id,
+            irq,
+        ]);
         count += 1;
     }
     // ExtINT on every LAPIC's LINT0, NMI on every LAPIC's LINT1.
@@ -152,7 +164,10 @@ mod tests {
             assert_eq!(sum(t), 0, "table checksum, {n} cpus");
             let count = u16::from_le_bytes([t[34], t[35]]);
             assert_eq!(count, u16::from(n) + 2 + 24 + 2);
-            assert_eq!(u32::from_le_bytes(t[36..40].try_into().unwrap()), 0xfee0_0000);
+            assert_eq!(
+                u32::from_le_bytes(t[36..40].try_into().unwrap()),
+                0xfee0_0000
+            );
         }
     }
 
@@ -170,7 +185,10 @@ mod tests {
         let ioapic = &entries[60 + 8..60 + 16];
         assert_eq!(ioapic[0], ENTRY_IOAPIC);
         assert_eq!(ioapic[1], 3, "IOAPIC id follows the CPUs");
-        assert_eq!(u32::from_le_bytes(ioapic[4..8].try_into().unwrap()), 0xfec0_0000);
+        assert_eq!(
+            u32::from_le_bytes(ioapic[4..8].try_into().unwrap()),
+            0xfec0_0000
+        );
     }
 
     #[test]
@@ -178,7 +196,8 @@ mod tests {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         setup_mptable(&mem, 254).unwrap();
         let mut sig = [0u8; 4];
-        mem.read_slice(&mut sig, GuestAddress(MPTABLE_START)).unwrap();
+        mem.read_slice(&mut sig, GuestAddress(MPTABLE_START))
+            .unwrap();
         assert_eq!(&sig, b"_MP_");
     }
 }

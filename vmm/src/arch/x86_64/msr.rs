@@ -71,13 +71,15 @@ mod tests {
 
     #[test]
     fn only_supported_msrs_are_kept() {
-        let supported =
-            MsrList::from_entries(&[MSR_IA32_TSC, MSR_MTRR_DEF_TYPE, 0x1234]).unwrap();
+        let supported = MsrList::from_entries(&[MSR_IA32_TSC, MSR_MTRR_DEF_TYPE, 0x1234]).unwrap();
         let msrs = supported_boot_msrs(&supported);
         let got: Vec<_> = msrs.as_slice().iter().map(|e| (e.index, e.data)).collect();
         assert_eq!(
             got,
-            vec![(MSR_IA32_TSC, 0), (MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WRITEBACK)]
+            vec![
+                (MSR_IA32_TSC, 0),
+                (MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WRITEBACK)
+            ]
         );
     }
 

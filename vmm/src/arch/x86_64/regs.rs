@@ -5,7 +5,9 @@
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
-use super::gdt::{boot_gdt, kvm_segment_from_gdt, CODE32_FLAGS, CODE64_FLAGS, CODE_INDEX, DATA_INDEX, TSS_INDEX};
+use super::gdt::{
+    boot_gdt, kvm_segment_from_gdt, CODE32_FLAGS, CODE64_FLAGS, CODE_INDEX, DATA_INDEX, TSS_INDEX,
+};
 use super::layout::*;
 
 /// CR0.PE: protected mode.
@@ -190,7 +192,10 @@ mod tests {
 
     #[test]
     fn long_mode_sregs() {
-        let s = boot_sregs(kvm_sregs::default(), BootEntry::Linux64 { entry: 0x100_0000 });
+        let s = boot_sregs(
+            kvm_sregs::default(),
+            BootEntry::Linux64 { entry: 0x100_0000 },
+        );
         assert_eq!(s.cr0 & (X86_CR0_PE | X86_CR0_PG), X86_CR0_PE | X86_CR0_PG);
         assert_eq!(s.cr3, PML4_START);
         assert_ne!(s.cr4 & X86_CR4_PAE, 0);
@@ -212,7 +217,10 @@ mod tests {
     #[test]
     fn entry_registers() {
         let r = boot_regs(BootEntry::Linux64 { entry: 0x20_0000 });
-        assert_eq!((r.rip, r.rsi, r.rsp, r.rflags), (0x20_0000, ZERO_PAGE_START, BOOT_STACK_POINTER, 2));
+        assert_eq!(
+            (r.rip, r.rsi, r.rsp, r.rflags),
+            (0x20_0000, ZERO_PAGE_START, BOOT_STACK_POINTER, 2)
+        );
         let r = boot_regs(BootEntry::Pvh { entry: 0x30_0000 });
         assert_eq!((r.rip, r.rbx, r.rflags), (0x30_0000, PVH_INFO_START, 2));
         let f = boot_fpu();
