@@ -24,10 +24,12 @@ pub enum VmError {
     #[error("cannot create the in-kernel PIT: {0}")]
     CreatePit(#[source] kvm_ioctls::Error),
     /// `KVM_SET_USER_MEMORY_REGION` failed.
-    #[error("cannot register guest memory at {addr:#x}: {source}")]
+    #[error("cannot register {} MiB of guest memory at {addr:#x} with KVM: {source}", size >> 20)]
     SetMemoryRegion {
         /// Guest address of the region.
         addr: u64,
+        /// Size of the region.
+        size: u64,
         /// The KVM error.
         #[source]
         source: kvm_ioctls::Error,
@@ -83,10 +85,11 @@ impl Vm {
         for (slot, region) in mem.iter().enumerate() {
             let addr = region.start_addr().raw_value();
             let host = region.as_ptr() as u64;
+            let size = region.len();
             let region = kvm_userspace_memory_region {
                 slot: slot as u32,
                 guest_phys_addr: addr,
-                memory_size: region.len(),
+                memory_size: size,
                 userspace_addr: host,
                 flags: 0,
             };
@@ -95,7 +98,7 @@ impl Vm {
             // dropped before or with the memory); slots do not overlap
             // because guest memory regions do not.
             unsafe { self.fd.set_user_memory_region(region) }
-                .map_err(|source| VmError::SetMemoryRegion { addr, source })?;
+                .map_err(|source| VmError::SetMemoryRegion { addr, size, source })?;
         }
         Ok(())
     }
