@@ -263,3 +263,38 @@ fn serial_output_to_a_file_or_nowhere() {
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(out.stdout, "");
 }
+
+#[test]
+fn pvh_kernels_enter_in_32_bit_mode_with_start_info() {
+    if !kvm_available("pvh_kernels_enter_in_32_bit_mode_with_start_info") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = dir.path().join("initrd");
+    std::fs::write(&initrd, [7u8; 23]).unwrap();
+    let out = run_guest(
+        "pvh",
+        &[
+            "--memory",
+            "6144",
+            "--cmdline",
+            "console=ttyS0 hello=pvh",
+            "--initrd",
+            initrd.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(out.value("pvh-entry"), Some("32-bit"), "{out:?}");
+    assert_eq!(out.value("pvh-magic"), Some("336ec578"));
+    assert_eq!(out.value("pvh-version"), Some("1"));
+    assert_eq!(out.value("cmdline"), Some("console=ttyS0 hello=pvh"));
+    assert_eq!(out.value("memmap-entries"), Some("4"));
+    assert_eq!(
+        out.value("memmap-ram-total"),
+        Some(expected_ram(6144).to_string().as_str())
+    );
+    assert!(out.lines().contains(&"memmap: 0x100000000 0xb0000000 1"), "{out:?}");
+    assert_eq!(out.value("modules"), Some("1"));
+    assert_eq!(out.value("module"), Some("0xcffff000 0x17"));
+    assert!(out.lines().contains(&"pvh-done"));
+}

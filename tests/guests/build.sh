@@ -2,9 +2,10 @@
 # build.sh OUTDIR - assemble and link every podvm test guest into OUTDIR.
 #
 # Needs only `as` and `ld` from GNU binutils (override with $AS / $LD).
-# Produces OUTDIR/<guest> (static ELF64, loaded at 1 MiB) for each guest
-# and OUTDIR/hello.bzimage.  Quiet on success; any assembler or linker
-# message is fatal.  Safe to run repeatedly and concurrently: everything is
+# Produces OUTDIR/<guest> (static ELF64, loaded at 1 MiB) for each guest,
+# OUTDIR/pvh (the same, plus a PVH entry note, linked with pvh.ld) and
+# OUTDIR/hello.bzimage.  Quiet on success; any assembler or linker message
+# is fatal.  Safe to run repeatedly and concurrently: everything is
 # built in a private temporary directory inside OUTDIR and then renamed
 # into place (rename is atomic within one file system).
 set -eu
@@ -38,12 +39,17 @@ for g in $GUESTS; do
         -o "$TMP/$g" "$TMP/$g.o"
 done
 
+asm "$SRC/pvh.S" "$TMP/pvh.o"
+"$LD" -m elf_x86_64 --fatal-warnings -static -nostdlib -z noexecstack \
+    -z max-page-size=0x1000 --build-id=none -T "$SRC/pvh.ld" \
+    -o "$TMP/pvh" "$TMP/pvh.o"
+
 asm "$SRC/hello_bzimage.S" "$TMP/hello_bzimage.o"
 "$LD" -m elf_x86_64 --fatal-warnings -static -nostdlib -z noexecstack \
     --build-id=none -T "$SRC/bzimage.ld" --oformat binary \
     -o "$TMP/hello.bzimage" "$TMP/hello_bzimage.o"
 
-for f in $GUESTS hello.bzimage; do
+for f in $GUESTS pvh hello.bzimage; do
     chmod 0644 "$TMP/$f"
     mv -f "$TMP/$f" "$OUT/$f"
 done
