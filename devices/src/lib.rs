@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod legacy;
 mod trigger;
+pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};
 pub use trigger::EventFdTrigger;

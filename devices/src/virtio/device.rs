@@ -1,0 +1,61 @@
+//! What a virtio device model provides to the transport.
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::IrqLine;
+
+/// Everything a device needs to run, handed over when the driver sets
+/// DRIVER_OK.
+pub struct Activation {
+    /// Guest memory.
+    pub mem: GuestMemoryMmap,
+    /// The queues as the driver set them up, in queue-index order.
+    pub queues: Vec<Queue>,
+    /// The notification event of each queue (KVM ioeventfds).
+    pub queue_evts: Vec<EventFd>,
+    /// The device's interrupt.
+    pub irq: IrqLine,
+}
+
+/// A device could not be activated.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver set up fewer queues than the device needs.
+    #[error("the driver set up {got} queues, the device needs {need}")]
+    Queues {
+        /// Queues the device needs.
+        need: usize,
+        /// Queues the driver made ready.
+        got: usize,
+    },
+    /// Signalling the event loop failed.
+    #[error("cannot signal the device's event handler: {0}")]
+    Signal(#[source] std::io::Error),
+    /// A device-specific failure.
+    #[error("{0}")]
+    Device(String),
+}
+
+/// A virtio device model behind a [`super::MmioTransport`].
+pub trait VirtioDevice: Send {
+    /// The virtio device id ([`super::device_type`]).
+    fn device_type(&self) -> u32;
+    /// The largest size of each queue the device has.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// The features the device offers.
+    fn avail_features(&self) -> u64;
+    /// Records the features the driver accepted (a subset of the offered
+    /// ones; called when the driver sets FEATURES_OK).
+    fn set_acked_features(&mut self, features: u64);
+    /// Reads the device-specific configuration space at `offset`.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device-specific configuration space at `offset`.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts the device. Runs on a vCPU thread: store, signal, return.
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
+    /// Stops the device, dropping its queues, so that it can be activated
+    /// again. Returns false when it cannot stop.
+    fn reset(&mut self) -> bool;
+}

@@ -1,0 +1,675 @@
+//! The virtio-mmio transport, version 2 ("modern") register layout
+//! (virtio spec v1.2 §4.2.2), one 4 KiB window per device.
+
+use std::sync::{Arc, Mutex};
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::status::{ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, FAILED, FEATURES_OK};
+use super::{Activation, IrqLine, VirtioDevice, INT_CONFIG, VIRTIO_F_VERSION_1};
+use crate::bus::BusDevice;
+
+/// Size of each device's register window.
+pub const MMIO_REGION_SIZE: u64 = 0x1000;
+/// Offset of QueueNotify, where the VMM puts the queues' ioeventfds.
+pub const QUEUE_NOTIFY_OFFSET: u64 = 0x050;
+
+// Register offsets (spec §4.2.2, table "MMIO Device Register Layout").
+const MAGIC_VALUE: u64 = 0x000;
+const VERSION: u64 = 0x004;
+const DEVICE_ID: u64 = 0x008;
+const VENDOR_ID: u64 = 0x00c;
+const DEVICE_FEATURES: u64 = 0x010;
+const DEVICE_FEATURES_SEL: u64 = 0x014;
+const DRIVER_FEATURES: u64 = 0x020;
+const DRIVER_FEATURES_SEL: u64 = 0x024;
+const QUEUE_SEL: u64 = 0x030;
+const QUEUE_NUM_MAX: u64 = 0x034;
+const QUEUE_NUM: u64 = 0x038;
+const QUEUE_READY: u64 = 0x044;
+const INTERRUPT_STATUS: u64 = 0x060;
+const INTERRUPT_ACK: u64 = 0x064;
+const STATUS: u64 = 0x070;
+const QUEUE_DESC_LOW: u64 = 0x080;
+const QUEUE_DESC_HIGH: u64 = 0x084;
+const QUEUE_DRIVER_LOW: u64 = 0x090;
+const QUEUE_DRIVER_HIGH: u64 = 0x094;
+const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
+const CONFIG_GENERATION: u64 = 0x0fc;
+/// Device-specific configuration space starts here.
+const CONFIG_SPACE: u64 = 0x100;
+
+/// "virt" in little-endian.
+const MMIO_MAGIC: u32 = 0x7472_6976;
+/// The modern register layout.
+const MMIO_VERSION: u32 = 2;
+/// Vendor id reported to the guest (none assigned; as Firecracker).
+const MMIO_VENDOR_ID: u32 = 0;
+
+/// The transport state of one virtio-mmio device.
+pub struct MmioTransport {
+    device: Arc<Mutex<dyn VirtioDevice>>,
+    mem: GuestMemoryMmap,
+    irq: IrqLine,
+    queues: Vec<Queue>,
+    /// The queues' notification events; the device gets duplicates.
+    queue_evts: Vec<EventFd>,
+    /// Whether the device holds an activation.
+    active: bool,
+    device_type: u32,
+    avail_features: u64,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    acked_features: u64,
+    queue_sel: u32,
+    status: u32,
+    config_generation: u32,
+}
+
+fn lock(device: &Mutex<dyn VirtioDevice>) -> std::sync::MutexGuard<'_, dyn VirtioDevice + 'static> {
+    device.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MmioTransport {
+    /// A transport for `device`, notified through `queue_evts` (one per
+    /// queue, in order) and interrupting through `irq`.
+    pub fn new(
+        device: Arc<Mutex<dyn VirtioDevice>>,
+        mem: GuestMemoryMmap,
+        irq: IrqLine,
+        queue_evts: Vec<EventFd>,
+    ) -> Self {
+        let (device_type, avail_features, queues) = {
+            let d = lock(&device);
+            let queues = d
+                .queue_max_sizes()
+                .iter()
+                .map(|&max| Queue::new(max).expect("device queue sizes are powers of two"))
+                .collect();
+            (d.device_type(), d.avail_features(), queues)
+        };
+        MmioTransport {
+            device,
+            mem,
+            irq,
+            queues,
+            queue_evts,
+            active: false,
+            device_type,
+            avail_features,
+            device_features_sel: 0,
+            driver_features_sel: 0,
+            acked_features: 0,
+            queue_sel: 0,
+            status: 0,
+            config_generation: 0,
+        }
+    }
+
+    /// The device status the driver set.
+    pub fn status(&self) -> u32 {
+        self.status
+    }
+
+    /// The features the driver accepted.
+    pub fn acked_features(&self) -> u64 {
+        self.acked_features
+    }
+
+    /// Tells the driver the device's configuration changed (for instance a
+    /// disk's new capacity).
+    pub fn config_changed(&mut self) {
+        self.config_generation = self.config_generation.wrapping_add(1);
+        if self.status & DRIVER_OK != 0 {
+            if let Err(e) = self.irq.trigger(INT_CONFIG) {
+                log::warn!("virtio: cannot raise a config-change interrupt: {e}");
+            }
+        }
+    }
+
+    fn selected_queue(&mut self) -> Option<&mut Queue> {
+        self.queues.get_mut(self.queue_sel as usize)
+    }
+
+    /// Queue registers may change only between FEATURES_OK and DRIVER_OK
+    /// (spec §4.2.3.2), and a queue's layout only while it is not ready.
+    fn queue_config_allowed(&self) -> bool {
+        self.status & FEATURES_OK != 0 && self.status & DRIVER_OK == 0
+    }
+
+    fn read_register(&self, offset: u64) -> u32 {
+        let queue = self.queues.get(self.queue_sel as usize);
+        match offset {
+            MAGIC_VALUE => MMIO_MAGIC,
+            VERSION => MMIO_VERSION,
+            DEVICE_ID => self.device_type,
+            VENDOR_ID => MMIO_VENDOR_ID,
+            DEVICE_FEATURES => match self.device_features_sel {
+                0 => self.avail_features as u32,
+                1 => (self.avail_features >> 32) as u32,
+                _ => 0,
+            },
+            QUEUE_NUM_MAX => queue.map_or(0, |q| u32::from(q.max_size())),
+            QUEUE_READY => queue.map_or(0, |q| u32::from(q.ready())),
+            INTERRUPT_STATUS => self.irq.status(),
+            STATUS => self.status,
+            CONFIG_GENERATION => self.config_generation,
+            _ => {
+                log::debug!("virtio-mmio: read of unknown register {offset:#x}");
+                0
+            }
+        }
+    }
+
+    fn write_register(&mut self, offset: u64, value: u32) {
+        match offset {
+            DEVICE_FEATURES_SEL => self.device_features_sel = value,
+            DRIVER_FEATURES_SEL => self.driver_features_sel = value,
+            DRIVER_FEATURES => {
+                // Only while negotiating (spec §3.1.1 step 5).
+                if self.status & (DRIVER | FEATURES_OK) != DRIVER {
+                    log::warn!("virtio-mmio: driver features written outside negotiation");
+                    return;
+                }
+                let shift = match self.driver_features_sel {
+                    0 => 0,
+                    1 => 32,
+                    _ => return,
+                };
+                let mask = 0xffff_ffffu64 << shift;
+                self.acked_features =
+                    (self.acked_features & !mask) | ((u64::from(value) << shift) & mask);
+            }
+            QUEUE_SEL => self.queue_sel = value,
+            QUEUE_NUM | QUEUE_READY | QUEUE_DESC_LOW | QUEUE_DESC_HIGH | QUEUE_DRIVER_LOW
+            | QUEUE_DRIVER_HIGH | QUEUE_DEVICE_LOW | QUEUE_DEVICE_HIGH => {
+                self.write_queue_register(offset, value)
+            }
+            QUEUE_NOTIFY_OFFSET => self.notify_without_ioeventfd(value),
+            INTERRUPT_ACK => self.irq.ack(value),
+            STATUS => self.write_status(value),
+            _ => log::debug!("virtio-mmio: write of unknown register {offset:#x}"),
+        }
+    }
+
+    fn write_queue_register(&mut self, offset: u64, value: u32) {
+        if !self.queue_config_allowed() {
+            log::warn!("virtio-mmio: queue register {offset:#x} written outside queue setup");
+            return;
+        }
+        let Some(q) = self.selected_queue() else {
+            return;
+        };
+        if offset != QUEUE_READY && q.ready() {
+            log::warn!("virtio-mmio: queue layout changed while the queue is ready");
+            return;
+        }
+        match offset {
+            // The queue keeps an invalid size as is; `is_valid` refuses it
+            // at DRIVER_OK.
+            QUEUE_NUM => q.set_size(value as u16),
+            QUEUE_READY => q.set_ready(value == 1),
+            QUEUE_DESC_LOW => q.set_desc_table_address(Some(value), None),
+            QUEUE_DESC_HIGH => q.set_desc_table_address(None, Some(value)),
+            QUEUE_DRIVER_LOW => q.set_avail_ring_address(Some(value), None),
+            QUEUE_DRIVER_HIGH => q.set_avail_ring_address(None, Some(value)),
+            QUEUE_DEVICE_LOW => q.set_used_ring_address(Some(value), None),
+            QUEUE_DEVICE_HIGH => q.set_used_ring_address(None, Some(value)),
+            _ => {}
+        }
+    }
+
+    /// A QueueNotify write that no ioeventfd caught (there always is one
+    /// when the VMM wired the device; this keeps the transport correct on
+    /// its own).
+    fn notify_without_ioeventfd(&self, queue: u32) {
+        if let Some(evt) = self.queue_evts.get(queue as usize) {
+            if let Err(e) = evt.write(1) {
+                log::warn!("virtio-mmio: cannot forward a queue notification: {e}");
+            }
+        }
+    }
+
+    fn write_status(&mut self, value: u32) {
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        if value & FAILED != 0 {
+            self.status |= FAILED;
+            return;
+        }
+        let new_bits = value & !self.status;
+        if value & self.status != self.status {
+            log::warn!("virtio-mmio: driver cleared status bits without a reset");
+            return;
+        }
+        match new_bits {
+            ACKNOWLEDGE if self.status == 0 => self.status = value,
+            DRIVER if self.status == ACKNOWLEDGE => self.status = value,
+            FEATURES_OK if self.status == ACKNOWLEDGE | DRIVER => self.features_ok(value),
+            DRIVER_OK if self.status == ACKNOWLEDGE | DRIVER | FEATURES_OK => self.driver_ok(value),
+            0 => {}
+            _ => log::warn!(
+                "virtio-mmio: invalid status transition {:#x} -> {value:#x}",
+                self.status
+            ),
+        }
+    }
+
+    fn features_ok(&mut self, value: u32) {
+        let unknown = self.acked_features & !self.avail_features;
+        if unknown != 0 {
+            log::warn!(
+                "virtio-mmio: driver accepted features the device does not offer: {unknown:#x}"
+            );
+            return;
+        }
+        // The modern transport needs VERSION_1; leaving FEATURES_OK clear
+        // tells the driver so (spec §3.1.1 step 6).
+        if self.acked_features & (1 << VIRTIO_F_VERSION_1) == 0 {
+            log::warn!("virtio-mmio: driver did not accept VIRTIO_F_VERSION_1");
+            return;
+        }
+        lock(&self.device).set_acked_features(self.acked_features);
+        self.status = value;
+    }
+
+    fn driver_ok(&mut self, value: u32) {
+        let ready_invalid = self
+            .queues
+            .iter()
+            .position(|q| q.ready() && !q.is_valid(&self.mem));
+        if let Some(index) = ready_invalid {
+            log::warn!("virtio-mmio: queue {index} is not valid in guest memory");
+            self.needs_reset();
+            return;
+        }
+        let queue_evts = match self.queue_evts.iter().map(EventFd::try_clone).collect() {
+            Ok(evts) => evts,
+            Err(e) => {
+                log::warn!("virtio-mmio: cannot duplicate the queue events: {e}");
+                self.needs_reset();
+                return;
+            }
+        };
+        // The device gets its own copy of each queue; the transport keeps the
+        // registers' view (sizes, addresses, ready) for the driver.
+        let queues = self
+            .queues
+            .iter()
+            .map(|q| Queue::try_from(q.state()).expect("a queue's own state is valid"))
+            .collect();
+        let activation = Activation {
+            mem: self.mem.clone(),
+            queues,
+            queue_evts,
+            irq: self.irq.clone(),
+        };
+        let result = lock(&self.device).activate(activation);
+        match result {
+            Ok(()) => {
+                self.active = true;
+                self.status = value;
+            }
+            Err(e) => {
+                log::warn!(
+                    "virtio-mmio: cannot activate device type {}: {e}",
+                    self.device_type
+                );
+                self.needs_reset();
+            }
+        }
+    }
+
+    fn needs_reset(&mut self) {
+        self.status |= DEVICE_NEEDS_RESET;
+        self.config_changed();
+        // Raise the line even before DRIVER_OK so the driver looks.
+        if let Err(e) = self.irq.trigger(INT_CONFIG) {
+            log::warn!("virtio-mmio: cannot raise an interrupt: {e}");
+        }
+    }
+
+    fn reset(&mut self) {
+        if self.active {
+            if !lock(&self.device).reset() {
+                // The device cannot stop: keep it as it is and tell the
+                // driver it must not use it.
+                log::warn!(
+                    "virtio-mmio: device type {} cannot be reset",
+                    self.device_type
+                );
+                self.status |= FAILED;
+                return;
+            }
+            self.active = false;
+        }
+        for q in &mut self.queues {
+            q.reset();
+        }
+        self.status = 0;
+        self.acked_features = 0;
+        self.device_features_sel = 0;
+        self.driver_features_sel = 0;
+        self.queue_sel = 0;
+        self.irq.clear();
+    }
+}
+
+impl BusDevice for MmioTransport {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if offset >= CONFIG_SPACE {
+            lock(&self.device).read_config(offset - CONFIG_SPACE, data);
+            return;
+        }
+        if data.len() != 4 || offset % 4 != 0 {
+            log::warn!(
+                "virtio-mmio: {}-byte read of register {offset:#x}",
+                data.len()
+            );
+            data.fill(0);
+            return;
+        }
+        data.copy_from_slice(&self.read_register(offset).to_le_bytes());
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset >= CONFIG_SPACE {
+            lock(&self.device).write_config(offset - CONFIG_SPACE, data);
+            return;
+        }
+        let Ok(bytes) = <[u8; 4]>::try_from(data) else {
+            log::warn!(
+                "virtio-mmio: {}-byte write of register {offset:#x}",
+                data.len()
+            );
+            return;
+        };
+        if offset % 4 != 0 {
+            return;
+        }
+        self.write_register(offset, u32::from_le_bytes(bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::{ActivateError, INT_VRING};
+    use vm_memory::GuestAddress;
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    /// A device that records what the transport did to it.
+    #[derive(Default)]
+    struct Dummy {
+        acked: u64,
+        config: [u8; 8],
+        active: Option<Activation>,
+        fail_activate: bool,
+        activations: usize,
+    }
+
+    impl VirtioDevice for Dummy {
+        fn device_type(&self) -> u32 {
+            42
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[16, 8]
+        }
+        fn avail_features(&self) -> u64 {
+            (1 << VIRTIO_F_VERSION_1) | 0b101
+        }
+        fn set_acked_features(&mut self, features: u64) {
+            self.acked = features;
+        }
+        fn read_config(&self, offset: u64, data: &mut [u8]) {
+            let start = offset as usize;
+            data.copy_from_slice(&self.config[start..start + data.len()]);
+        }
+        fn write_config(&mut self, offset: u64, data: &[u8]) {
+            let start = offset as usize;
+            self.config[start..start + data.len()].copy_from_slice(data);
+        }
+        fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+            if self.fail_activate {
+                return Err(ActivateError::Device("nope".into()));
+            }
+            self.activations += 1;
+            self.active = Some(activation);
+            Ok(())
+        }
+        fn reset(&mut self) -> bool {
+            self.active.take().is_some()
+        }
+    }
+
+    struct Fixture {
+        t: MmioTransport,
+        dev: Arc<Mutex<Dummy>>,
+        irq: IrqLine,
+    }
+
+    fn fixture() -> Fixture {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let dev = Arc::new(Mutex::new(Dummy {
+            config: *b"podvmcfg",
+            ..Default::default()
+        }));
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let evts = (0..2)
+            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+            .collect();
+        let t = MmioTransport::new(dev.clone(), mem, irq.clone(), evts);
+        Fixture { t, dev, irq }
+    }
+
+    fn r(t: &mut MmioTransport, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        t.read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn w(t: &mut MmioTransport, off: u64, v: u32) {
+        t.write(off, &v.to_le_bytes());
+    }
+
+    /// Drives the driver side up to FEATURES_OK and sets up both queues.
+    fn negotiate(t: &mut MmioTransport) {
+        w(t, STATUS, ACKNOWLEDGE);
+        w(t, STATUS, ACKNOWLEDGE | DRIVER);
+        w(t, DRIVER_FEATURES_SEL, 0);
+        w(t, DRIVER_FEATURES, 0b100);
+        w(t, DRIVER_FEATURES_SEL, 1);
+        w(t, DRIVER_FEATURES, 1);
+        w(t, STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        for (q, base) in [(0u32, 0x1000u32), (1, 0x4000)] {
+            w(t, QUEUE_SEL, q);
+            w(t, QUEUE_NUM, 8);
+            w(t, QUEUE_DESC_LOW, base);
+            w(t, QUEUE_DRIVER_LOW, base + 0x1000);
+            w(t, QUEUE_DEVICE_LOW, base + 0x2000);
+            w(t, QUEUE_READY, 1);
+        }
+    }
+
+    #[test]
+    fn identification_registers() {
+        let mut f = fixture();
+        assert_eq!(r(&mut f.t, MAGIC_VALUE), 0x7472_6976);
+        assert_eq!(r(&mut f.t, VERSION), 2);
+        assert_eq!(r(&mut f.t, DEVICE_ID), 42);
+        assert_eq!(r(&mut f.t, VENDOR_ID), 0);
+        w(&mut f.t, DEVICE_FEATURES_SEL, 0);
+        assert_eq!(r(&mut f.t, DEVICE_FEATURES), 0b101);
+        w(&mut f.t, DEVICE_FEATURES_SEL, 1);
+        assert_eq!(r(&mut f.t, DEVICE_FEATURES), 1);
+        w(&mut f.t, DEVICE_FEATURES_SEL, 2);
+        assert_eq!(r(&mut f.t, DEVICE_FEATURES), 0);
+        w(&mut f.t, QUEUE_SEL, 1);
+        assert_eq!(r(&mut f.t, QUEUE_NUM_MAX), 8);
+        w(&mut f.t, QUEUE_SEL, 7);
+        assert_eq!(r(&mut f.t, QUEUE_NUM_MAX), 0);
+    }
+
+    #[test]
+    fn full_negotiation_activates_the_device() {
+        let mut f = fixture();
+        negotiate(&mut f.t);
+        assert_eq!(f.dev.lock().unwrap().acked, (1 << 32) | 0b100);
+        w(
+            &mut f.t,
+            STATUS,
+            ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK,
+        );
+        assert_eq!(r(&mut f.t, STATUS), 0xf);
+        let d = f.dev.lock().unwrap();
+        let a = d.active.as_ref().expect("activated");
+        assert_eq!(a.queues.len(), 2);
+        assert_eq!(a.queue_evts.len(), 2);
+        assert!(a.queues.iter().all(|q| q.ready() && q.size() == 8));
+    }
+
+    #[test]
+    fn features_without_version_1_are_refused() {
+        let mut f = fixture();
+        w(&mut f.t, STATUS, ACKNOWLEDGE);
+        w(&mut f.t, STATUS, ACKNOWLEDGE | DRIVER);
+        w(&mut f.t, DRIVER_FEATURES, 0b1);
+        w(&mut f.t, STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        assert_eq!(r(&mut f.t, STATUS) & FEATURES_OK, 0);
+        // Features the device never offered are refused too.
+        w(&mut f.t, DRIVER_FEATURES_SEL, 1);
+        w(&mut f.t, DRIVER_FEATURES, 0b11);
+        w(&mut f.t, STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        assert_eq!(r(&mut f.t, STATUS) & FEATURES_OK, 0);
+    }
+
+    #[test]
+    fn status_must_advance_in_order() {
+        let mut f = fixture();
+        w(&mut f.t, STATUS, DRIVER_OK);
+        assert_eq!(r(&mut f.t, STATUS), 0);
+        w(&mut f.t, STATUS, ACKNOWLEDGE);
+        w(
+            &mut f.t,
+            STATUS,
+            ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK,
+        );
+        assert_eq!(r(&mut f.t, STATUS), ACKNOWLEDGE);
+        assert!(f.dev.lock().unwrap().active.is_none());
+    }
+
+    #[test]
+    fn queue_registers_only_during_setup() {
+        let mut f = fixture();
+        w(&mut f.t, QUEUE_NUM, 4);
+        w(&mut f.t, QUEUE_READY, 1);
+        assert_eq!(r(&mut f.t, QUEUE_READY), 0, "before FEATURES_OK");
+        negotiate(&mut f.t);
+        w(&mut f.t, STATUS, 0xf);
+        w(&mut f.t, QUEUE_SEL, 0);
+        w(&mut f.t, QUEUE_READY, 0);
+        assert_eq!(r(&mut f.t, QUEUE_READY), 1, "after DRIVER_OK");
+    }
+
+    #[test]
+    fn invalid_queue_sets_needs_reset() {
+        let mut f = fixture();
+        negotiate(&mut f.t);
+        w(&mut f.t, QUEUE_SEL, 1);
+        w(&mut f.t, QUEUE_READY, 0);
+        // Outside the 1 MiB of guest memory.
+        w(&mut f.t, QUEUE_DESC_LOW, 0x4000_0000);
+        w(&mut f.t, QUEUE_READY, 1);
+        w(&mut f.t, STATUS, 0xf);
+        assert_ne!(r(&mut f.t, STATUS) & DEVICE_NEEDS_RESET, 0);
+        assert_eq!(r(&mut f.t, STATUS) & DRIVER_OK, 0);
+        assert!(f.dev.lock().unwrap().active.is_none());
+        assert_ne!(f.irq.status() & INT_CONFIG, 0);
+    }
+
+    #[test]
+    fn failed_activation_sets_needs_reset_and_a_reset_recovers() {
+        let mut f = fixture();
+        f.dev.lock().unwrap().fail_activate = true;
+        negotiate(&mut f.t);
+        w(&mut f.t, STATUS, 0xf);
+        assert_ne!(r(&mut f.t, STATUS) & DEVICE_NEEDS_RESET, 0);
+        f.dev.lock().unwrap().fail_activate = false;
+        w(&mut f.t, STATUS, 0);
+        negotiate(&mut f.t);
+        w(&mut f.t, STATUS, 0xf);
+        assert_eq!(r(&mut f.t, STATUS), 0xf);
+        // The device's queue events are the transport's, duplicated.
+        let d = f.dev.lock().unwrap();
+        d.active.as_ref().unwrap().queue_evts[0].write(1).unwrap();
+        assert_eq!(f.t.queue_evts[0].read().unwrap(), 1);
+    }
+
+    #[test]
+    fn reset_returns_the_device_to_its_initial_state_and_allows_reactivation() {
+        let mut f = fixture();
+        negotiate(&mut f.t);
+        w(&mut f.t, STATUS, 0xf);
+        f.irq.trigger(INT_VRING).unwrap();
+        w(&mut f.t, STATUS, 0);
+        assert_eq!(r(&mut f.t, STATUS), 0);
+        assert_eq!(r(&mut f.t, INTERRUPT_STATUS), 0);
+        assert!(f.dev.lock().unwrap().active.is_none());
+        w(&mut f.t, QUEUE_SEL, 0);
+        assert_eq!(r(&mut f.t, QUEUE_READY), 0);
+        negotiate(&mut f.t);
+        w(&mut f.t, STATUS, 0xf);
+        assert_eq!(f.dev.lock().unwrap().activations, 2);
+    }
+
+    #[test]
+    fn interrupt_status_and_ack() {
+        let mut f = fixture();
+        f.irq.trigger(INT_VRING).unwrap();
+        f.irq.trigger(INT_CONFIG).unwrap();
+        assert_eq!(r(&mut f.t, INTERRUPT_STATUS), 3);
+        w(&mut f.t, INTERRUPT_ACK, INT_VRING);
+        assert_eq!(r(&mut f.t, INTERRUPT_STATUS), INT_CONFIG);
+    }
+
+    #[test]
+    fn config_space_and_generation() {
+        let mut f = fixture();
+        let mut b = [0u8; 4];
+        f.t.read(CONFIG_SPACE + 4, &mut b);
+        assert_eq!(&b, b"mcfg");
+        f.t.write(CONFIG_SPACE, b"PO");
+        let mut one = [0u8; 2];
+        f.t.read(CONFIG_SPACE, &mut one);
+        assert_eq!(&one, b"PO");
+        let g = r(&mut f.t, CONFIG_GENERATION);
+        f.t.config_changed();
+        assert_eq!(r(&mut f.t, CONFIG_GENERATION), g + 1);
+    }
+
+    #[test]
+    fn odd_sized_register_accesses_are_ignored() {
+        let mut f = fixture();
+        let mut b = [0xffu8; 2];
+        f.t.read(MAGIC_VALUE, &mut b);
+        assert_eq!(b, [0, 0]);
+        f.t.write(STATUS, &[1]);
+        assert_eq!(r(&mut f.t, STATUS), 0);
+        let mut b = [0u8; 4];
+        f.t.read(0x002, &mut b);
+        assert_eq!(b, [0; 4]);
+    }
+
+    #[test]
+    fn notify_without_ioeventfd_reaches_the_queue_event() {
+        let mut f = fixture();
+        w(&mut f.t, QUEUE_NOTIFY_OFFSET, 1);
+        assert_eq!(f.t.queue_evts[1].read().unwrap(), 1);
+        w(&mut f.t, QUEUE_NOTIFY_OFFSET, 9);
+    }
+}

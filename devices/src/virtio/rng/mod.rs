@@ -1,0 +1,7 @@
+//! virtio-rng: an entropy source filled from the host's `getrandom`
+//! (virtio spec v1.2 §5.4).
+
+mod device;
+mod event_handler;
+
+pub use device::{process_requestq, Rng, RNG_QUEUE_SIZE};
