@@ -366,7 +366,7 @@ impl BusDevice for MmioTransport {
             lock(&self.device).read_config(offset - CONFIG_SPACE, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             log::warn!(
                 "virtio-mmio: {}-byte read of register {offset:#x}",
                 data.len()
@@ -389,7 +389,7 @@ impl BusDevice for MmioTransport {
             );
             return;
         };
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             return;
         }
         self.write_register(offset, u32::from_le_bytes(bytes));

@@ -84,10 +84,7 @@ pub fn process_requestq<M: GuestMemory>(
 ) -> Result<(), virtio_queue::Error> {
     let mut buf = vec![0u8; MAX_REQUEST_BYTES];
     let mut used_any = false;
-    loop {
-        let Some(chain) = queue.iter(mem)?.next() else {
-            break;
-        };
+    while let Some(chain) = queue.iter(mem)?.next() {
         let head = chain.head_index();
         let written = match chain.writer(mem) {
             Ok(mut writer) => {
