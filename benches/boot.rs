@@ -46,6 +46,9 @@ fn spec(mem_size_mib: usize) -> VmSpec {
             initrd_path: None,
         },
         serial: SerialConfig::Off,
+        drives: Vec::new(),
+        net: Vec::new(),
+        entropy: false,
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use resources::{
-    BootSourceConfig, MachineConfig, SerialConfig, SpecError, VmSpec, DEFAULT_KERNEL_CMDLINE,
+    BootSourceConfig, DriveConfig, MachineConfig, NetConfig, SerialConfig, SpecError, VmSpec,
+    DEFAULT_KERNEL_CMDLINE,
 };
 use vmm::{BuildContext, BuildError, Vmm};
 
@@ -100,12 +101,108 @@ pub struct RunArgs {
     /// into it), `file=PATH`, or `off`.
     #[arg(long, value_name = "DEST", default_value = "stdout")]
     pub serial: SerialConfig,
+
+    /// A virtio block device backed by a raw image file (repeatable):
+    /// `path=PATH[,ro][,root][,id=ID]`. `ro` makes it read-only, `root`
+    /// makes it the root filesystem (`/dev/vda`, `root=/dev/vda` on the
+    /// command line); `id` (default `diskN`) is what the guest reads as the
+    /// device's serial (GET_ID, at most 20 bytes).
+    #[arg(long = "disk", value_name = "SPEC")]
+    pub disks: Vec<String>,
+
+    /// A virtio network device backed by a host tap device (repeatable):
+    /// `tap=NAME[,mac=MAC][,id=ID]`. The tap must exist or be creatable by
+    /// this user; `mac` defaults to a random locally administered address,
+    /// `id` to `ethN`.
+    #[arg(long = "net", value_name = "SPEC")]
+    pub nets: Vec<String>,
+
+    /// A virtio entropy device fed from the host's getrandom.
+    #[arg(long)]
+    pub rng: bool,
+}
+
+/// Splits `key=value,flag,...` into (key, optional value) pairs.
+fn options(spec: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    spec.split(',').map(|opt| match opt.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (opt, None),
+    })
+}
+
+/// Parses one `--disk` value; `index` numbers the default id.
+pub fn parse_disk(spec: &str, index: usize) -> Result<DriveConfig, String> {
+    let err = |why: String| format!("--disk {spec}: {why}");
+    let mut drive = DriveConfig {
+        drive_id: format!("disk{index}"),
+        path_on_host: PathBuf::new(),
+        is_root_device: false,
+        is_read_only: false,
+    };
+    for (key, value) in options(spec) {
+        match (key, value) {
+            ("path", Some(p)) if !p.is_empty() => drive.path_on_host = p.into(),
+            ("id", Some(id)) => drive.drive_id = id.to_string(),
+            ("ro", None) => drive.is_read_only = true,
+            ("root", None) => drive.is_root_device = true,
+            _ => {
+                return Err(err(format!(
+                    "unknown or malformed option {:?} (expected path=PATH, id=ID, ro, root)",
+                    value.map_or(key.to_string(), |v| format!("{key}={v}"))
+                )))
+            }
+        }
+    }
+    if drive.path_on_host.as_os_str().is_empty() {
+        return Err(err("path=PATH is required".into()));
+    }
+    Ok(drive)
+}
+
+/// Parses one `--net` value; `index` numbers the default id.
+pub fn parse_net(spec: &str, index: usize) -> Result<NetConfig, String> {
+    let err = |why: String| format!("--net {spec}: {why}");
+    let mut net = NetConfig {
+        iface_id: format!("eth{index}"),
+        host_dev_name: String::new(),
+        guest_mac: None,
+    };
+    for (key, value) in options(spec) {
+        match (key, value) {
+            ("tap", Some(t)) if !t.is_empty() => net.host_dev_name = t.to_string(),
+            ("id", Some(id)) => net.iface_id = id.to_string(),
+            ("mac", Some(m)) => net.guest_mac = Some(m.parse().map_err(|e| err(format!("{e}")))?),
+            _ => {
+                return Err(err(format!(
+                    "unknown or malformed option {:?} (expected tap=NAME, mac=MAC, id=ID)",
+                    value.map_or(key.to_string(), |v| format!("{key}={v}"))
+                )))
+            }
+        }
+    }
+    if net.host_dev_name.is_empty() {
+        return Err(err("tap=NAME is required".into()));
+    }
+    Ok(net)
 }
 
 impl RunArgs {
-    /// The VM spec these flags describe.
-    pub fn spec(&self) -> VmSpec {
-        VmSpec {
+    /// The VM spec these flags describe, or a one-line error naming the
+    /// flag at fault.
+    pub fn spec(&self) -> Result<VmSpec, String> {
+        let drives = self
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| parse_disk(d, i))
+            .collect::<Result<_, _>>()?;
+        let net = self
+            .nets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| parse_net(n, i))
+            .collect::<Result<_, _>>()?;
+        Ok(VmSpec {
             machine: MachineConfig {
                 vcpu_count: self.vcpus,
                 mem_size_mib: self.memory,
@@ -117,7 +214,10 @@ impl RunArgs {
                 initrd_path: self.initrd.clone(),
             },
             serial: self.serial.clone(),
-        }
+            drives,
+            net,
+            entropy: self.rng,
+        })
     }
 }
 
@@ -126,6 +226,9 @@ fn flag_of(e: &SpecError) -> &'static str {
     match e.field() {
         "vcpu_count" | "smt" => "--vcpus",
         "mem_size_mib" => "--memory",
+        "drives" => "--disk",
+        "network-interfaces" => "--net",
+        "devices" => "--disk/--net/--rng",
         _ => "--cmdline",
     }
 }
@@ -140,7 +243,13 @@ pub fn build_error_message(e: &BuildError) -> String {
 
 /// `podvm run`.
 pub fn run(args: RunArgs, start_time: Instant) -> ExitCode {
-    let spec = args.spec();
+    let spec = match args.spec() {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let vmm = match Vmm::build(&spec, &BuildContext { start_time }) {
         Ok(vmm) => vmm,
         Err(e) => {
@@ -221,7 +330,7 @@ mod tests {
     #[test]
     fn run_defaults() {
         let r = run_args(&["run", "--kernel", "/k"]);
-        let spec = r.spec();
+        let spec = r.spec().unwrap();
         assert_eq!(spec.machine, MachineConfig::default());
         assert_eq!(spec.boot_source.cmdline(), DEFAULT_KERNEL_CMDLINE);
         assert_eq!(spec.boot_source.initrd_path, None);
@@ -245,7 +354,7 @@ mod tests {
             "--serial",
             "file=/tmp/s",
         ]);
-        let spec = r.spec();
+        let spec = r.spec().unwrap();
         assert_eq!(spec.machine.vcpu_count, 4);
         assert_eq!(spec.machine.mem_size_mib, 512);
         assert_eq!(spec.boot_source.cmdline(), "quiet");
@@ -277,6 +386,80 @@ mod tests {
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn device_flags() {
+        let r = run_args(&[
+            "run",
+            "--kernel",
+            "/k",
+            "--disk",
+            "path=/a.img,root,ro",
+            "--disk",
+            "path=/b.img,id=data",
+            "--net",
+            "tap=tap0,mac=06:00:00:00:00:01",
+            "--net",
+            "tap=tap1,id=lan",
+            "--rng",
+        ]);
+        let spec = r.spec().unwrap();
+        assert_eq!(spec.drives.len(), 2);
+        assert_eq!(spec.drives[0].drive_id, "disk0");
+        assert!(spec.drives[0].is_root_device && spec.drives[0].is_read_only);
+        assert_eq!(spec.drives[1].drive_id, "data");
+        assert_eq!(spec.drives[1].path_on_host, PathBuf::from("/b.img"));
+        assert_eq!(spec.net[0].iface_id, "eth0");
+        assert_eq!(
+            spec.net[0].guest_mac.unwrap().to_string(),
+            "06:00:00:00:00:01"
+        );
+        assert_eq!(
+            (
+                spec.net[1].iface_id.as_str(),
+                spec.net[1].host_dev_name.as_str()
+            ),
+            ("lan", "tap1")
+        );
+        assert!(spec.entropy);
+    }
+
+    #[test]
+    fn bad_device_values_name_the_flag() {
+        let cases = [
+            ("--disk", "ro", "--disk ro: path=PATH is required"),
+            (
+                "--disk",
+                "path=/a,bogus",
+                "--disk path=/a,bogus: unknown or malformed option \"bogus\"",
+            ),
+            (
+                "--disk",
+                "path=",
+                "--disk path=: unknown or malformed option \"path=\"",
+            ),
+            (
+                "--net",
+                "mac=06:00:00:00:00:01",
+                "--net mac=06:00:00:00:00:01: tap=NAME is required",
+            ),
+            (
+                "--net",
+                "tap=t0,mac=zz",
+                "--net tap=t0,mac=zz: invalid MAC address \"zz\"",
+            ),
+            (
+                "--net",
+                "tap=t0,speed=9",
+                "--net tap=t0,speed=9: unknown or malformed option \"speed=9\"",
+            ),
+        ];
+        for (flag, value, want) in cases {
+            let r = run_args(&["run", "--kernel", "/k", flag, value]);
+            let err = r.spec().unwrap_err();
+            assert!(err.starts_with(want), "{err}");
         }
     }
 

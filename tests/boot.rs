@@ -293,7 +293,10 @@ fn pvh_kernels_enter_in_32_bit_mode_with_start_info() {
         out.value("memmap-ram-total"),
         Some(expected_ram(6144).to_string().as_str())
     );
-    assert!(out.lines().contains(&"memmap: 0x100000000 0xb0000000 1"), "{out:?}");
+    assert!(
+        out.lines().contains(&"memmap: 0x100000000 0xb0000000 1"),
+        "{out:?}"
+    );
     assert_eq!(out.value("modules"), Some("1"));
     assert_eq!(out.value("module"), Some("0xcffff000 0x17"));
     assert!(out.lines().contains(&"pvh-done"));

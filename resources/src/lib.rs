@@ -1,16 +1,20 @@
 //! What a pod-VM is made of: the VM spec types (machine configuration, boot
-//! source, serial console), their validation, and their JSON shapes.
+//! source, drives, network interfaces, entropy device, serial console), their validation, and their JSON shapes.
 //!
 //! This crate is plain data. Field names follow Firecracker's API
 //! (`vcpu_count`, `mem_size_mib`, `kernel_image_path`, …) so that the same
 //! types serve the command line, the config file and the control API.
 
 mod boot_source;
+mod drive;
 mod machine;
+mod net;
 mod serial;
 mod spec;
 
 pub use boot_source::{BootSourceConfig, DEFAULT_KERNEL_CMDLINE, MAX_KERNEL_CMDLINE_LEN};
+pub use drive::{DriveConfig, DRIVE_ID_MAX_LEN};
 pub use machine::{MachineConfig, MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB};
+pub use net::{MacAddr, MacAddrParseError, NetConfig, TAP_NAME_MAX_LEN};
 pub use serial::{SerialConfig, SerialConfigParseError};
-pub use spec::{SpecError, VmSpec};
+pub use spec::{SpecError, VmSpec, MAX_VIRTIO_DEVICES};

@@ -1,9 +1,14 @@
 //! The whole VM spec and its validation.
 
+use std::collections::HashSet;
+
 use crate::{
-    BootSourceConfig, MachineConfig, SerialConfig, MAX_KERNEL_CMDLINE_LEN, MAX_SUPPORTED_VCPUS,
-    MIN_MEM_SIZE_MIB,
+    BootSourceConfig, DriveConfig, MachineConfig, NetConfig, SerialConfig, MAX_KERNEL_CMDLINE_LEN,
+    MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB, TAP_NAME_MAX_LEN,
 };
+
+/// Most virtio devices a VM can have: one interrupt line each, GSIs 5 to 23.
+pub const MAX_VIRTIO_DEVICES: usize = 19;
 
 /// Everything needed to build a pod-VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +19,13 @@ pub struct VmSpec {
     pub boot_source: BootSourceConfig,
     /// Serial console destination.
     pub serial: SerialConfig,
+    /// Block devices, in the order the guest sees them (the root drive,
+    /// if any, is moved first so it is `/dev/vda`).
+    pub drives: Vec<DriveConfig>,
+    /// Network interfaces.
+    pub net: Vec<NetConfig>,
+    /// Whether the guest gets a virtio-rng entropy device.
+    pub entropy: bool,
 }
 
 /// A spec that cannot describe a VM, found without touching the host.
@@ -45,6 +57,51 @@ pub enum SpecError {
     /// The kernel command line contains a NUL byte.
     #[error("kernel command line contains a NUL byte")]
     CmdlineNul,
+    /// Two drives share an id.
+    #[error("drive {0:?}: the id is used twice")]
+    DuplicateDriveId(String),
+    /// A drive id is empty or not plain text.
+    #[error("drive {0:?}: ids must be 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadDriveId(String),
+    /// More than one root drive.
+    #[error("drive {0:?}: only one drive can be the root device")]
+    SecondRootDrive(String),
+    /// Two interfaces share an id.
+    #[error("network interface {0:?}: the id is used twice")]
+    DuplicateIfaceId(String),
+    /// An interface id is empty or not plain text.
+    #[error("network interface {0:?}: ids must be 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadIfaceId(String),
+    /// A tap name Linux cannot have.
+    #[error("network interface {iface:?}: tap name {tap:?} must be 1 to {TAP_NAME_MAX_LEN} bytes without '/' or whitespace")]
+    BadTapName {
+        /// The interface.
+        iface: String,
+        /// The tap name.
+        tap: String,
+    },
+    /// Two interfaces use the same tap.
+    #[error("network interface {iface:?}: tap {tap:?} is used by another interface")]
+    DuplicateTap {
+        /// The interface.
+        iface: String,
+        /// The tap name.
+        tap: String,
+    },
+    /// Two interfaces share a MAC address.
+    #[error("network interface {0:?}: its MAC address is used by another interface")]
+    DuplicateMac(String),
+    /// Too many virtio devices for the interrupt lines.
+    #[error("{0} virtio devices: at most {MAX_VIRTIO_DEVICES} fit (one interrupt line each)")]
+    TooManyDevices(usize),
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl SpecError {
@@ -55,6 +112,15 @@ impl SpecError {
             SpecError::SmtOddVcpus(_) => "smt",
             SpecError::MemoryTooSmall(_) | SpecError::MemoryTooLarge(_) => "mem_size_mib",
             SpecError::CmdlineTooLong(_) | SpecError::CmdlineNul => "boot_args",
+            SpecError::DuplicateDriveId(_)
+            | SpecError::BadDriveId(_)
+            | SpecError::SecondRootDrive(_) => "drives",
+            SpecError::DuplicateIfaceId(_)
+            | SpecError::BadIfaceId(_)
+            | SpecError::BadTapName { .. }
+            | SpecError::DuplicateTap { .. }
+            | SpecError::DuplicateMac(_) => "network-interfaces",
+            SpecError::TooManyDevices(_) => "devices",
         }
     }
 }
@@ -92,6 +158,59 @@ impl VmSpec {
         if cmdline.contains('\0') {
             return Err(SpecError::CmdlineNul);
         }
+        self.validate_devices()
+    }
+
+    fn validate_devices(&self) -> Result<(), SpecError> {
+        let mut ids = HashSet::new();
+        let mut root = false;
+        for d in &self.drives {
+            if !valid_id(&d.drive_id) {
+                return Err(SpecError::BadDriveId(d.drive_id.clone()));
+            }
+            if !ids.insert(d.drive_id.as_str()) {
+                return Err(SpecError::DuplicateDriveId(d.drive_id.clone()));
+            }
+            if d.is_root_device && std::mem::replace(&mut root, true) {
+                return Err(SpecError::SecondRootDrive(d.drive_id.clone()));
+            }
+        }
+        let (mut ids, mut taps, mut macs) = (HashSet::new(), HashSet::new(), HashSet::new());
+        for n in &self.net {
+            if !valid_id(&n.iface_id) {
+                return Err(SpecError::BadIfaceId(n.iface_id.clone()));
+            }
+            if !ids.insert(n.iface_id.as_str()) {
+                return Err(SpecError::DuplicateIfaceId(n.iface_id.clone()));
+            }
+            let tap = &n.host_dev_name;
+            if tap.is_empty()
+                || tap.len() > TAP_NAME_MAX_LEN
+                || tap
+                    .chars()
+                    .any(|c| c == '/' || c.is_whitespace() || c == '\0')
+            {
+                return Err(SpecError::BadTapName {
+                    iface: n.iface_id.clone(),
+                    tap: tap.clone(),
+                });
+            }
+            if !taps.insert(tap.as_str()) {
+                return Err(SpecError::DuplicateTap {
+                    iface: n.iface_id.clone(),
+                    tap: tap.clone(),
+                });
+            }
+            if let Some(mac) = n.guest_mac {
+                if !macs.insert(mac) {
+                    return Err(SpecError::DuplicateMac(n.iface_id.clone()));
+                }
+            }
+        }
+        let devices = self.drives.len() + self.net.len() + usize::from(self.entropy);
+        if devices > MAX_VIRTIO_DEVICES {
+            return Err(SpecError::TooManyDevices(devices));
+        }
         Ok(())
     }
 }
@@ -109,7 +228,87 @@ mod tests {
                 initrd_path: None,
             },
             serial: SerialConfig::Stdout,
+            drives: Vec::new(),
+            net: Vec::new(),
+            entropy: false,
         }
+    }
+
+    fn drive(id: &str, root: bool) -> DriveConfig {
+        DriveConfig {
+            drive_id: id.into(),
+            path_on_host: "/img".into(),
+            is_root_device: root,
+            is_read_only: false,
+        }
+    }
+
+    fn nic(id: &str, tap: &str, mac: Option<[u8; 6]>) -> NetConfig {
+        NetConfig {
+            iface_id: id.into(),
+            host_dev_name: tap.into(),
+            guest_mac: mac.map(crate::MacAddr),
+        }
+    }
+
+    #[test]
+    fn device_errors_are_found() {
+        type Change = Box<dyn Fn(&mut VmSpec)>;
+        let cases: Vec<(Change, SpecError)> = vec![
+            (
+                Box::new(|s| s.drives = vec![drive("a", false), drive("a", false)]),
+                SpecError::DuplicateDriveId("a".into()),
+            ),
+            (
+                Box::new(|s| s.drives = vec![drive("a b", false)]),
+                SpecError::BadDriveId("a b".into()),
+            ),
+            (
+                Box::new(|s| s.drives = vec![drive("a", true), drive("b", true)]),
+                SpecError::SecondRootDrive("b".into()),
+            ),
+            (
+                Box::new(|s| s.net = vec![nic("e", "t0", None), nic("e", "t1", None)]),
+                SpecError::DuplicateIfaceId("e".into()),
+            ),
+            (
+                Box::new(|s| s.net = vec![nic("e", "a-very-long-tap-name", None)]),
+                SpecError::BadTapName {
+                    iface: "e".into(),
+                    tap: "a-very-long-tap-name".into(),
+                },
+            ),
+            (
+                Box::new(|s| s.net = vec![nic("e", "t0", None), nic("f", "t0", None)]),
+                SpecError::DuplicateTap {
+                    iface: "f".into(),
+                    tap: "t0".into(),
+                },
+            ),
+            (
+                Box::new(|s| {
+                    s.net = vec![nic("e", "t0", Some([2; 6])), nic("f", "t1", Some([2; 6]))]
+                }),
+                SpecError::DuplicateMac("f".into()),
+            ),
+            (
+                Box::new(|s| {
+                    s.drives = (0..19).map(|i| drive(&format!("d{i}"), false)).collect();
+                    s.entropy = true;
+                }),
+                SpecError::TooManyDevices(20),
+            ),
+        ];
+        for (change, want) in cases {
+            let mut s = spec();
+            change(&mut s);
+            assert_eq!(s.validate(8), Err(want));
+        }
+        let mut s = spec();
+        s.drives = vec![drive("root", true), drive("data", false)];
+        s.net = vec![nic("eth0", "tap0", Some([6, 0, 0, 0, 0, 1]))];
+        s.entropy = true;
+        assert_eq!(s.validate(8), Ok(()));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::Kvm;
-use resources::{SerialConfig, SpecError, VmSpec};
+use resources::{DriveConfig, SerialConfig, SpecError, VmSpec, MAX_KERNEL_CMDLINE_LEN};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::x86_64::boot_params::{
@@ -23,7 +23,9 @@ use crate::arch::x86_64::cpuid::Topology;
 use crate::arch::x86_64::layout::ZERO_PAGE_START;
 use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
 use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables, BootEntry};
-use crate::device_manager::{attach_legacy_devices, DeviceError, SerialOutput};
+use crate::device_manager::{
+    attach_legacy_devices, attach_virtio_device, DeviceError, MmioSlot, SerialOutput, Subscriber,
+};
 use crate::loader::{
     check_kernel_fits, load_cmdline, load_initrd, load_kernel, place_initrd, probe_kernel,
     KernelInfo, LoaderError,
@@ -91,6 +93,11 @@ pub enum BuildError {
     /// A vCPU could not be created or configured.
     #[error("{0}")]
     Vcpu(#[from] VcpuError),
+    /// The command line with the device entries podvm adds is too long.
+    #[error(
+        "kernel command line with podvm's device entries is {0} bytes long; the limit is {MAX_KERNEL_CMDLINE_LEN} bytes"
+    )]
+    CmdlineWithDevicesTooLong(usize),
 }
 
 impl BuildError {
@@ -98,7 +105,9 @@ impl BuildError {
     /// than the host (exit code 1).
     pub fn is_config_error(&self) -> bool {
         match self {
-            BuildError::Spec(_) | BuildError::SerialFile { .. } => true,
+            BuildError::Spec(_)
+            | BuildError::SerialFile { .. }
+            | BuildError::CmdlineWithDevicesTooLong(_) => true,
             BuildError::Loader(e) => e.is_config_error(),
             _ => false,
         }
@@ -159,6 +168,55 @@ pub fn open_boot_files(spec: &VmSpec) -> Result<BootFiles, LoaderError> {
     })
 }
 
+/// The kinds of virtio device, in the order they take MMIO slots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VirtioSlotKind {
+    /// The `n`-th drive of [`ordered_drives`].
+    Drive(usize),
+    /// The `n`-th network interface.
+    Net(usize),
+    /// The entropy device.
+    Rng,
+}
+
+/// The drives in the order the guest sees them: the root drive first, so
+/// that it is `/dev/vda`, then the others as given.
+pub fn ordered_drives(spec: &VmSpec) -> Vec<&DriveConfig> {
+    let (root, rest): (Vec<_>, Vec<_>) = spec.drives.iter().partition(|d| d.is_root_device);
+    root.into_iter().chain(rest).collect()
+}
+
+/// Which virtio device goes in which MMIO slot.
+pub fn virtio_layout(spec: &VmSpec) -> Vec<VirtioSlotKind> {
+    let drives = (0..spec.drives.len()).map(VirtioSlotKind::Drive);
+    let nets = (0..spec.net.len()).map(VirtioSlotKind::Net);
+    let rng = spec.entropy.then_some(VirtioSlotKind::Rng);
+    drives.chain(nets).chain(rng).collect()
+}
+
+/// The command line the guest gets: the user's, then `root=/dev/vda` (with
+/// `ro` or `rw`) for a root drive unless the user chose a root, then one
+/// entry per virtio device.
+pub fn kernel_cmdline(spec: &VmSpec) -> Result<String, BuildError> {
+    let mut cmdline = spec.boot_source.cmdline().to_string();
+    let user_root = cmdline.split_whitespace().any(|p| p.starts_with("root="));
+    if let Some(root) = ordered_drives(spec).first().filter(|d| d.is_root_device) {
+        if !user_root {
+            let mode = if root.is_read_only { "ro" } else { "rw" };
+            cmdline.push_str(&format!(" root=/dev/vda {mode}"));
+        }
+    }
+    for index in 0..virtio_layout(spec).len() {
+        cmdline.push(' ');
+        cmdline.push_str(&MmioSlot::nth(index).cmdline_entry());
+    }
+    let cmdline = cmdline.trim_start().to_string();
+    if cmdline.len() > MAX_KERNEL_CMDLINE_LEN {
+        return Err(BuildError::CmdlineWithDevicesTooLong(cmdline.len()));
+    }
+    Ok(cmdline)
+}
+
 /// Opens where the serial console writes.
 pub fn open_serial_output(config: &SerialConfig) -> Result<SerialOutput, BuildError> {
     Ok(match config {
@@ -178,6 +236,7 @@ pub fn open_serial_output(config: &SerialConfig) -> Result<SerialOutput, BuildEr
 pub fn load_guest(
     mem: &GuestMemoryMmap,
     spec: &VmSpec,
+    cmdline: &str,
     files: &mut BootFiles,
 ) -> Result<BootEntry, BuildError> {
     let kernel_path = &spec.boot_source.kernel_image_path;
@@ -189,7 +248,6 @@ pub fn load_guest(
         }
         None => None,
     };
-    let cmdline = spec.boot_source.cmdline();
     load_cmdline(mem, cmdline)?;
 
     let e820 = e820_map(spec.machine.mem_size_bytes());
@@ -208,6 +266,40 @@ pub fn load_guest(
     setup_gdt_idt(mem, kernel.entry).map_err(write_err("the GDT"))?;
     setup_mptable(mem, spec.machine.vcpu_count)?;
     Ok(kernel.entry)
+}
+
+/// The virtio devices of a VM, for the event loop and for shutdown.
+#[derive(Default)]
+pub struct VirtioDevices {
+    /// Every device's event handler.
+    pub subscribers: Vec<Subscriber>,
+}
+
+/// Creates the spec's virtio devices in their MMIO slots.
+pub fn attach_virtio_devices(
+    vm: &Vm,
+    mmio: &mut devices::Bus,
+    mem: &GuestMemoryMmap,
+    spec: &VmSpec,
+) -> Result<VirtioDevices, BuildError> {
+    let mut out = VirtioDevices::default();
+    for (index, kind) in virtio_layout(spec).into_iter().enumerate() {
+        let slot = MmioSlot::nth(index);
+        match kind {
+            VirtioSlotKind::Rng => {
+                let rng = Arc::new(std::sync::Mutex::new(
+                    devices::virtio::rng::Rng::new()
+                        .map_err(|e| DeviceError::Create(format!("entropy device: {e}")))?,
+                ));
+                attach_virtio_device(vm, mmio, mem, slot, "the entropy device", rng.clone())?;
+                out.subscribers.push(rng);
+            }
+            VirtioSlotKind::Drive(_) | VirtioSlotKind::Net(_) => {
+                unreachable!("wired below")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Creates and configures every vCPU.
@@ -252,13 +344,14 @@ impl Vmm {
         spec.validate(u32::MAX)?;
         let mut files = open_boot_files(spec)?;
         let serial_out = open_serial_output(&spec.serial)?;
+        let cmdline = kernel_cmdline(spec)?;
         step.done("checks and files");
         let kvm = open_kvm(spec)?;
         step.done("open /dev/kvm");
 
         let memory = create_guest_memory(spec.machine.mem_size_bytes())?;
         step.done("guest memory");
-        let entry = load_guest(&memory, spec, &mut files)?;
+        let entry = load_guest(&memory, spec, &cmdline, &mut files)?;
         step.done("kernel and boot structures");
 
         let vm = Vm::new(&kvm)?;
@@ -269,12 +362,13 @@ impl Vmm {
         step.done("irqchip and PIT");
         let mut io = IoBuses::default();
         let legacy = attach_legacy_devices(&vm, &mut io.pio, serial_out, ctx.start_time)?;
+        let virtio = attach_virtio_devices(&vm, &mut io.mmio, &memory, spec)?;
         let io = Arc::new(io);
         step.done("devices");
         let vcpus = create_vcpus(&kvm, &vm, spec, &io, &memory, entry)?;
         step.done("vCPUs");
 
-        Ok(Vmm::new(vm, memory, vcpus, legacy))
+        Ok(Vmm::new(vm, memory, vcpus, legacy, virtio))
     }
 }
 

@@ -22,6 +22,7 @@ use vm_memory::GuestMemoryMmap;
 pub use builder::{BuildContext, BuildError};
 pub use runtime::{RunError, VmExit};
 
+use builder::VirtioDevices;
 use device_manager::LegacyDevices;
 use vstate::vcpu::Vcpu;
 use vstate::vm::Vm;
@@ -33,15 +34,23 @@ pub struct Vmm {
     vm: Vm,
     vcpus: Vec<Vcpu>,
     legacy: LegacyDevices,
+    virtio: VirtioDevices,
     memory: GuestMemoryMmap,
 }
 
 impl Vmm {
-    fn new(vm: Vm, memory: GuestMemoryMmap, vcpus: Vec<Vcpu>, legacy: LegacyDevices) -> Self {
+    fn new(
+        vm: Vm,
+        memory: GuestMemoryMmap,
+        vcpus: Vec<Vcpu>,
+        legacy: LegacyDevices,
+        virtio: VirtioDevices,
+    ) -> Self {
         Vmm {
             vm,
             vcpus,
             legacy,
+            virtio,
             memory,
         }
     }

@@ -317,6 +317,7 @@ pub(crate) fn run(vmm: Vmm, serial_input: Option<File>) -> Result<VmExit, RunErr
         vm,
         vcpus,
         legacy,
+        virtio,
         memory,
     } = vmm;
     let outcome: Outcome = Arc::new(Mutex::new(None));
@@ -331,6 +332,9 @@ pub(crate) fn run(vmm: Vmm, serial_input: Option<File>) -> Result<VmExit, RunErr
         outcome: outcome.clone(),
     };
     manager.add_subscriber(Arc::new(Mutex::new(monitor)));
+    for device in &virtio.subscribers {
+        manager.add_subscriber(device.clone());
+    }
     if let Some(source) = serial_input {
         let input = SerialInput {
             source,

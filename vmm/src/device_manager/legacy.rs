@@ -1,14 +1,15 @@
-//! Puts the legacy devices on the port-I/O bus and wires their interrupts.
+//! The legacy devices on the port-I/O bus: serial, i8042, boot timer.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use devices::legacy::{BootTimer, Serial, SerialInputEvents, I8042};
-use devices::{Bus, BusError, EventFdTrigger};
+use devices::{Bus, EventFdTrigger};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::vstate::vm::{Vm, VmError};
+use super::DeviceError;
+use crate::vstate::vm::Vm;
 
 /// COM1 base port.
 pub const SERIAL_PORT: u64 = 0x3f8;
@@ -25,20 +26,6 @@ pub const BOOT_TIMER_PORT: u64 = 0x3f0;
 
 /// Where the serial console writes.
 pub type SerialOutput = Box<dyn Write + Send>;
-
-/// A legacy device could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum DeviceError {
-    /// An `EventFd` could not be created.
-    #[error("cannot create an eventfd for {0}: {1}")]
-    EventFd(&'static str, #[source] io::Error),
-    /// The device's range is taken.
-    #[error("cannot place {0} on the I/O bus: {1}")]
-    Bus(&'static str, #[source] BusError),
-    /// Its interrupt cannot be wired.
-    #[error("cannot wire the interrupt of {0}: {1}")]
-    Irq(&'static str, #[source] VmError),
-}
 
 /// The legacy devices and the events the VMM thread watches for them.
 pub struct LegacyDevices {
