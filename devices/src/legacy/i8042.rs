@@ -4,6 +4,7 @@
 
 use vm_superio::I8042Device;
 
+use super::{read_byte_register, write_byte_register};
 use crate::bus::BusDevice;
 use crate::EventFdTrigger;
 
@@ -26,19 +27,15 @@ impl I8042 {
 
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        if let (Some(first), Ok(off)) = (data.first_mut(), u8::try_from(offset)) {
-            *first = self.inner.read(off);
-        }
+        read_byte_register(offset, data, |off| self.inner.read(off));
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        let (Some(&value), Ok(off)) = (data.first(), u8::try_from(offset)) else {
-            return;
-        };
-        if let Err(e) = self.inner.write(off, value) {
-            log::error!("i8042: cannot signal the guest's reset: {e}");
-        }
+        write_byte_register(offset, data, |off, value| {
+            if let Err(e) = self.inner.write(off, value) {
+                log::error!("i8042: cannot signal the guest's reset: {e}");
+            }
+        });
     }
 }
 

@@ -8,3 +8,20 @@ mod serial;
 pub use boot_timer::{BootTimer, BOOT_TIMER_MAGIC};
 pub use i8042::{COMMAND_OFFSET as I8042_COMMAND_OFFSET, I8042};
 pub use serial::{Serial, SerialInputEvents};
+
+/// Reads a device with one-byte registers: a wider access sees the
+/// register in its low byte and zeros above; an offset past 255 reads 0.
+fn read_byte_register(offset: u64, data: &mut [u8], read: impl FnOnce(u8) -> u8) {
+    data.fill(0);
+    if let (Some(first), Ok(off)) = (data.first_mut(), u8::try_from(offset)) {
+        *first = read(off);
+    }
+}
+
+/// Writes a device with one-byte registers: the low byte of the access
+/// goes to the register; empty accesses and offsets past 255 do nothing.
+fn write_byte_register(offset: u64, data: &[u8], write: impl FnOnce(u8, u8)) {
+    if let (Some(&value), Ok(off)) = (data.first(), u8::try_from(offset)) {
+        write(off, value);
+    }
+}

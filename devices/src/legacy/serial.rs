@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use vm_superio::serial::SerialEvents;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::{read_byte_register, write_byte_register};
 use crate::bus::BusDevice;
 use crate::EventFdTrigger;
 
@@ -69,26 +70,20 @@ impl<W: Write + Send> Serial<W> {
 
 impl<W: Write + Send> BusDevice for Serial<W> {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        // The UART's registers are one byte wide; wider reads see the
-        // register in their low byte.
-        data.fill(0);
-        if let (Some(first), Ok(off)) = (data.first_mut(), u8::try_from(offset)) {
-            *first = self.inner.read(off);
-        }
+        read_byte_register(offset, data, |off| self.inner.read(off));
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        let (Some(&value), Ok(off)) = (data.first(), u8::try_from(offset)) else {
-            return;
-        };
-        if let Err(e) = self.inner.write(off, value) {
-            // A closed or full console must not stop the guest: report it
-            // once and drop the output from then on.
-            if !self.output_failed {
-                log::warn!("serial: guest output is being dropped: {e:?}");
-                self.output_failed = true;
+        write_byte_register(offset, data, |off, value| {
+            if let Err(e) = self.inner.write(off, value) {
+                // A closed or full console must not stop the guest: report
+                // it once and drop the output from then on.
+                if !self.output_failed {
+                    log::warn!("serial: guest output is being dropped: {e:?}");
+                    self.output_failed = true;
+                }
             }
-        }
+        });
     }
 }
 
