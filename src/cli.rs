@@ -275,6 +275,8 @@ pub fn run(args: RunArgs, start_time: Instant) -> ExitCode {
             let code = exit.exit_code();
             if code == 0 {
                 log::info!("{exit}");
+            } else if matches!(exit, vmm::VmExit::Signal(_)) {
+                eprintln!("podvm: {exit}");
             } else {
                 eprintln!("error: {exit}");
             }

@@ -301,3 +301,34 @@ fn pvh_kernels_enter_in_32_bit_mode_with_start_info() {
     assert_eq!(out.value("module"), Some("0xcffff000 0x17"));
     assert!(out.lines().contains(&"pvh-done"));
 }
+
+#[test]
+fn sigterm_stops_the_vm_in_order() {
+    if !kvm_available("sigterm_stops_the_vm_in_order") {
+        return;
+    }
+    let mut child = podvm()
+        .args(["run", "--kernel", guest("counter").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the guest runs, then ask podvm to stop.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("tick 1\n") {
+        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+        assert!(n > 0, "podvm ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // SAFETY: sends a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "an exit, not a death by signal");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(err.trim_end(), "podvm: stopped by SIGTERM");
+}

@@ -40,6 +40,9 @@ pub enum VmExit {
         /// Its bytes, when known.
         insn: Vec<u8>,
     },
+    /// podvm was asked to stop by a signal (SIGTERM, SIGINT or SIGHUP): the
+    /// vCPUs were stopped and the disks flushed.
+    Signal(i32),
     /// Another vCPU failure.
     VcpuFailed {
         /// The vCPU.
@@ -51,12 +54,14 @@ pub enum VmExit {
 
 impl VmExit {
     /// The process exit code this ending maps to: 0 for a clean end, 3 for
-    /// a triple fault, 4 for an emulation failure, 1 otherwise.
+    /// a triple fault, 4 for an emulation failure, 128 + the signal number
+    /// when stopped by a signal, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             VmExit::Reset | VmExit::PowerOff => 0,
             VmExit::TripleFault { .. } => 3,
             VmExit::EmulationFailure { .. } => 4,
+            VmExit::Signal(sig) => 128 + sig,
             VmExit::VcpuFailed { .. } => 1,
         }
     }
@@ -109,6 +114,12 @@ impl fmt::Display for VmExit {
                 }
                 f.write_str("); this host's KVM may be emulating guests instead of running them: run `podvm doctor`")
             }
+            VmExit::Signal(sig) => match *sig {
+                libc::SIGTERM => f.write_str("stopped by SIGTERM"),
+                libc::SIGINT => f.write_str("stopped by SIGINT"),
+                libc::SIGHUP => f.write_str("stopped by SIGHUP"),
+                other => write!(f, "stopped by signal {other}"),
+            },
             VmExit::VcpuFailed { vcpu, reason } => write!(f, "vCPU {vcpu}: {reason}"),
         }
     }
@@ -126,6 +137,9 @@ pub enum RunError {
     /// A vCPU could not be started.
     #[error("{0}")]
     Vcpu(#[from] VcpuError),
+    /// The stop signals could not be routed to the event loop.
+    #[error("cannot watch for stop signals: {0}")]
+    Signals(#[source] io::Error),
 }
 
 type Outcome = Arc<Mutex<Option<VmExit>>>;
@@ -165,6 +179,62 @@ impl MutEventSubscriber for ExitMonitor {
             if let Err(e) = ops.add(Events::new(evt, EventSet::IN)) {
                 log::error!("cannot watch a VM exit event: {e:?}");
             }
+        }
+    }
+}
+
+/// The signals that stop podvm in an orderly way.
+const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// Receives the stop signals as events: they are blocked in every thread
+/// (the mask is set before the vCPU threads exist, which inherit it) and
+/// read from a signalfd, so a stop always goes through the same orderly
+/// path: stop the vCPUs, flush the disks, restore the terminal, exit.
+struct SignalWatcher {
+    fd: File,
+    outcome: Outcome,
+}
+
+impl SignalWatcher {
+    fn new(outcome: Outcome) -> io::Result<Self> {
+        // SAFETY: sigset_t is plain data initialised by sigemptyset; the
+        // calls only read and write it and this thread's signal mask.
+        let fd = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in STOP_SIGNALS {
+                libc::sigaddset(&mut set, sig);
+            }
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the fd was just created and is owned by nobody else.
+        let fd = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(SignalWatcher { fd, outcome })
+    }
+}
+
+impl MutEventSubscriber for SignalWatcher {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+        while let Ok(n) = self.fd.read(&mut info) {
+            if n != info.len() {
+                break;
+            }
+            let signo = u32::from_ne_bytes(info[..4].try_into().expect("4 bytes")) as i32;
+            log::info!("received signal {signo}: stopping the VM");
+            set_outcome(&self.outcome, VmExit::Signal(signo));
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.fd, EventSet::IN)) {
+            log::error!("cannot watch for stop signals: {e:?}");
         }
     }
 }
@@ -332,6 +402,8 @@ pub(crate) fn run(vmm: Vmm, serial_input: Option<File>) -> Result<VmExit, RunErr
         outcome: outcome.clone(),
     };
     manager.add_subscriber(Arc::new(Mutex::new(monitor)));
+    let signals = SignalWatcher::new(outcome.clone()).map_err(RunError::Signals)?;
+    manager.add_subscriber(Arc::new(Mutex::new(signals)));
     for device in &virtio.subscribers {
         manager.add_subscriber(device.clone());
     }
@@ -406,6 +478,7 @@ mod tests {
         assert_eq!(VmExit::Reset.exit_code(), 0);
         assert_eq!(VmExit::PowerOff.exit_code(), 0);
         assert_eq!(VmExit::TripleFault { vcpu: 0, rip: 1 }.exit_code(), 3);
+        assert_eq!(VmExit::Signal(libc::SIGTERM).exit_code(), 143);
         let emu = VmExit::EmulationFailure {
             vcpu: 1,
             rip: 0x10_0000,
