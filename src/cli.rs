@@ -1,7 +1,5 @@
 //! Command-line parsing and the `run` command.
 
-use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -262,10 +260,16 @@ pub fn run(args: RunArgs, start_time: Instant) -> ExitCode {
         }
     };
     let input = match spec.serial {
-        SerialConfig::Stdout => stdin_file(),
+        SerialConfig::Stdout => match vmm::ConsoleInput::stdin() {
+            Ok(input) => Some(input),
+            Err(e) => {
+                log::warn!("no console input: cannot open standard input: {e}");
+                None
+            }
+        },
         _ => None,
     };
-    if input.is_some() {
+    if input.as_ref().is_some_and(|i| i.tty) {
         terminal::enter_raw_mode();
     }
     let result = vmm.run(input);
@@ -287,25 +291,6 @@ pub fn run(args: RunArgs, start_time: Instant) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
-}
-
-/// A non-blocking duplicate of standard input, or `None` when there is
-/// none.
-fn stdin_file() -> Option<File> {
-    let fd: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
-    let file = File::from(fd);
-    use std::os::fd::AsRawFd;
-    let raw = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own; only the status flags change.
-    // The duplicate shares the open file description with fd 0, so fd 0
-    // becomes non-blocking too; podvm never reads fd 0 elsewhere.
-    unsafe {
-        let flags = libc::fcntl(raw, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-    }
-    Some(file)
 }
 
 #[cfg(test)]

@@ -191,7 +191,7 @@ fn unemulatable_instruction_exits_4_with_its_bytes() {
             assert_eq!(out.lines(), ["sse-start"]);
             let line = out.stderr.trim_end();
             assert!(line.starts_with("error: KVM could not emulate"), "{line}");
-            assert!(line.contains("(bytes: 66 0f d4 c1"), "{line}");
+            assert!(line.contains("(bytes at RIP: 66 0f d4 c1"), "{line}");
             assert!(line.contains("podvm doctor"), "{line}");
         }
         // With hardware virtualization it simply runs.
@@ -212,8 +212,9 @@ fn stdin_reaches_the_guest_console() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // More than the 64-byte receive FIFO, so flow control is exercised.
-    let line = "a line typed on the host that is longer than the UART FIFO holds.";
+    // More than the 64-byte receive FIFO, so flow control is exercised, and
+    // a Ctrl-A, which only a terminal treats as podvm's escape.
+    let line = "a line typed on the host that is longer than the UART FIFO holds \x01x and more.";
     assert!(line.len() > 64);
     child
         .stdin
@@ -224,25 +225,6 @@ fn stdin_reaches_the_guest_console() {
     let out = wait_with_deadline(child);
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(out.lines(), ["echo-ready", &format!("echo: {line}")]);
-}
-
-#[test]
-fn ctrl_a_x_ends_the_vm() {
-    if !kvm_available("ctrl_a_x_ends_the_vm") {
-        return;
-    }
-    let mut child = podvm()
-        .args(["run", "--kernel", guest("counter").to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"\x01x").unwrap();
-    let out = wait_with_deadline(child);
-    drop(stdin);
-    assert_eq!(out.code(), 0, "{out:?}");
 }
 
 #[test]
@@ -320,14 +302,22 @@ fn sigterm_stops_the_vm_in_order() {
     let mut buf = [0u8; 256];
     while !String::from_utf8_lossy(&seen).contains("tick 1\n") {
         let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
-        assert!(n > 0, "podvm ended early: {}", String::from_utf8_lossy(&seen));
+        assert!(
+            n > 0,
+            "podvm ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
         seen.extend_from_slice(&buf[..n]);
     }
     // SAFETY: sends a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "an exit, not a death by signal");
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM),
+        "an exit, not a death by signal"
+    );
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(err.trim_end(), "podvm: stopped by SIGTERM");

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,7 @@ use crate::arch::x86_64::cpuid::Topology;
 use crate::arch::x86_64::layout::ZERO_PAGE_START;
 use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
 use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables, BootEntry};
+use crate::console::{own_description, ConsoleDrain, ConsoleOutput};
 use crate::device_manager::{
     attach_legacy_devices, attach_virtio_device, DeviceError, MmioSlot, SerialOutput, Subscriber,
 };
@@ -217,17 +219,34 @@ pub fn kernel_cmdline(spec: &VmSpec) -> Result<String, BuildError> {
     Ok(cmdline)
 }
 
-/// Opens where the serial console writes.
-pub fn open_serial_output(config: &SerialConfig) -> Result<SerialOutput, BuildError> {
+/// Opens where the serial console writes; for a terminal or pipe, also the
+/// event-loop half that drains output the reader was not ready for.
+pub fn open_serial_output(
+    config: &SerialConfig,
+) -> Result<(SerialOutput, Option<ConsoleDrain>), BuildError> {
     Ok(match config {
-        SerialConfig::Stdout => Box::new(crate::stdout::RawStdout),
-        SerialConfig::Off => Box::new(io::sink()),
-        SerialConfig::File(path) => {
+        SerialConfig::Stdout => {
+            let stdout_err = |source| BuildError::SerialFile {
+                path: "standard output".into(),
+                source,
+            };
+            let (file, nonblocking) =
+                own_description(io::stdout().as_fd(), true).map_err(stdout_err)?;
+            if nonblocking {
+                let (out, drain) = ConsoleOutput::new(file).map_err(stdout_err)?;
+                (Box::new(out), Some(drain))
+            } else {
+                (Box::new(file), None)
+            }
+        }
+        SerialConfig::Off => (Box::new(io::sink()), None),
+        SerialConfig::File(path) => (
             Box::new(File::create(path).map_err(|source| BuildError::SerialFile {
                 path: path.clone(),
                 source,
-            })?)
-        }
+            })?),
+            None,
+        ),
     })
 }
 
@@ -343,7 +362,7 @@ impl Vmm {
         // Everything the user can get wrong is checked first, without KVM.
         spec.validate(u32::MAX)?;
         let mut files = open_boot_files(spec)?;
-        let serial_out = open_serial_output(&spec.serial)?;
+        let (serial_out, console_drain) = open_serial_output(&spec.serial)?;
         let cmdline = kernel_cmdline(spec)?;
         step.done("checks and files");
         let kvm = open_kvm(spec)?;
@@ -368,7 +387,7 @@ impl Vmm {
         let vcpus = create_vcpus(&kvm, &vm, spec, &io, &memory, entry)?;
         step.done("vCPUs");
 
-        Ok(Vmm::new(vm, memory, vcpus, legacy, virtio))
+        Ok(Vmm::new(vm, memory, vcpus, legacy, console_drain, virtio))
     }
 }
 

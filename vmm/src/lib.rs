@@ -7,12 +7,12 @@
 
 pub mod arch;
 pub mod builder;
+pub mod console;
 pub mod device_manager;
 pub mod loader;
 pub mod memory;
 pub mod probe;
 mod runtime;
-pub mod stdout;
 pub mod vstate;
 
 use std::fs::File;
@@ -34,8 +34,31 @@ pub struct Vmm {
     vm: Vm,
     vcpus: Vec<Vcpu>,
     legacy: LegacyDevices,
+    console_drain: Option<console::ConsoleDrain>,
     virtio: VirtioDevices,
     memory: GuestMemoryMmap,
+}
+
+/// Host input for the serial console.
+pub struct ConsoleInput {
+    /// Where input comes from (a descriptor of podvm's own).
+    pub file: File,
+    /// Whether it is a terminal (Ctrl-A x then ends the VM).
+    pub tty: bool,
+}
+
+impl ConsoleInput {
+    /// The process's standard input, reopened so that podvm's non-blocking
+    /// reads do not change the descriptor it shares with its parent.
+    pub fn stdin() -> std::io::Result<ConsoleInput> {
+        use std::os::fd::AsFd;
+        let stdin = std::io::stdin();
+        let (file, _) = console::own_description(stdin.as_fd(), false)?;
+        Ok(ConsoleInput {
+            tty: console::is_tty(stdin.as_fd()),
+            file,
+        })
+    }
 }
 
 impl Vmm {
@@ -44,12 +67,14 @@ impl Vmm {
         memory: GuestMemoryMmap,
         vcpus: Vec<Vcpu>,
         legacy: LegacyDevices,
+        console_drain: Option<console::ConsoleDrain>,
         virtio: VirtioDevices,
     ) -> Self {
         Vmm {
             vm,
             vcpus,
             legacy,
+            console_drain,
             virtio,
             memory,
         }
@@ -65,9 +90,10 @@ impl Vmm {
         self.vcpus.len()
     }
 
-    /// Runs the guest until it resets, powers off or fails. Bytes read from
-    /// `serial_input` (when given) are typed into the serial console.
-    pub fn run(self, serial_input: Option<File>) -> Result<VmExit, RunError> {
+    /// Runs the guest until it resets, powers off or fails, or podvm is
+    /// stopped. Bytes read from `serial_input` (when given) are typed into
+    /// the serial console.
+    pub fn run(self, serial_input: Option<ConsoleInput>) -> Result<VmExit, RunError> {
         runtime::run(self, serial_input)
     }
 }

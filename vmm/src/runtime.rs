@@ -12,10 +12,9 @@ use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, Subscrib
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::device_manager::SerialOutput;
+use crate::console::SerialInput;
 use crate::vstate::vcpu::{VcpuError, VcpuHandle, VcpuStopReason, VcpuStopped};
-use crate::Vmm;
-use devices::legacy::Serial;
+use crate::{ConsoleInput, Vmm};
 
 /// How the guest ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +23,8 @@ pub enum VmExit {
     Reset,
     /// The guest powered off: a clean end.
     PowerOff,
+    /// The user ended the VM from the console (Ctrl-A x).
+    UserQuit,
     /// A vCPU triple-faulted.
     TripleFault {
         /// The vCPU.
@@ -58,7 +59,7 @@ impl VmExit {
     /// when stopped by a signal, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            VmExit::Reset | VmExit::PowerOff => 0,
+            VmExit::Reset | VmExit::PowerOff | VmExit::UserQuit => 0,
             VmExit::TripleFault { .. } => 3,
             VmExit::EmulationFailure { .. } => 4,
             VmExit::Signal(sig) => 128 + sig,
@@ -101,11 +102,12 @@ impl fmt::Display for VmExit {
         match self {
             VmExit::Reset => f.write_str("guest reset"),
             VmExit::PowerOff => f.write_str("guest powered off"),
+            VmExit::UserQuit => f.write_str("ended from the console (Ctrl-A x)"),
             VmExit::TripleFault { vcpu, rip } => {
                 write!(f, "guest triple-faulted at RIP={rip:#x} on vCPU {vcpu}")
             }
             VmExit::EmulationFailure { vcpu, rip, insn } => {
-                write!(f, "KVM could not emulate the guest instruction at RIP={rip:#x} on vCPU {vcpu} (bytes:")?;
+                write!(f, "KVM could not emulate the guest instruction at RIP={rip:#x} on vCPU {vcpu} (bytes at RIP:")?;
                 if insn.is_empty() {
                     f.write_str(" unknown")?;
                 }
@@ -239,154 +241,14 @@ impl MutEventSubscriber for SignalWatcher {
     }
 }
 
-/// Bytes the user types after this one are commands to podvm, not input
-/// for the guest: Ctrl-A then `x` ends the VM (as in QEMU).
-pub const ESCAPE_BYTE: u8 = 0x01;
-
-/// Copies host input (a terminal, a pipe or a file) into the serial
-/// console's receive FIFO, never reading more than the FIFO can take.
-struct SerialInput {
-    source: File,
-    /// Epoll refuses regular files and some character devices; those are
-    /// read whenever the FIFO has room instead of when they are readable.
-    pollable: bool,
-    /// Currently registered for readiness.
-    armed: bool,
-    eof: bool,
-    escape_pending: bool,
-    serial: Arc<Mutex<Serial<SerialOutput>>>,
-    buffer_ready: EventFd,
-    outcome: Outcome,
-}
-
-impl SerialInput {
-    /// Moves as many bytes as fit from the source to the FIFO. Returns
-    /// whether the FIFO filled up before the source ran dry.
-    fn pump(&mut self) -> bool {
-        let serial = self.serial.clone();
-        let mut serial = serial.lock().unwrap_or_else(|e| e.into_inner());
-        let room = serial.input_capacity();
-        if room == 0 {
-            return true;
-        }
-        let mut buf = [0u8; 64];
-        let want = room.min(buf.len());
-        match self.source.read(&mut buf[..want]) {
-            Ok(0) => {
-                self.eof = true;
-                false
-            }
-            Ok(n) => {
-                let bytes = self.filter_escape(&buf[..n]);
-                if let Err(e) = serial.enqueue_input(&bytes) {
-                    log::warn!("serial: cannot queue guest input: {e}");
-                }
-                n == want && serial.input_capacity() == 0
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
-            Err(e) => {
-                log::warn!("serial: cannot read input, ignoring it from now on: {e}");
-                self.eof = true;
-                false
-            }
-        }
-    }
-
-    fn filter_escape(&mut self, input: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(input.len());
-        for &b in input {
-            if self.escape_pending {
-                self.escape_pending = false;
-                match b {
-                    b'x' | b'X' => {
-                        set_outcome(&self.outcome, VmExit::PowerOff);
-                        continue;
-                    }
-                    ESCAPE_BYTE => out.push(ESCAPE_BYTE),
-                    other => {
-                        out.push(ESCAPE_BYTE);
-                        out.push(other);
-                    }
-                }
-            } else if b == ESCAPE_BYTE {
-                self.escape_pending = true;
-            } else {
-                out.push(b);
-            }
-        }
-        out
-    }
-
-    fn set_armed(&mut self, ops: &mut EventOps, armed: bool) {
-        if !self.pollable || self.armed == armed {
-            return;
-        }
-        let events = Events::new(&self.source, EventSet::IN);
-        let res = if armed {
-            ops.add(events)
-        } else {
-            ops.remove(events)
-        };
-        match res {
-            Ok(()) => self.armed = armed,
-            Err(e) => log::warn!("serial: cannot watch input: {e:?}"),
-        }
-    }
-
-    fn service(&mut self, ops: &mut EventOps) {
-        // Pull until the FIFO is full or the source has nothing more now.
-        let mut full = false;
-        if self.pollable {
-            full = self.pump();
-        } else {
-            while !self.eof && !full {
-                full = self.pump();
-            }
-        }
-        let arm = !self.eof && !full;
-        self.set_armed(ops, arm);
-    }
-}
-
-impl MutEventSubscriber for SerialInput {
-    fn process(&mut self, events: Events, ops: &mut EventOps) {
-        if events.fd() == self.buffer_ready.as_raw_fd() {
-            let _ = self.buffer_ready.read();
-        } else if events.event_set().contains(EventSet::HANG_UP)
-            && !events.event_set().contains(EventSet::IN)
-        {
-            self.eof = true;
-        }
-        if !self.eof {
-            self.service(ops);
-        } else {
-            self.set_armed(ops, false);
-        }
-    }
-
-    fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(&self.buffer_ready, EventSet::IN)) {
-            log::warn!("serial: cannot watch the input FIFO: {e:?}");
-        }
-        match ops.add(Events::new(&self.source, EventSet::IN)) {
-            Ok(()) => self.armed = true,
-            Err(event_manager::Error::Epoll(e)) if e.errno() == libc::EPERM => {
-                self.pollable = false;
-                self.service(ops);
-            }
-            Err(e) => log::warn!("serial: cannot watch input: {e:?}"),
-        }
-    }
-}
-
 type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
-pub(crate) fn run(vmm: Vmm, serial_input: Option<File>) -> Result<VmExit, RunError> {
+pub(crate) fn run(vmm: Vmm, serial_input: Option<ConsoleInput>) -> Result<VmExit, RunError> {
     let Vmm {
         vm,
         vcpus,
         legacy,
+        console_drain,
         virtio,
         memory,
     } = vmm;
@@ -407,20 +269,21 @@ pub(crate) fn run(vmm: Vmm, serial_input: Option<File>) -> Result<VmExit, RunErr
     for device in &virtio.subscribers {
         manager.add_subscriber(device.clone());
     }
-    if let Some(source) = serial_input {
-        let input = SerialInput {
-            source,
-            pollable: true,
-            armed: false,
-            eof: false,
-            escape_pending: false,
-            serial: legacy.serial.clone(),
-            buffer_ready: legacy
+    if let Some(drain) = console_drain {
+        manager.add_subscriber(Arc::new(Mutex::new(drain)));
+    }
+    if let Some(ConsoleInput { file, tty }) = serial_input {
+        let quit = outcome.clone();
+        let input = SerialInput::new(
+            file,
+            tty,
+            legacy.serial.clone(),
+            legacy
                 .serial_input_ready
                 .try_clone()
                 .map_err(RunError::EventFd)?,
-            outcome: outcome.clone(),
-        };
+            Box::new(move || set_outcome(&quit, VmExit::UserQuit)),
+        );
         manager.add_subscriber(Arc::new(Mutex::new(input)));
     }
 
@@ -488,7 +351,7 @@ mod tests {
         assert_eq!(
             emu.to_string(),
             "KVM could not emulate the guest instruction at RIP=0x100000 on vCPU 1 \
-             (bytes: 66 0f d4 c1); this host's KVM may be emulating guests instead of \
+             (bytes at RIP: 66 0f d4 c1); this host's KVM may be emulating guests instead of \
              running them: run `podvm doctor`"
         );
         assert_eq!(

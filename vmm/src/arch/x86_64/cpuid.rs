@@ -85,8 +85,14 @@ fn filter_entry(entry: &mut kvm_cpuid_entry2, apic_id: u8, topo: Topology) {
     match entry.function {
         LEAF_FEATURES => {
             set_bits(&mut entry.ebx, 31, 24, id);
-            // Maximum addressable logical processor ids in the package.
-            set_bits(&mut entry.ebx, 23, 16, 1 << topo.package_shift());
+            // Maximum addressable logical processor ids in the package
+            // (an 8-bit field).
+            set_bits(
+                &mut entry.ebx,
+                23,
+                16,
+                (1u32 << topo.package_shift()).min(0xff),
+            );
             // CLFLUSH line size in 8-byte units.
             set_bits(&mut entry.ebx, 15, 8, 8);
             entry.ecx |= ECX_HYPERVISOR;
@@ -97,8 +103,9 @@ fn filter_entry(entry: &mut kvm_cpuid_entry2, apic_id: u8, topo: Topology) {
             }
         }
         LEAF_CACHE_PARAMS if entry.eax & 0x1f != 0 => {
-            // Cores per package minus one.
-            set_bits(&mut entry.eax, 31, 26, topo.cores().max(1) - 1);
+            // Addressable core ids per package minus one (a 6-bit field).
+            let core_ids = 1u32 << (topo.package_shift() - topo.smt_shift());
+            set_bits(&mut entry.eax, 31, 26, (core_ids - 1).min(63));
             // Logical processors sharing this cache minus one: L1/L2 are
             // per core, L3 and above shared by the package.
             let level = (entry.eax >> 5) & 0x7;
@@ -287,6 +294,16 @@ mod tests {
         let n = c.as_slice().len();
         filter_cpuid(&mut c, 0, Topology::new(1, false));
         assert_eq!(c.as_slice().len(), n, "not added twice");
+    }
+
+    #[test]
+    fn fields_saturate_for_many_vcpus() {
+        let mut c = host_cpuid();
+        filter_cpuid(&mut c, 200, Topology::new(254, false));
+        let e = find(&c, LEAF_FEATURES, 0);
+        assert_eq!((e.ebx >> 16) & 0xff, 0xff);
+        assert_eq!(e.ebx >> 24, 200);
+        assert_eq!(find(&c, LEAF_CACHE_PARAMS, 0).eax >> 26, 63);
     }
 
     #[test]

@@ -55,12 +55,23 @@ pub fn boot_msr_entries() -> Vec<kvm_msr_entry> {
     .collect()
 }
 
-/// The boot MSRs that this host's KVM reports it can save and restore
-/// (`KVM_GET_MSR_INDEX_LIST`): setting any other one fails on some hosts.
+/// MSRs KVM always emulates although `KVM_GET_MSR_INDEX_LIST` does not
+/// list them (it lists only MSRs it saves for migration): the MTRR default
+/// type and MISC_ENABLE.
+const ALWAYS_EMULATED: [u32; 2] = [MSR_MTRR_DEF_TYPE, MSR_IA32_MISC_ENABLE];
+
+/// The boot MSRs this host's KVM can take: those it reports
+/// (`KVM_GET_MSR_INDEX_LIST`; setting others fails on some hosts), then
+/// the always-emulated ones. `KVM_SET_MSRS` stops at the first MSR it
+/// refuses, so these come last.
 pub fn supported_boot_msrs(supported: &MsrList) -> Msrs {
-    let entries: Vec<_> = boot_msr_entries()
+    let (always, listed): (Vec<_>, Vec<_>) = boot_msr_entries().into_iter().partition(|e| {
+        ALWAYS_EMULATED.contains(&e.index) && !supported.as_slice().contains(&e.index)
+    });
+    let entries: Vec<_> = listed
         .into_iter()
         .filter(|e| supported.as_slice().contains(&e.index))
+        .chain(always)
         .collect();
     Msrs::from_entries(&entries).expect("the boot MSR list is far below the FAM capacity")
 }
@@ -70,17 +81,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_supported_msrs_are_kept() {
-        let supported = MsrList::from_entries(&[MSR_IA32_TSC, MSR_MTRR_DEF_TYPE, 0x1234]).unwrap();
+    fn only_supported_msrs_are_kept_and_emulated_ones_come_last() {
+        let supported = MsrList::from_entries(&[MSR_IA32_TSC, MSR_LSTAR, 0x1234]).unwrap();
         let msrs = supported_boot_msrs(&supported);
         let got: Vec<_> = msrs.as_slice().iter().map(|e| (e.index, e.data)).collect();
         assert_eq!(
             got,
             vec![
+                (MSR_LSTAR, 0),
                 (MSR_IA32_TSC, 0),
-                (MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WRITEBACK)
+                (MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
+                (MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WRITEBACK),
             ]
         );
+    }
+
+    #[test]
+    fn boot_msrs_reach_a_real_vcpu() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!("SKIPPED boot_msrs_reach_a_real_vcpu: /dev/kvm is not available");
+            return;
+        };
+        let vm = kvm.create_vm().unwrap();
+        let vcpu = vm.create_vcpu(0).unwrap();
+        let msrs = supported_boot_msrs(&kvm.get_msr_index_list().unwrap());
+        assert_eq!(vcpu.set_msrs(&msrs).unwrap(), msrs.as_slice().len());
+        let mut read = Msrs::from_entries(&[
+            kvm_msr_entry {
+                index: MSR_MTRR_DEF_TYPE,
+                ..Default::default()
+            },
+            kvm_msr_entry {
+                index: MSR_IA32_MISC_ENABLE,
+                ..Default::default()
+            },
+        ])
+        .unwrap();
+        assert_eq!(vcpu.get_msrs(&mut read).unwrap(), 2);
+        assert_eq!(read.as_slice()[0].data, MTRR_ENABLE_WRITEBACK);
+        assert_ne!(read.as_slice()[1].data & MISC_ENABLE_FAST_STRING, 0);
     }
 
     #[test]
