@@ -14,10 +14,13 @@ fn main() {
     if !script.exists() {
         return;
     }
-    let status = Command::new("sh")
-        .arg(&script)
-        .arg(&out)
-        .status()
-        .expect("cannot run sh to build the test guests");
-    assert!(status.success(), "tests/guests/build.sh failed: {status}");
+    // The guests are for the tests and benchmarks only: without binutils the
+    // binary still builds, and the tests say which guest is missing.
+    match Command::new("sh").arg(&script).arg(&out).status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => println!(
+            "cargo:warning=tests/guests/build.sh failed ({status}): install binutils (as, ld) to build the test guests"
+        ),
+        Err(e) => println!("cargo:warning=cannot run sh to build the test guests: {e}"),
+    }
 }

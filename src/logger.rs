@@ -23,12 +23,9 @@ impl Log for StderrLogger {
             Level::Debug => "debug",
             Level::Trace => "trace",
         };
-        // A terminal in raw mode needs an explicit carriage return.
-        let _ = write!(
-            std::io::stderr().lock(),
-            "podvm: {level}: {}\r\n",
-            record.args()
-        );
+        // Raw mode keeps output processing on, so "\n" still starts a
+        // new line at the left margin.
+        let _ = writeln!(std::io::stderr().lock(), "podvm: {level}: {}", record.args());
     }
 
     fn flush(&self) {}

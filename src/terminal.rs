@@ -40,8 +40,12 @@ pub fn enter_raw_mode() -> bool {
         return false;
     }
     let saved = t;
-    t.c_lflag &= !(libc::ICANON | libc::ECHO | libc::ISIG);
-    t.c_iflag &= !(libc::ICRNL | libc::IXON);
+    // cfmakeraw(3), except that output processing stays on so the guest's
+    // and podvm's "\n" still return the cursor to the left margin.
+    let oflag = t.c_oflag;
+    // SAFETY: cfmakeraw only edits the termios struct it is given.
+    unsafe { libc::cfmakeraw(&mut t) };
+    t.c_oflag = oflag;
     t.c_cc[libc::VMIN] = 1;
     t.c_cc[libc::VTIME] = 0;
     // SAFETY: single-threaded at this point (before vCPUs start); the

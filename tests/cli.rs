@@ -112,7 +112,33 @@ fn memory_too_small_for_the_kernel_or_initrd() {
         "--initrd",
         initrd.to_str().unwrap(),
     ]);
-    assert_usage_error(&out, "does not fit in guest memory after the kernel");
+    assert_usage_error(&out, "(20480 KiB) does not fit between the kernel and the highest address it may use (0x1000000)");
+}
+
+#[test]
+fn initrd_that_is_not_a_file() {
+    let hello = guest("hello");
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_podvm(&[
+        "run",
+        "--kernel",
+        hello.to_str().unwrap(),
+        "--initrd",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_usage_error(&out, "not a regular file");
+}
+
+#[test]
+fn kernel_entry_outside_the_mapped_gib() {
+    if !kvm_available("kernel_entry_outside_the_mapped_gib") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let high = dir.path().join("high-vmlinux");
+    std::fs::write(&high, elf_at(0x5000_0000, 1)).unwrap();
+    let out = run_podvm(&["run", "--kernel", high.to_str().unwrap(), "--memory", "2048"]);
+    assert_usage_error(&out, "64-bit entry point 0x50000000 is above the identity-mapped first GiB");
 }
 
 #[test]
@@ -181,6 +207,11 @@ fn bad_flag_values_are_usage_errors() {
 /// A minimal x86_64 ELF executable at 1 MiB whose segment occupies
 /// `memsz` bytes of memory.
 fn elf_with_memsz(memsz: u64) -> Vec<u8> {
+    elf_at(0x10_0000, memsz)
+}
+
+/// A minimal x86_64 ELF executable loaded and entered at `addr`.
+fn elf_at(addr: u64, memsz: u64) -> Vec<u8> {
     let mut f = vec![0u8; 64 + 56];
     f[..4].copy_from_slice(b"\x7fELF");
     f[4] = 2; // 64-bit
@@ -189,7 +220,7 @@ fn elf_with_memsz(memsz: u64) -> Vec<u8> {
     f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
     f[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86_64
     f[20..24].copy_from_slice(&1u32.to_le_bytes());
-    f[24..32].copy_from_slice(&0x10_0000u64.to_le_bytes());
+    f[24..32].copy_from_slice(&addr.to_le_bytes());
     f[32..40].copy_from_slice(&64u64.to_le_bytes());
     f[52..54].copy_from_slice(&64u16.to_le_bytes());
     f[54..56].copy_from_slice(&56u16.to_le_bytes());
@@ -197,8 +228,8 @@ fn elf_with_memsz(memsz: u64) -> Vec<u8> {
     let ph = &mut f[64..120];
     ph[0..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
     ph[8..16].copy_from_slice(&120u64.to_le_bytes());
-    ph[16..24].copy_from_slice(&0x10_0000u64.to_le_bytes());
-    ph[24..32].copy_from_slice(&0x10_0000u64.to_le_bytes());
+    ph[16..24].copy_from_slice(&addr.to_le_bytes());
+    ph[24..32].copy_from_slice(&addr.to_le_bytes());
     ph[32..40].copy_from_slice(&1u64.to_le_bytes());
     ph[40..48].copy_from_slice(&memsz.to_le_bytes());
     f.push(0xf4);

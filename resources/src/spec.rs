@@ -146,8 +146,9 @@ impl VmSpec {
         if m.mem_size_mib < MIN_MEM_SIZE_MIB {
             return Err(SpecError::MemoryTooSmall(m.mem_size_mib));
         }
-        // Keep the guest physical address space within 46 bits (64 TiB),
-        // below what every x86_64 host CPU's MAXPHYADDR covers.
+        // A generous static bound (64 TiB); the host's real limit (its
+        // physical address width, KVM's memory-slot size) is found when
+        // the memory is mapped and registered.
         if m.mem_size_mib > (1 << 26) {
             return Err(SpecError::MemoryTooLarge(m.mem_size_mib));
         }

@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +21,7 @@ use crate::arch::x86_64::boot_params::{
     e820_map, linux_boot_params, write_pvh_start_info, InitrdPlacement,
 };
 use crate::arch::x86_64::cpuid::Topology;
-use crate::arch::x86_64::layout::ZERO_PAGE_START;
+use crate::arch::x86_64::layout::{IDENTITY_MAPPED_END, ZERO_PAGE_START};
 use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
 use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables, BootEntry};
 use crate::console::{own_description, ConsoleDrain, ConsoleOutput};
@@ -158,7 +158,11 @@ pub fn open_boot_files(spec: &VmSpec) -> Result<BootFiles, LoaderError> {
                 source,
             };
             let file = File::open(path).map_err(open_err)?;
-            let size = file.metadata().map_err(open_err)?.len();
+            let meta = file.metadata().map_err(open_err)?;
+            if !meta.is_file() {
+                return Err(LoaderError::InitrdNotAFile { path: path.clone() });
+            }
+            let size = meta.len();
             let placement = place_initrd(&kernel_info, mem_size, size, path)?;
             Some((file, placement))
         }
@@ -260,9 +264,19 @@ pub fn load_guest(
 ) -> Result<BootEntry, BuildError> {
     let kernel_path = &spec.boot_source.kernel_image_path;
     let kernel = load_kernel(mem, &mut files.kernel, &files.kernel_info, kernel_path)?;
+    if let BootEntry::Linux64 { entry } = kernel.entry {
+        if entry >= IDENTITY_MAPPED_END {
+            return Err(LoaderError::EntryNotMapped {
+                path: kernel_path.clone(),
+                entry,
+            }
+            .into());
+        }
+    }
     let initrd = match &mut files.initrd {
         Some((file, placement)) => {
-            load_initrd(mem, file, *placement)?;
+            let path = spec.boot_source.initrd_path.as_deref().unwrap_or(Path::new(""));
+            load_initrd(mem, file, path, *placement)?;
             Some(*placement)
         }
         None => None,

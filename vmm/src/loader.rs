@@ -35,6 +35,8 @@ const SETUP_HEADER_OFFSET: u64 = 0x1f1;
 const HDRS_MAGIC: u32 = 0x5372_6448;
 /// The 64-bit entry point's offset from a bzImage's load address.
 const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
+/// xloadflags bit: the kernel has a 64-bit entry point at offset 0x200.
+const XLF_KERNEL_64: u16 = 1;
 /// Initrds are placed on page boundaries.
 const PAGE_SIZE: u64 = 4096;
 
@@ -73,6 +75,28 @@ pub enum LoaderError {
         /// What is wrong with it.
         what: &'static str,
     },
+    /// The kernel file is a bzImage podvm cannot boot.
+    #[error("kernel {}: bzImage {what}", path.display())]
+    BadBzImage {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+    /// The 64-bit entry point is outside the identity-mapped first GiB.
+    #[error("kernel {}: 64-bit entry point {entry:#x} is above the identity-mapped first GiB", path.display())]
+    EntryNotMapped {
+        /// The file.
+        path: PathBuf,
+        /// The entry point.
+        entry: u64,
+    },
+    /// The initrd is not a regular file.
+    #[error("initrd {}: not a regular file", path.display())]
+    InitrdNotAFile {
+        /// The file.
+        path: PathBuf,
+    },
     /// The kernel does not fit where it wants to be loaded.
     #[error(
         "kernel {} needs memory up to {} MiB, but the guest has {} MiB below the MMIO gap",
@@ -96,7 +120,7 @@ pub enum LoaderError {
     },
     /// No room for the initrd between the kernel and the end of low memory.
     #[error(
-        "initrd {} ({} KiB) does not fit in guest memory after the kernel; give the guest more memory",
+        "initrd {} ({} KiB) does not fit between the kernel and the highest address it may use ({top:#x})",
         path.display(), size.div_ceil(1024)
     )]
     InitrdTooLarge {
@@ -104,6 +128,8 @@ pub enum LoaderError {
         path: PathBuf,
         /// Its size.
         size: u64,
+        /// The end of the memory it may occupy.
+        top: u64,
     },
     /// `linux-loader` refused the image.
     #[error("kernel {}: cannot load: {source}", path.display())]
@@ -195,7 +221,7 @@ pub fn probe_kernel<R: Read + Seek>(image: &mut R, path: &Path) -> Result<Kernel
         read_at(image, SETUP_HEADER_OFFSET, &mut hdr).map_err(open_err)?;
         // Offsets below are from 0x1f1; Linux boot.rst gives them from 0.
         if u32_at(&hdr, 0x202 - 0x1f1) == HDRS_MAGIC {
-            return Ok(probe_bzimage(&hdr, size));
+            return probe_bzimage(&hdr, size, path);
         }
     }
     Err(LoaderError::NotAKernel {
@@ -249,7 +275,7 @@ fn probe_elf<R: Read + Seek>(
     })
 }
 
-fn probe_bzimage(hdr: &[u8], file_size: u64) -> KernelInfo {
+fn probe_bzimage(hdr: &[u8], file_size: u64, path: &Path) -> Result<KernelInfo, LoaderError> {
     let field = |linux_offset: usize| linux_offset - 0x1f1;
     let setup_sects = match hdr[field(0x1f1)] {
         0 => 4,
@@ -270,12 +296,33 @@ fn probe_bzimage(hdr: &[u8], file_size: u64) -> KernelInfo {
     } else {
         DEFAULT_INITRD_ADDR_MAX
     };
-    KernelInfo {
+    // A 64-bit entry point at load address + 0x200 exists only when the
+    // kernel says so (protocol 2.12+, XLF_KERNEL_64).
+    let xloadflags = if version >= 0x020c {
+        u16_at(hdr, field(0x236))
+    } else {
+        0
+    };
+    if xloadflags & XLF_KERNEL_64 == 0 {
+        return Err(LoaderError::BadBzImage {
+            path: path.to_path_buf(),
+            what: "has no 64-bit entry point (boot protocol 2.12+ with XLF_KERNEL_64 needed)",
+        });
+    }
+    // A relocatable kernel decompresses at max(load address, pref_address)
+    // and needs init_size bytes from there.
+    let pref_address = if version >= 0x020a {
+        u64_at(hdr, field(0x258))
+    } else {
+        code32_start
+    };
+    let run_start = code32_start.max(pref_address);
+    Ok(KernelInfo {
         format: KernelFormat::BzImage,
         start: code32_start,
-        end: code32_start + payload.max(init_size),
+        end: (code32_start + payload).max(run_start.saturating_add(init_size)),
         initrd_addr_max,
-    }
+    })
 }
 
 /// Checks that the kernel fits in `mem_size` bytes of guest RAM.
@@ -306,13 +353,14 @@ pub fn place_initrd(
     size: u64,
     path: &Path,
 ) -> Result<InitrdPlacement, LoaderError> {
-    let too_large = || LoaderError::InitrdTooLarge {
-        path: path.to_path_buf(),
-        size,
-    };
     let top = mem_size
         .min(MMIO_GAP_START)
         .min(info.initrd_addr_max.saturating_add(1));
+    let too_large = || LoaderError::InitrdTooLarge {
+        path: path.to_path_buf(),
+        size,
+        top,
+    };
     let addr = top.checked_sub(size).ok_or_else(too_large)? & !(PAGE_SIZE - 1);
     if addr < info.end.next_multiple_of(PAGE_SIZE) {
         return Err(too_large());
@@ -369,22 +417,25 @@ pub fn load_kernel(
     }
 }
 
-/// Copies the initrd in `file` to its place in guest memory.
+/// Copies the initrd in `file` (at `path`) to its place in guest memory.
 pub fn load_initrd<M: GuestMemoryBackend>(
     mem: &M,
     file: &mut File,
+    path: &Path,
     placement: InitrdPlacement,
 ) -> Result<(), LoaderError> {
-    let memory_err = |source| LoaderError::GuestMemory {
-        what: "the initrd",
+    let read_err = |source| LoaderError::OpenInitrd {
+        path: path.to_path_buf(),
         source,
     };
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| memory_err(vm_memory::GuestMemoryError::IOError(e)))?;
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
     mem.read_exact_volatile_from(GuestAddress(placement.addr), file, placement.size as usize)
-        .map_err(|source| LoaderError::GuestMemory {
-            what: "the initrd",
-            source,
+        .map_err(|e| match e {
+            vm_memory::GuestMemoryError::IOError(io) => read_err(io),
+            source => LoaderError::GuestMemory {
+                what: "the initrd",
+                source,
+            },
         })
 }
 
@@ -448,6 +499,8 @@ mod tests {
         f[0x211] = 1; // LOADED_HIGH
         f[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes());
         f[0x22c..0x230].copy_from_slice(&0x37ff_ffffu32.to_le_bytes());
+        f[0x236..0x238].copy_from_slice(&XLF_KERNEL_64.to_le_bytes());
+        f[0x258..0x260].copy_from_slice(&0x10_0000u64.to_le_bytes()); // pref_address
         f[0x260..0x264].copy_from_slice(&init_size.to_le_bytes());
         f.extend_from_slice(payload);
         f
@@ -497,6 +550,19 @@ mod tests {
         assert_eq!(info.format, KernelFormat::BzImage);
         assert_eq!((info.start, info.end), (MIB, MIB + 0x40_0000));
         assert_eq!(info.initrd_addr_max, 0x37ff_ffff);
+    }
+
+    #[test]
+    fn bzimage_needs_a_64_bit_entry_and_room_at_its_preferred_address() {
+        let mut img = tiny_bzimage(&[0x90; 1024], 0x40_0000);
+        // Relocatable kernels run from pref_address: 16 MiB + init_size.
+        img[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes());
+        let info = probe_kernel(&mut Cursor::new(img.clone()), Path::new("k")).unwrap();
+        assert_eq!(info.end, 0x100_0000 + 0x40_0000);
+        assert!(check_kernel_fits(&info, 16 * MIB, Path::new("k")).is_err());
+        img[0x236] = 0;
+        let err = probe_kernel(&mut Cursor::new(img), Path::new("k")).unwrap_err();
+        assert!(err.to_string().contains("no 64-bit entry point"), "{err}");
     }
 
     #[test]
@@ -605,7 +671,7 @@ mod tests {
             addr: 8 * MIB,
             size: 14,
         };
-        load_initrd(&m, &mut f, p).unwrap();
+        load_initrd(&m, &mut f, Path::new("i"), p).unwrap();
         let mut got = [0u8; 14];
         m.read_slice(&mut got, GuestAddress(8 * MIB)).unwrap();
         assert_eq!(&got, b"initrd-content");

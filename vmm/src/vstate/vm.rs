@@ -67,7 +67,8 @@ impl Vm {
             .set_tss_address(KVM_TSS_ADDRESS as usize)
             .map_err(VmError::SetTssAddress)?;
         self.fd.create_irq_chip().map_err(VmError::CreateIrqchip)?;
-        // The PC speaker port is not emulated, only ignored.
+        // Port 0x61 reads show the PIT's channel-2 gate and output; the
+        // speaker itself is a dummy.
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()

@@ -22,6 +22,8 @@ pub const PML4_START: u64 = 0x9000;
 pub const PDPTE_START: u64 = 0xa000;
 /// Page directory of the boot page tables (512 × 2 MiB = the first GiB).
 pub const PDE_START: u64 = 0xb000;
+/// End of the memory the boot page tables identity-map (the first GiB).
+pub const IDENTITY_MAPPED_END: u64 = 1 << 30;
 /// Kernel command line.
 pub const CMDLINE_START: u64 = 0x20000;
 /// Room reserved for the command line, NUL included.
