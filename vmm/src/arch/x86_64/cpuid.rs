@@ -62,9 +62,6 @@ impl Topology {
         ceil_log2(u32::from(self.vcpu_count))
     }
 
-    fn cores(&self) -> u32 {
-        u32::from(self.vcpu_count) / u32::from(self.threads_per_core)
-    }
 }
 
 fn ceil_log2(n: u32) -> u32 {
