@@ -25,7 +25,11 @@ impl Log for StderrLogger {
         };
         // Raw mode keeps output processing on, so "\n" still starts a
         // new line at the left margin.
-        let _ = writeln!(std::io::stderr().lock(), "podvm: {level}: {}", record.args());
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "podvm: {level}: {}",
+            record.args()
+        );
     }
 
     fn flush(&self) {}

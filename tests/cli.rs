@@ -137,8 +137,17 @@ fn kernel_entry_outside_the_mapped_gib() {
     let dir = tempfile::tempdir().unwrap();
     let high = dir.path().join("high-vmlinux");
     std::fs::write(&high, elf_at(0x5000_0000, 1)).unwrap();
-    let out = run_podvm(&["run", "--kernel", high.to_str().unwrap(), "--memory", "2048"]);
-    assert_usage_error(&out, "64-bit entry point 0x50000000 is above the identity-mapped first GiB");
+    let out = run_podvm(&[
+        "run",
+        "--kernel",
+        high.to_str().unwrap(),
+        "--memory",
+        "2048",
+    ]);
+    assert_usage_error(
+        &out,
+        "64-bit entry point 0x50000000 is above the identity-mapped first GiB",
+    );
 }
 
 #[test]

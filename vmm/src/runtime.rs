@@ -308,6 +308,8 @@ pub(crate) fn run(vmm: Vmm, serial_input: Option<ConsoleInput>) -> Result<VmExit
         }
     };
     stop_vcpus(handles);
+    // Everything the guest wrote reaches the disk before podvm exits.
+    virtio.flush_disks();
     if let Err(e) = legacy
         .serial
         .lock()

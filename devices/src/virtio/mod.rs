@@ -11,9 +11,11 @@
 //! event-loop handler; the handler, on the VMM thread, starts watching the
 //! queues.
 
+pub mod block;
 mod device;
 mod interrupt;
 mod mmio;
+pub mod net;
 pub mod rng;
 pub mod state;
 

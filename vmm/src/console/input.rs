@@ -87,8 +87,8 @@ impl<W: Write + Send> SerialInput<W> {
                 false
             }
             Ok(n) => {
-                for i in 0..n {
-                    self.accept(buf[i]);
+                for &b in &buf[..n] {
+                    self.accept(b);
                 }
                 true
             }
@@ -223,13 +223,9 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
-    fn input(
-        tty: bool,
-    ) -> (
-        SerialInput<Vec<u8>>,
-        Arc<Mutex<Serial<Vec<u8>>>>,
-        Arc<AtomicBool>,
-    ) {
+    type TestSerial = Arc<Mutex<Serial<Vec<u8>>>>;
+
+    fn input(tty: bool) -> (SerialInput<Vec<u8>>, TestSerial, Arc<AtomicBool>) {
         let serial = Arc::new(Mutex::new(Serial::new(
             EventFdTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()),
             SerialInputEvents::new(EventFd::new(EFD_NONBLOCK).unwrap()),

@@ -61,7 +61,6 @@ impl Topology {
     fn package_shift(&self) -> u32 {
         ceil_log2(u32::from(self.vcpu_count))
     }
-
 }
 
 fn ceil_log2(n: u32) -> u32 {

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::Kvm;
-use resources::{DriveConfig, SerialConfig, SpecError, VmSpec, MAX_KERNEL_CMDLINE_LEN};
+use resources::{SerialConfig, SpecError, VmSpec, MAX_KERNEL_CMDLINE_LEN};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::x86_64::boot_params::{
@@ -25,9 +25,7 @@ use crate::arch::x86_64::layout::{IDENTITY_MAPPED_END, ZERO_PAGE_START};
 use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
 use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables, BootEntry};
 use crate::console::{own_description, ConsoleDrain, ConsoleOutput};
-use crate::device_manager::{
-    attach_legacy_devices, attach_virtio_device, DeviceError, MmioSlot, SerialOutput, Subscriber,
-};
+use crate::device_manager::{attach_legacy_devices, DeviceError, MmioSlot, SerialOutput};
 use crate::loader::{
     check_kernel_fits, load_cmdline, load_initrd, load_kernel, place_initrd, probe_kernel,
     KernelInfo, LoaderError,
@@ -37,6 +35,13 @@ use crate::vstate::exit::IoBuses;
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
 use crate::Vmm;
+
+mod virtio;
+
+pub use virtio::{
+    attach_virtio_devices, open_device_backends, ordered_drives, virtio_layout, BackendError,
+    DeviceBackends, VirtioDevices, VirtioSlotKind,
+};
 
 /// Path of the KVM device.
 pub const KVM_PATH: &str = "/dev/kvm";
@@ -95,6 +100,9 @@ pub enum BuildError {
     /// A vCPU could not be created or configured.
     #[error("{0}")]
     Vcpu(#[from] VcpuError),
+    /// A device backend (disk image, tap) cannot be used.
+    #[error("{0}")]
+    Backend(#[from] BackendError),
     /// The command line with the device entries podvm adds is too long.
     #[error(
         "kernel command line with podvm's device entries is {0} bytes long; the limit is {MAX_KERNEL_CMDLINE_LEN} bytes"
@@ -109,6 +117,7 @@ impl BuildError {
         match self {
             BuildError::Spec(_)
             | BuildError::SerialFile { .. }
+            | BuildError::Backend(_)
             | BuildError::CmdlineWithDevicesTooLong(_) => true,
             BuildError::Loader(e) => e.is_config_error(),
             _ => false,
@@ -172,32 +181,6 @@ pub fn open_boot_files(spec: &VmSpec) -> Result<BootFiles, LoaderError> {
         kernel_info,
         initrd,
     })
-}
-
-/// The kinds of virtio device, in the order they take MMIO slots.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VirtioSlotKind {
-    /// The `n`-th drive of [`ordered_drives`].
-    Drive(usize),
-    /// The `n`-th network interface.
-    Net(usize),
-    /// The entropy device.
-    Rng,
-}
-
-/// The drives in the order the guest sees them: the root drive first, so
-/// that it is `/dev/vda`, then the others as given.
-pub fn ordered_drives(spec: &VmSpec) -> Vec<&DriveConfig> {
-    let (root, rest): (Vec<_>, Vec<_>) = spec.drives.iter().partition(|d| d.is_root_device);
-    root.into_iter().chain(rest).collect()
-}
-
-/// Which virtio device goes in which MMIO slot.
-pub fn virtio_layout(spec: &VmSpec) -> Vec<VirtioSlotKind> {
-    let drives = (0..spec.drives.len()).map(VirtioSlotKind::Drive);
-    let nets = (0..spec.net.len()).map(VirtioSlotKind::Net);
-    let rng = spec.entropy.then_some(VirtioSlotKind::Rng);
-    drives.chain(nets).chain(rng).collect()
 }
 
 /// The command line the guest gets: the user's, then `root=/dev/vda` (with
@@ -275,7 +258,11 @@ pub fn load_guest(
     }
     let initrd = match &mut files.initrd {
         Some((file, placement)) => {
-            let path = spec.boot_source.initrd_path.as_deref().unwrap_or(Path::new(""));
+            let path = spec
+                .boot_source
+                .initrd_path
+                .as_deref()
+                .unwrap_or(Path::new(""));
             load_initrd(mem, file, path, *placement)?;
             Some(*placement)
         }
@@ -299,40 +286,6 @@ pub fn load_guest(
     setup_gdt_idt(mem, kernel.entry).map_err(write_err("the GDT"))?;
     setup_mptable(mem, spec.machine.vcpu_count)?;
     Ok(kernel.entry)
-}
-
-/// The virtio devices of a VM, for the event loop and for shutdown.
-#[derive(Default)]
-pub struct VirtioDevices {
-    /// Every device's event handler.
-    pub subscribers: Vec<Subscriber>,
-}
-
-/// Creates the spec's virtio devices in their MMIO slots.
-pub fn attach_virtio_devices(
-    vm: &Vm,
-    mmio: &mut devices::Bus,
-    mem: &GuestMemoryMmap,
-    spec: &VmSpec,
-) -> Result<VirtioDevices, BuildError> {
-    let mut out = VirtioDevices::default();
-    for (index, kind) in virtio_layout(spec).into_iter().enumerate() {
-        let slot = MmioSlot::nth(index);
-        match kind {
-            VirtioSlotKind::Rng => {
-                let rng = Arc::new(std::sync::Mutex::new(
-                    devices::virtio::rng::Rng::new()
-                        .map_err(|e| DeviceError::Create(format!("entropy device: {e}")))?,
-                ));
-                attach_virtio_device(vm, mmio, mem, slot, "the entropy device", rng.clone())?;
-                out.subscribers.push(rng);
-            }
-            VirtioSlotKind::Drive(_) | VirtioSlotKind::Net(_) => {
-                unreachable!("wired below")
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Creates and configures every vCPU.
@@ -378,6 +331,7 @@ impl Vmm {
         let mut files = open_boot_files(spec)?;
         let (serial_out, console_drain) = open_serial_output(&spec.serial)?;
         let cmdline = kernel_cmdline(spec)?;
+        let backends = open_device_backends(spec)?;
         step.done("checks and files");
         let kvm = open_kvm(spec)?;
         step.done("open /dev/kvm");
@@ -395,7 +349,7 @@ impl Vmm {
         step.done("irqchip and PIT");
         let mut io = IoBuses::default();
         let legacy = attach_legacy_devices(&vm, &mut io.pio, serial_out, ctx.start_time)?;
-        let virtio = attach_virtio_devices(&vm, &mut io.mmio, &memory, spec)?;
+        let virtio = attach_virtio_devices(&vm, &mut io.mmio, &memory, spec, backends)?;
         let io = Arc::new(io);
         step.done("devices");
         let vcpus = create_vcpus(&kvm, &vm, spec, &io, &memory, entry)?;

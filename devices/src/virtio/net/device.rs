@@ -1,0 +1,432 @@
+//! The network device model: features, configuration space, activation.
+
+use std::io;
+
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
+};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{process_rxq, process_txq, NetBackend, Rx, RxCounters, Tap, Tx, TxCounters};
+use super::{RX_QUEUE, TX_QUEUE};
+use crate::virtio::state::DeviceState;
+use crate::virtio::{device_type, ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1};
+
+/// Size of each of the two queues.
+pub const NET_QUEUE_SIZE: u16 = 256;
+
+/// Features the device offers (spec §5.1.3). HOST_* features need no help
+/// from the device: the tap takes checksum and GSO requests in the vnet
+/// header as they are. GUEST_* ones become tap offloads once accepted.
+const AVAIL_FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
+    | (1 << VIRTIO_NET_F_CSUM)
+    | (1 << VIRTIO_NET_F_GUEST_CSUM)
+    | (1 << VIRTIO_NET_F_MAC)
+    | (1 << VIRTIO_NET_F_GUEST_TSO4)
+    | (1 << VIRTIO_NET_F_GUEST_TSO6)
+    | (1 << VIRTIO_NET_F_HOST_TSO4)
+    | (1 << VIRTIO_NET_F_HOST_TSO6)
+    | (1 << VIRTIO_NET_F_MRG_RXBUF)
+    | (1 << VIRTIO_NET_F_STATUS);
+
+/// Configuration space layout (spec §5.1.4, `struct virtio_net_config`):
+/// `mac` at 0, `status` at 6, `max_virtqueue_pairs` at 8.
+const CONFIG_MAC: usize = 0;
+const CONFIG_STATUS: usize = 6;
+const CONFIG_MAX_VQ_PAIRS: usize = 8;
+const CONFIG_LEN: usize = 10;
+
+/// A network device could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The event that tells the event loop about activation could not be
+    /// created.
+    #[error("network interface {id:?}: cannot create its state event: {source}")]
+    CreateStateEvent {
+        /// The interface.
+        id: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What a network device has done, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetCounters {
+    /// The transmit side.
+    pub tx: TxCounters,
+    /// The receive side.
+    pub rx: RxCounters,
+}
+
+/// The virtio-net device, over a [`Tap`] or, in tests, a fake backend.
+pub struct Net<B = Tap> {
+    id: String,
+    mac: [u8; 6],
+    config: [u8; CONFIG_LEN],
+    pub(super) state: DeviceState,
+    pub(super) backend: B,
+    tx: Tx,
+    rx: Rx,
+    acked_features: u64,
+    /// Queue errors (a driver that broke its rings), for rate-limited logs.
+    queue_errors: u64,
+    /// Queue events of a reset activation, kept open until the event loop
+    /// has stopped watching them: epoll drops a registration only when
+    /// every fd of the file is closed, and the transport keeps the
+    /// originals, so an event closed while still registered would keep
+    /// firing unread.
+    pub(super) retired_evts: Vec<EventFd>,
+}
+
+impl<B: NetBackend> Net<B> {
+    /// A network device `id` with MAC address `mac`, exchanging frames with
+    /// `backend`.
+    pub fn new(id: String, backend: B, mac: [u8; 6]) -> Result<Self, NetError> {
+        let state = DeviceState::new().map_err(|source| NetError::CreateStateEvent {
+            id: id.clone(),
+            source,
+        })?;
+        let mut config = [0u8; CONFIG_LEN];
+        config[CONFIG_MAC..CONFIG_MAC + 6].copy_from_slice(&mac);
+        // The link is always up: the tap's carrier is the host's business.
+        config[CONFIG_STATUS..CONFIG_STATUS + 2]
+            .copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        config[CONFIG_MAX_VQ_PAIRS..CONFIG_MAX_VQ_PAIRS + 2].copy_from_slice(&1u16.to_le_bytes());
+        Ok(Net {
+            id,
+            mac,
+            config,
+            state,
+            backend,
+            tx: Tx::new(),
+            rx: Rx::new(),
+            acked_features: 0,
+            queue_errors: 0,
+            retired_evts: Vec::new(),
+        })
+    }
+
+    /// The interface id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The guest's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// The backend (the tap).
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// What the device has done so far.
+    pub fn counters(&self) -> NetCounters {
+        NetCounters {
+            tx: self.tx.counters,
+            rx: self.rx.counters,
+        }
+    }
+
+    /// Sends every frame the driver queued for transmission.
+    pub(super) fn process_tx(&mut self) {
+        let Some(Activation {
+            mem,
+            queues,
+            queue_evts,
+            irq,
+        }) = self.state.active()
+        else {
+            return;
+        };
+        match process_txq(
+            &mut queues[TX_QUEUE],
+            mem,
+            &mut self.backend,
+            &mut self.tx,
+            irq,
+        ) {
+            // Stopped at its budget: come back after the other events.
+            Ok(true) => {
+                if let Err(e) = queue_evts[TX_QUEUE].write(1) {
+                    log::warn!("net {:?}: cannot reschedule transmission: {e}", self.id);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                if super::log_this(&mut self.queue_errors) {
+                    log::warn!("net {:?}: transmit queue: {e}", self.id);
+                }
+            }
+        }
+    }
+
+    /// Moves waiting frames from the backend into the driver's receive
+    /// buffers, as far as they go.
+    pub(super) fn process_rx(&mut self) {
+        let Some(Activation {
+            mem,
+            queues,
+            queue_evts,
+            irq,
+        }) = self.state.active()
+        else {
+            return;
+        };
+        match process_rxq(
+            &mut queues[RX_QUEUE],
+            mem,
+            &mut self.backend,
+            &mut self.rx,
+            irq,
+        ) {
+            Ok(true) => {
+                if let Err(e) = queue_evts[RX_QUEUE].write(1) {
+                    log::warn!("net {:?}: cannot reschedule reception: {e}", self.id);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                if super::log_this(&mut self.queue_errors) {
+                    log::warn!("net {:?}: receive queue: {e}", self.id);
+                }
+            }
+        }
+    }
+}
+
+/// The tap offloads matching the features a driver accepted: the tap may
+/// only hand the guest what the guest can take (spec §5.1.6.4). The kernel
+/// wants TSO only together with checksum offload, as the spec does
+/// (§5.1.3.1).
+pub(super) fn tap_offloads(features: u64) -> u32 {
+    let has = |bit: u32| features & (1 << bit) != 0;
+    if !has(VIRTIO_NET_F_GUEST_CSUM) {
+        return 0;
+    }
+    let mut flags = libc::TUN_F_CSUM;
+    if has(VIRTIO_NET_F_GUEST_TSO4) {
+        flags |= libc::TUN_F_TSO4;
+    }
+    if has(VIRTIO_NET_F_GUEST_TSO6) {
+        flags |= libc::TUN_F_TSO6;
+    }
+    flags
+}
+
+impl<B: NetBackend> VirtioDevice for Net<B> {
+    fn device_type(&self) -> u32 {
+        device_type::NET
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[NET_QUEUE_SIZE, NET_QUEUE_SIZE]
+    }
+
+    fn avail_features(&self) -> u64 {
+        AVAIL_FEATURES
+    }
+
+    fn set_acked_features(&mut self, features: u64) {
+        self.acked_features = features & AVAIL_FEATURES;
+        let has = |bit: u32| self.acked_features & (1 << bit) != 0;
+        self.rx
+            .set_features(has(VIRTIO_NET_F_MRG_RXBUF), has(VIRTIO_NET_F_GUEST_CSUM));
+        let flags = tap_offloads(self.acked_features);
+        if let Err(e) = self.backend.set_offload(flags) {
+            log::warn!(
+                "net {:?}: cannot set the tap's offloads to {flags:#x}: {e}",
+                self.id
+            );
+            // Never hand the guest more than it accepted.
+            if let Err(e) = self.backend.set_offload(0) {
+                log::warn!("net {:?}: cannot clear the tap's offloads: {e}", self.id);
+            }
+        }
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // Any width at any offset; past the end reads as zeros.
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = start
+                .checked_add(i)
+                .and_then(|at| self.config.get(at))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        // The driver must not write the config space of a modern device
+        // (spec §5.1.4.2); the MAC is set by the host.
+        log::debug!(
+            "net {:?}: ignored {}-byte config write at {offset:#x}",
+            self.id,
+            data.len()
+        );
+    }
+
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        self.state.activate(activation, 2)
+    }
+
+    fn reset(&mut self) -> bool {
+        // A frame held for the old rings is dropped with them.
+        self.rx.reset();
+        self.tx.reset();
+        self.acked_features = 0;
+        // Frames read after the next negotiation must match it.
+        if let Err(e) = self.backend.set_offload(0) {
+            log::warn!("net {:?}: cannot clear the tap's offloads: {e}", self.id);
+        }
+        // Keep the queue events open until the event loop has let go of them.
+        if let Some(a) = self.state.active() {
+            self.retired_evts.append(&mut a.queue_evts);
+        }
+        self.state.reset()
+    }
+}
+
+/// A random locally administered unicast MAC address, `02:xx:xx:xx:xx:xx`
+/// (IEEE 802: bit 1 of the first byte set, bit 0 clear).
+pub fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    let mut filled = 0;
+    while filled < mac.len() {
+        let rest = &mut mac[filled..];
+        // SAFETY: writes at most `rest.len()` bytes into `rest`.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // getrandom fails only on kernels without it (before 3.17);
+            // std's hasher keys come from the OS's randomness too.
+            log::warn!("getrandom failed ({e}); generating a MAC address from std's hasher");
+            use std::hash::{BuildHasher, Hasher};
+            let bytes = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+                .to_le_bytes();
+            mac.copy_from_slice(&bytes[..6]);
+            break;
+        }
+        filled += n as usize;
+    }
+    mac[0] = 0x02;
+    mac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::net::test_utils::FakeBackend;
+
+    const MAC: [u8; 6] = [0x06, 0x00, 0xac, 0x10, 0x00, 0x02];
+
+    fn net() -> Net<FakeBackend> {
+        Net::new("eth0".into(), FakeBackend::new(), MAC).unwrap()
+    }
+
+    fn config(net: &Net<FakeBackend>, offset: u64, len: usize) -> Vec<u8> {
+        let mut data = vec![0xff; len];
+        net.read_config(offset, &mut data);
+        data
+    }
+
+    #[test]
+    fn identity_queues_and_features() {
+        let n = net();
+        assert_eq!(n.id(), "eth0");
+        assert_eq!(n.mac(), MAC);
+        assert_eq!(n.device_type(), 1);
+        assert_eq!(n.queue_max_sizes(), &[256, 256]);
+        let bits: Vec<u32> = (0..64)
+            .filter(|b| n.avail_features() & (1 << b) != 0)
+            .collect();
+        assert_eq!(bits, vec![0, 1, 5, 7, 8, 11, 12, 15, 16, 32]);
+    }
+
+    #[test]
+    fn config_space_holds_mac_status_and_queue_pairs() {
+        let n = net();
+        assert_eq!(config(&n, 0, 6), MAC);
+        assert_eq!(config(&n, 6, 2), [1, 0]);
+        assert_eq!(config(&n, 8, 2), [1, 0]);
+        // Odd widths and offsets.
+        assert_eq!(config(&n, 5, 3), [0x02, 1, 0]);
+        assert_eq!(config(&n, 1, 1), [0x00]);
+        assert_eq!(config(&n, 0, 4), [0x06, 0x00, 0xac, 0x10]);
+        // Past the end: zeros, also for a read straddling it.
+        assert_eq!(config(&n, 9, 4), [0, 0, 0, 0]);
+        assert_eq!(config(&n, 8, 4), [1, 0, 0, 0]);
+        assert_eq!(config(&n, 0x100, 4), [0, 0, 0, 0]);
+        assert_eq!(config(&n, u64::MAX, 8), [0; 8]);
+    }
+
+    #[test]
+    fn config_writes_are_ignored() {
+        let mut n = net();
+        n.write_config(0, &[0xaa; 6]);
+        n.write_config(6, &[0, 0]);
+        assert_eq!(config(&n, 0, 10), [6, 0, 0xac, 0x10, 0, 2, 1, 0, 1, 0]);
+        assert_eq!(n.mac(), MAC);
+    }
+
+    #[test]
+    fn accepted_guest_offloads_become_tap_offloads() {
+        let version_1 = 1u64 << VIRTIO_F_VERSION_1;
+        let cases = [
+            (version_1, 0),
+            (
+                version_1 | (1 << VIRTIO_NET_F_CSUM) | (1 << VIRTIO_NET_F_HOST_TSO4),
+                0,
+            ),
+            (version_1 | (1 << VIRTIO_NET_F_GUEST_CSUM), libc::TUN_F_CSUM),
+            (
+                version_1
+                    | (1 << VIRTIO_NET_F_GUEST_CSUM)
+                    | (1 << VIRTIO_NET_F_GUEST_TSO4)
+                    | (1 << VIRTIO_NET_F_GUEST_TSO6),
+                libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
+            ),
+            // TSO without checksum offload breaks the spec; the tap gets
+            // neither.
+            (version_1 | (1 << VIRTIO_NET_F_GUEST_TSO4), 0),
+            (
+                AVAIL_FEATURES,
+                libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
+            ),
+        ];
+        for (features, want) in cases {
+            let mut n = net();
+            n.set_acked_features(features);
+            assert_eq!(n.backend().offload, Some(want), "features {features:#x}");
+        }
+    }
+
+    #[test]
+    fn reset_clears_the_offloads() {
+        let mut n = net();
+        n.set_acked_features(AVAIL_FEATURES);
+        assert!(n.reset());
+        assert_eq!(n.backend().offload, Some(0));
+    }
+
+    #[test]
+    fn random_macs_are_locally_administered_unicast() {
+        let a = random_mac();
+        let b = random_mac();
+        assert_eq!(a[0], 0x02);
+        assert_eq!(a[0] & 0x01, 0, "unicast");
+        assert_eq!(a[0] & 0x02, 0x02, "locally administered");
+        assert_ne!(a, b);
+    }
+}

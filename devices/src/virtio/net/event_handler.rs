@@ -1,0 +1,189 @@
+//! Event-loop glue of the network device.
+//!
+//! The backend fd (the tap) is watched edge-triggered while the device is
+//! active. Edge triggering is what lets frames wait in the tap without a
+//! busy loop: when the driver has posted no receive buffers the device
+//! leaves the tap readable and is not woken again until another frame
+//! arrives (one cheap look, no read) or the driver notifies the receiveq
+//! with new buffers, which resumes reading. Level triggering would wake the
+//! loop for as long as the tap stays readable, or need an `epoll_ctl` on
+//! every stall and resume. The price is the rule that every pass reads
+//! until the tap is empty, the buffers run out, or the pass reschedules
+//! itself through the receiveq's event — which `process_rxq` keeps.
+
+use std::os::fd::AsRawFd;
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use vmm_sys_util::epoll::EventSet;
+
+use super::{Net, NetBackend, RX_QUEUE, TX_QUEUE};
+use crate::virtio::state::{BACKEND_EVENT, STATE_EVENT};
+
+impl<B: NetBackend + AsRawFd> MutEventSubscriber for Net<B> {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        match events.data() {
+            STATE_EVENT => {
+                let backend = (
+                    self.backend.as_raw_fd(),
+                    EventSet::IN | EventSet::EDGE_TRIGGERED,
+                );
+                let activated = self.state.sync(ops, Some(backend));
+                // Out of the event loop now: they may close.
+                self.retired_evts.clear();
+                if activated {
+                    // Frames queued before activation was noticed.
+                    self.process_tx();
+                    self.process_rx();
+                }
+            }
+            // The driver posted receive buffers (or a pass rescheduled
+            // itself).
+            data if data == RX_QUEUE as u32 => {
+                if let Some(a) = self.state.active() {
+                    let _ = a.queue_evts[RX_QUEUE].read();
+                }
+                self.process_rx();
+            }
+            data if data == TX_QUEUE as u32 => {
+                if let Some(a) = self.state.active() {
+                    let _ = a.queue_evts[TX_QUEUE].read();
+                }
+                self.process_tx();
+            }
+            // The tap has frames.
+            BACKEND_EVENT => self.process_rx(),
+            other => log::warn!("net {:?}: unexpected event {other}", self.id()),
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        self.state.init(ops);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use event_manager::{EventManager, SubscriberOps};
+    use vm_memory::{Bytes, GuestAddress};
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    use super::*;
+    use crate::virtio::net::test_utils::{
+        frame, test_irq, test_mem, FakeBackend, TestQueue, WRITE,
+    };
+    use crate::virtio::{Activation, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1};
+
+    type Manager = EventManager<Net<FakeBackend>>;
+
+    /// Dispatches every ready event without waiting; returns how many.
+    fn turn(manager: &mut Manager) -> usize {
+        let mut total = 0;
+        loop {
+            let n = manager.run_with_timeout(0).unwrap();
+            if n == 0 {
+                return total;
+            }
+            total += n;
+            assert!(total < 100, "the event loop keeps waking up");
+        }
+    }
+
+    #[test]
+    fn frames_flow_both_ways_and_wait_in_the_backend_for_buffers() {
+        let mem = test_mem();
+        let mut rxq = TestQueue::new(&mem, 0, 16);
+        let mut txq = TestQueue::new(&mem, 0x4000, 16);
+        let evts = [
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+        ];
+        let irq = test_irq();
+        let mut manager = Manager::new().unwrap();
+        let net = Net::new("eth0".into(), FakeBackend::new(), [2, 0, 0, 0, 0, 1]).unwrap();
+        let id = manager.add_subscriber(net);
+
+        // A frame waits in the tap before the driver has posted anything.
+        let early = frame(100, 1);
+        {
+            let net = manager.subscriber_mut(id).unwrap();
+            net.backend.arrive(early.clone());
+            net.set_acked_features(1 << VIRTIO_F_VERSION_1);
+            net.activate(Activation {
+                mem: mem.clone(),
+                queues: vec![rxq.create_queue(), txq.create_queue()],
+                queue_evts: evts.iter().map(|e| e.try_clone().unwrap()).collect(),
+                irq: irq.clone(),
+            })
+            .unwrap();
+        }
+        // Activation, then the tap's readiness: nothing is read, and the
+        // loop goes quiet.
+        assert!(turn(&mut manager) >= 1);
+        assert_eq!(manager.run_with_timeout(0).unwrap(), 0);
+        assert_eq!(
+            manager.subscriber_mut(id).unwrap().backend.incoming.len(),
+            1
+        );
+        assert_eq!(rxq.used_idx(), 0);
+        assert_eq!(irq.status(), 0);
+        // More frames arriving wake the device, which still leaves them.
+        manager
+            .subscriber_mut(id)
+            .unwrap()
+            .backend
+            .arrive(frame(60, 2));
+        turn(&mut manager);
+        assert_eq!(
+            manager.subscriber_mut(id).unwrap().backend.incoming.len(),
+            2
+        );
+
+        // The driver posts two buffers and notifies: both frames arrive.
+        rxq.add_chains(&[(0x1_0000, 2048, WRITE), (0x2_0000, 2048, WRITE)]);
+        evts[0].write(1).unwrap();
+        turn(&mut manager);
+        assert_eq!(rxq.used_idx(), 2);
+        assert_eq!(rxq.used(0), (0, early.len() as u32));
+        assert_eq!(irq.status(), INT_VRING);
+        let mut got = vec![0u8; early.len()];
+        mem.read_slice(&mut got, GuestAddress(0x1_0000)).unwrap();
+        assert_eq!(got[12..], early[12..]);
+
+        // With a buffer posted, the tap's readiness alone delivers.
+        rxq.add_chains(&[(0x3_0000, 2048, WRITE)]);
+        manager
+            .subscriber_mut(id)
+            .unwrap()
+            .backend
+            .arrive(frame(70, 3));
+        turn(&mut manager);
+        assert_eq!(rxq.used_idx(), 3);
+
+        // Transmission on the driver's notification.
+        let out = frame(1514, 4);
+        mem.write_slice(&out, GuestAddress(0x5_0000)).unwrap();
+        txq.add_chain(&[(0x5_0000, out.len() as u32, 0)]);
+        evts[1].write(1).unwrap();
+        turn(&mut manager);
+        assert_eq!(txq.used_idx(), 1);
+        assert_eq!(
+            manager.subscriber_mut(id).unwrap().backend.written,
+            vec![out]
+        );
+        let counters = manager.subscriber_mut(id).unwrap().counters();
+        assert_eq!((counters.rx.frames, counters.tx.frames), (3, 1));
+
+        // After a reset the device watches nothing but its state.
+        assert!(manager.subscriber_mut(id).unwrap().reset());
+        turn(&mut manager);
+        rxq.add_chains(&[(0x4_0000, 2048, WRITE)]);
+        evts[0].write(1).unwrap();
+        manager
+            .subscriber_mut(id)
+            .unwrap()
+            .backend
+            .arrive(frame(80, 5));
+        assert_eq!(turn(&mut manager), 0);
+        assert_eq!(rxq.used_idx(), 3);
+    }
+}

@@ -1,0 +1,372 @@
+//! The transmit path: frames the driver queues on the transmitq, written
+//! to the backend straight from guest memory (spec §5.1.6.2).
+
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vm_memory::{GuestAddress, GuestMemory, Permissions};
+
+use super::{log_this, NetBackend, MAX_FRAME_LEN, VNET_HDR_LEN};
+use crate::virtio::{IrqLine, INT_VRING};
+
+/// Most chains sent in one call, so that a driver that keeps queueing
+/// cannot hold the event loop.
+const TX_BUDGET: usize = 256;
+/// Most buffers in one frame: what one `writev` takes (`UIO_MAXIOV`).
+const MAX_SEGMENTS: usize = 1024;
+
+/// What the transmit side has done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxCounters {
+    /// Frames written to the backend.
+    pub frames: u64,
+    /// Their bytes, vnet headers excluded.
+    pub bytes: u64,
+    /// Chains dropped as malformed (device-writable descriptors, buffers
+    /// outside guest memory, too long or too short).
+    pub malformed: u64,
+    /// Frames the backend refused.
+    pub errors: u64,
+}
+
+/// The transmit side's scratch space and counters.
+#[derive(Debug, Default)]
+pub struct Tx {
+    /// Guest buffers of the frame being sent, reused from frame to frame.
+    segments: Vec<(GuestAddress, usize)>,
+    /// What happened so far.
+    pub counters: TxCounters,
+}
+
+impl Tx {
+    /// A transmit side with nothing sent.
+    pub fn new() -> Self {
+        Tx {
+            segments: Vec::with_capacity(64),
+            counters: TxCounters::default(),
+        }
+    }
+
+    /// Forgets the frame in progress (device reset).
+    pub(super) fn reset(&mut self) {
+        self.segments.clear();
+    }
+}
+
+/// Why a transmit chain was dropped.
+#[derive(Debug, thiserror::Error)]
+enum BadChain {
+    #[error("it has a device-writable descriptor")]
+    Writable,
+    #[error("a buffer lies outside guest memory")]
+    OutsideMemory,
+    #[error("it holds more than {MAX_FRAME_LEN} bytes")]
+    TooLong,
+    #[error("it is shorter than the {VNET_HDR_LEN}-byte virtio-net header")]
+    TooShort,
+    #[error("it has more than {MAX_SEGMENTS} buffers")]
+    TooManyBuffers,
+}
+
+/// Checks a transmit chain and records its buffers in `segments`; returns
+/// the frame's length, header included.
+fn gather<M: GuestMemory>(
+    chain: DescriptorChain<&M>,
+    mem: &M,
+    segments: &mut Vec<(GuestAddress, usize)>,
+) -> Result<usize, BadChain> {
+    segments.clear();
+    let mut total = 0usize;
+    for desc in chain {
+        if desc.is_write_only() {
+            return Err(BadChain::Writable);
+        }
+        let len = desc.len() as usize;
+        // Cannot overflow: `total` stays at most MAX_FRAME_LEN before each
+        // addition of a u32.
+        total += len;
+        if total > MAX_FRAME_LEN {
+            return Err(BadChain::TooLong);
+        }
+        if len == 0 {
+            continue;
+        }
+        if segments.len() == MAX_SEGMENTS {
+            return Err(BadChain::TooManyBuffers);
+        }
+        if !mem.check_range(desc.addr(), len, Permissions::Read) {
+            return Err(BadChain::OutsideMemory);
+        }
+        segments.push((desc.addr(), len));
+    }
+    if total < VNET_HDR_LEN {
+        return Err(BadChain::TooShort);
+    }
+    Ok(total)
+}
+
+/// Sends one chain's frame to `backend`, or drops it (counted, logged).
+fn transmit<M: GuestMemory, B: NetBackend>(
+    chain: DescriptorChain<&M>,
+    mem: &M,
+    backend: &mut B,
+    tx: &mut Tx,
+) {
+    let len = match gather(chain, mem, &mut tx.segments) {
+        Ok(len) => len,
+        Err(e) => {
+            if log_this(&mut tx.counters.malformed) {
+                log::warn!(
+                    "virtio-net: dropped a transmit chain: {e} ({} so far)",
+                    tx.counters.malformed
+                );
+            }
+            return;
+        }
+    };
+    // Each checked buffer becomes one slice per memory region it spans; a
+    // frame crossing no region boundary is written without a copy.
+    let frame = tx.segments.iter().flat_map(|&(addr, len)| {
+        mem.get_slices(addr, len, Permissions::Read)
+            .into_iter()
+            .flatten()
+            .map_while(Result::ok)
+    });
+    match backend.write_vectored(frame) {
+        Ok(_) => {
+            tx.counters.frames += 1;
+            tx.counters.bytes += (len - VNET_HDR_LEN) as u64;
+        }
+        Err(e) => {
+            if log_this(&mut tx.counters.errors) {
+                log::warn!(
+                    "virtio-net: the backend refused a {len}-byte frame: {e} ({} so far)",
+                    tx.counters.errors
+                );
+            }
+        }
+    }
+}
+
+/// Sends every frame queued on the transmitq and returns the chains to the
+/// driver (used length 0: the device writes nothing into them), with one
+/// interrupt for the batch when the driver wants it. Returns true when it
+/// stopped at its budget with frames possibly left: the caller must call
+/// again later.
+pub fn process_txq<M: GuestMemory, B: NetBackend>(
+    queue: &mut Queue,
+    mem: &M,
+    backend: &mut B,
+    tx: &mut Tx,
+    irq: &IrqLine,
+) -> Result<bool, virtio_queue::Error> {
+    let mut sent = 0;
+    let mut more = false;
+    // The driver need not notify while the queue is being drained.
+    queue.disable_notification(mem)?;
+    loop {
+        let Some(chain) = queue.iter(mem)?.next() else {
+            // Look once more after re-enabling notifications: the driver
+            // may have queued a frame without notifying in between.
+            if queue.enable_notification(mem)? {
+                queue.disable_notification(mem)?;
+                continue;
+            }
+            break;
+        };
+        let head = chain.head_index();
+        transmit(chain, mem, backend, tx);
+        queue.add_used(mem, head, 0)?;
+        sent += 1;
+        if sent == TX_BUDGET {
+            more = true;
+            break;
+        }
+    }
+    if sent > 0 && queue.needs_notification(mem)? {
+        if let Err(e) = irq.trigger(INT_VRING) {
+            log::warn!("virtio-net: cannot interrupt the guest: {e}");
+        }
+    }
+    Ok(more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::net::test_utils::{
+        frame, test_irq, test_mem, FakeBackend, TestQueue, WRITE,
+    };
+    use vm_memory::{Bytes, GuestMemoryMmap};
+
+    /// Runs the transmit path once over what `tq` holds.
+    fn transmit_all(
+        mem: &GuestMemoryMmap,
+        tq: &TestQueue<'_>,
+        backend: &mut FakeBackend,
+    ) -> (Tx, IrqLine, bool) {
+        let mut q = tq.create_queue();
+        let mut tx = Tx::new();
+        let irq = test_irq();
+        let more = process_txq(&mut q, mem, backend, &mut tx, &irq).unwrap();
+        (tx, irq, more)
+    }
+
+    #[test]
+    fn single_buffer_frame_reaches_the_backend_byte_for_byte() {
+        let mem = test_mem();
+        let f = frame(1514, 7);
+        mem.write_slice(&f, GuestAddress(0x1_0000)).unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        tq.add_chain(&[(0x1_0000, f.len() as u32, 0)]);
+        let mut backend = FakeBackend::new();
+        let (tx, irq, more) = transmit_all(&mem, &tq, &mut backend);
+        assert_eq!(backend.written, vec![f]);
+        assert_eq!(tq.used_idx(), 1);
+        assert_eq!(tq.used(0), (0, 0));
+        assert_eq!(irq.status(), INT_VRING);
+        assert!(!more);
+        assert_eq!(
+            tx.counters,
+            TxCounters {
+                frames: 1,
+                bytes: 1514,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn multi_buffer_frames_are_gathered_in_order() {
+        let mem = test_mem();
+        let a = frame(100, 1);
+        let b = frame(60, 2);
+        // Frame a: header alone, then its payload in two pieces.
+        mem.write_slice(&a[..12], GuestAddress(0x1_0000)).unwrap();
+        mem.write_slice(&a[12..50], GuestAddress(0x2_0000)).unwrap();
+        mem.write_slice(&a[50..], GuestAddress(0x3_0000)).unwrap();
+        mem.write_slice(&b, GuestAddress(0x4_0000)).unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        tq.add_chain(&[(0x1_0000, 12, 0), (0x2_0000, 38, 0), (0x3_0000, 62, 0)]);
+        tq.add_chain(&[(0x4_0000, b.len() as u32, 0)]);
+        let mut backend = FakeBackend::new();
+        let (tx, irq, _) = transmit_all(&mem, &tq, &mut backend);
+        assert_eq!(backend.written, vec![a, b]);
+        assert_eq!(tq.used_idx(), 2);
+        assert_eq!(tq.used(0), (0, 0));
+        assert_eq!(tq.used(1), (3, 0));
+        assert_eq!(tx.counters.frames, 2);
+        assert_eq!(tx.counters.bytes, 160);
+        // One interrupt for the batch.
+        assert_eq!(irq.event().read().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_buffer_across_two_memory_regions_is_sent_whole() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0), 0x8000),
+            (GuestAddress(0x8000), 0x8000),
+        ])
+        .unwrap();
+        let f = frame(100, 9);
+        mem.write_slice(&f, GuestAddress(0x7fc0)).unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        tq.add_chain(&[(0x7fc0, f.len() as u32, 0)]);
+        let mut backend = FakeBackend::new();
+        transmit_all(&mem, &tq, &mut backend);
+        assert_eq!(backend.written, vec![f]);
+    }
+
+    #[test]
+    fn malformed_chains_are_dropped_and_returned_not_fatal() {
+        let mem = test_mem();
+        let good = frame(64, 3);
+        mem.write_slice(&good, GuestAddress(0x1_0000)).unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        // A device-writable buffer.
+        tq.add_chain(&[(0x1_0000, 76, WRITE)]);
+        // Header fine, payload outside guest memory.
+        tq.add_chain(&[(0x1_0000, 12, 0), (0x4000_0000, 64, 0)]);
+        // Too long: one byte over the largest frame.
+        tq.add_chain(&[(0x2_0000, MAX_FRAME_LEN as u32 + 1, 0)]);
+        // Too long in two buffers that each fit guest memory.
+        tq.add_chain(&[
+            (0x2_0000, 0x8000, 0),
+            (0x2_0000, 0x8000, 0),
+            (0x2_0000, 27, 0),
+        ]);
+        // Shorter than the header.
+        tq.add_chain(&[(0x1_0000, 11, 0)]);
+        // Address overflow.
+        tq.add_chain(&[(u64::MAX - 4, 76, 0)]);
+        // And a good one after all that.
+        tq.add_chain(&[(0x1_0000, good.len() as u32, 0)]);
+        let mut backend = FakeBackend::new();
+        let (tx, irq, _) = transmit_all(&mem, &tq, &mut backend);
+        assert_eq!(backend.written, vec![good]);
+        assert_eq!(tq.used_idx(), 7);
+        for i in 0..7 {
+            assert_eq!(tq.used(i).1, 0);
+        }
+        assert_eq!(tx.counters.malformed, 6);
+        assert_eq!(tx.counters.frames, 1);
+        assert_eq!(irq.status(), INT_VRING);
+    }
+
+    #[test]
+    fn a_chain_of_exactly_the_largest_frame_is_sent() {
+        let mem = test_mem();
+        let f = frame(MAX_FRAME_LEN - VNET_HDR_LEN, 5);
+        mem.write_slice(&f, GuestAddress(0x2_0000)).unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        tq.add_chain(&[(0x2_0000, f.len() as u32, 0)]);
+        let mut backend = FakeBackend::new();
+        let (tx, _, _) = transmit_all(&mem, &tq, &mut backend);
+        assert_eq!(backend.written, vec![f]);
+        assert_eq!(tx.counters.malformed, 0);
+    }
+
+    #[test]
+    fn backend_failures_are_counted_and_the_chain_returned() {
+        let mem = test_mem();
+        mem.write_slice(&frame(64, 0), GuestAddress(0x1_0000))
+            .unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        tq.add_chain(&[(0x1_0000, 76, 0)]);
+        let mut backend = FakeBackend::new();
+        backend.fail_writes = true;
+        let (tx, _, _) = transmit_all(&mem, &tq, &mut backend);
+        assert_eq!(tq.used_idx(), 1);
+        assert_eq!(tx.counters.errors, 1);
+        assert_eq!(tx.counters.frames, 0);
+    }
+
+    #[test]
+    fn an_empty_queue_raises_no_interrupt() {
+        let mem = test_mem();
+        let tq = TestQueue::new(&mem, 0, 16);
+        let mut backend = FakeBackend::new();
+        let (_, irq, more) = transmit_all(&mem, &tq, &mut backend);
+        assert_eq!(irq.status(), 0);
+        assert!(!more);
+    }
+
+    #[test]
+    fn a_full_budget_asks_to_be_called_again() {
+        let mem = test_mem();
+        mem.write_slice(&frame(64, 0), GuestAddress(0x1_0000))
+            .unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 256);
+        let mut q = tq.create_queue();
+        let mut tx = Tx::new();
+        let irq = test_irq();
+        let mut backend = FakeBackend::new();
+        // Twice around the ring: the used ring wraps.
+        for round in 1..=2u16 {
+            tq.add_chains(&[(0x1_0000, 76, 0); TX_BUDGET]);
+            assert!(process_txq(&mut q, &mem, &mut backend, &mut tx, &irq).unwrap());
+            assert_eq!(tq.used_idx(), round * TX_BUDGET as u16);
+        }
+        // Nothing left: done.
+        assert!(!process_txq(&mut q, &mem, &mut backend, &mut tx, &irq).unwrap());
+        assert_eq!(backend.written.len(), 2 * TX_BUDGET);
+    }
+}
