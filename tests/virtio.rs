@@ -213,6 +213,11 @@ fn device_configuration_errors_exit_2() {
             "invalid MAC address",
         ),
         (
+            // An interface that exists and is not a tap; nothing is sent.
+            vec!["--net".into(), "tap=lo".into()],
+            "network interface \"eth0\": tap \"lo\": cannot",
+        ),
+        (
             vec!["--net".into(), "tap=a-tap-name-that-is-too-long".into()],
             "tap name \"a-tap-name-that-is-too-long\" must be 1 to 15 bytes",
         ),
