@@ -289,13 +289,16 @@ fn sigterm_stops_the_vm_in_order() {
     if !kvm_available("sigterm_stops_the_vm_in_order") {
         return;
     }
-    let mut child = podvm()
-        .args(["run", "--kernel", guest("counter").to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut guard = KillOnDrop(
+        podvm()
+            .args(["run", "--kernel", guest("counter").to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
     // Wait until the guest runs, then ask podvm to stop.
     let mut stdout = child.stdout.take().unwrap();
     let mut seen = Vec::new();

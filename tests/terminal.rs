@@ -94,13 +94,15 @@ fn raw_mode_ctrl_c_to_guest_ctrl_a_x_and_restore() {
     let mut writer = controller.try_clone().unwrap();
     let rx = reader(controller);
     let stdio = || Stdio::from(terminal.try_clone().unwrap());
-    let mut child = podvm()
-        .args(["run", "--kernel", guest("counter").to_str().unwrap()])
-        .stdin(stdio())
-        .stdout(stdio())
-        .stderr(stdio())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        podvm()
+            .args(["run", "--kernel", guest("counter").to_str().unwrap()])
+            .stdin(stdio())
+            .stdout(stdio())
+            .stderr(stdio())
+            .spawn()
+            .unwrap(),
+    );
 
     let mut seen = String::new();
     // The terminal turns the guest's "\n" into "\r\n".
@@ -114,7 +116,7 @@ fn raw_mode_ctrl_c_to_guest_ctrl_a_x_and_restore() {
     wait_for(&rx, &mut seen, "tick 3\r\n");
     assert!(seen.len() > after_ctrl_c);
     assert!(
-        child.try_wait().unwrap().is_none(),
+        child.0.try_wait().unwrap().is_none(),
         "Ctrl-C must not end podvm"
     );
 
@@ -124,7 +126,7 @@ fn raw_mode_ctrl_c_to_guest_ctrl_a_x_and_restore() {
     writer.write_all(b"\x01x").unwrap();
     let start = Instant::now();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(start.elapsed() < DEADLINE, "Ctrl-A x did not end the VM");

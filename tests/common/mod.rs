@@ -130,3 +130,16 @@ pub fn run_guest(name: &str, extra: &[&str]) -> RunOutput {
     args.extend_from_slice(extra);
     run_podvm(&args)
 }
+
+/// A child process that is killed if the test ends (or panics) before it
+/// exits, so that a failing test never leaves a VM running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
