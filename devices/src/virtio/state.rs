@@ -6,7 +6,7 @@
 //! then calls [`DeviceState::sync`], which adds or removes the queue events
 //! (and any device-specific fds, such as a tap) from the event loop.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 use event_manager::{EventOps, Events};
 use vmm_sys_util::epoll::EventSet;
@@ -23,8 +23,13 @@ pub const BACKEND_EVENT: u32 = u32::MAX - 1;
 pub struct DeviceState {
     active: Option<Activation>,
     state_evt: EventFd,
-    /// Queue events currently in the event loop.
-    registered: Vec<RawFd>,
+    /// Queue events currently in the event loop, as duplicates owned here:
+    /// an activation dropped by a reset closes its own descriptors, and
+    /// epoll can only forget a registration through a descriptor that is
+    /// still open.
+    registered_queues: Vec<EventFd>,
+    /// The backend fd currently in the event loop (owned by the device).
+    registered_backend: Option<RawFd>,
 }
 
 impl DeviceState {
@@ -33,7 +38,8 @@ impl DeviceState {
         Ok(DeviceState {
             active: None,
             state_evt: EventFd::new(EFD_NONBLOCK)?,
-            registered: Vec::new(),
+            registered_queues: Vec::new(),
+            registered_backend: None,
         })
     }
 
@@ -90,27 +96,144 @@ impl DeviceState {
     /// watched while active. Returns whether the device just became active.
     pub fn sync(&mut self, ops: &mut EventOps, backend: Option<(RawFd, EventSet)>) -> bool {
         let _ = self.state_evt.read();
-        let mut wanted: Vec<(RawFd, u32, EventSet)> = Vec::new();
-        if let Some(a) = &self.active {
-            for (i, evt) in a.queue_evts.iter().enumerate() {
-                wanted.push((evt.as_raw_fd(), i as u32, EventSet::IN));
-            }
-            if let Some((fd, set)) = backend {
-                wanted.push((fd, BACKEND_EVENT, set));
+        let was_active = !self.registered_queues.is_empty();
+        for evt in self.registered_queues.drain(..) {
+            if let Err(e) = ops.remove(Events::empty(&evt)) {
+                log::warn!("virtio: cannot stop watching a queue event: {e:?}");
             }
         }
-        let was_active = !self.registered.is_empty();
-        for fd in self.registered.drain(..) {
-            // The fd may already be closed (an old activation's duplicate):
-            // epoll forgets closed fds by itself.
-            let _ = ops.remove(Events::empty_raw(fd));
+        if let Some(fd) = self.registered_backend.take() {
+            if let Err(e) = ops.remove(Events::empty_raw(fd)) {
+                log::warn!("virtio: cannot stop watching a device backend: {e:?}");
+            }
         }
-        for (fd, data, set) in wanted {
-            match ops.add(Events::with_data_raw(fd, data, set)) {
-                Ok(()) => self.registered.push(fd),
+        let Some(a) = &self.active else {
+            return false;
+        };
+        for (i, evt) in a.queue_evts.iter().enumerate() {
+            let own = match evt.try_clone() {
+                Ok(own) => own,
+                Err(e) => {
+                    log::error!("virtio: cannot duplicate a queue event: {e}");
+                    continue;
+                }
+            };
+            match ops.add(Events::with_data(&own, i as u32, EventSet::IN)) {
+                Ok(()) => self.registered_queues.push(own),
                 Err(e) => log::error!("virtio: cannot watch a queue event: {e:?}"),
             }
         }
-        !was_active && !self.registered.is_empty()
+        if let Some((fd, set)) = backend {
+            match ops.add(Events::with_data_raw(fd, BACKEND_EVENT, set)) {
+                Ok(()) => self.registered_backend = Some(fd),
+                Err(e) => log::error!("virtio: cannot watch a device backend: {e:?}"),
+            }
+        }
+        !was_active && !self.registered_queues.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::IrqLine;
+    use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+    use std::sync::{Arc, Mutex};
+    use virtio_queue::{Queue, QueueT};
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+    /// A device that only counts the queue events it is handed.
+    struct Counter {
+        state: DeviceState,
+        queue_events: usize,
+    }
+
+    impl MutEventSubscriber for Counter {
+        fn process(&mut self, events: Events, ops: &mut EventOps) {
+            match events.data() {
+                STATE_EVENT => {
+                    self.state.sync(ops, None);
+                }
+                _ => {
+                    self.queue_events += 1;
+                    if let Some(a) = self.state.active() {
+                        let _ = a.queue_evts[0].read();
+                    }
+                }
+            }
+        }
+
+        fn init(&mut self, ops: &mut EventOps) {
+            self.state.init(ops);
+        }
+    }
+
+    fn activation(evt: &EventFd) -> Activation {
+        let mut q = Queue::new(16).unwrap();
+        q.set_ready(true);
+        Activation {
+            mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap(),
+            queues: vec![q],
+            queue_evts: vec![evt.try_clone().unwrap()],
+            irq: IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+        }
+    }
+
+    #[test]
+    fn queue_events_are_watched_only_while_active() {
+        // The transport's own queue event; the device gets duplicates.
+        let queue_evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let dev = Arc::new(Mutex::new(Counter {
+            state: DeviceState::new().unwrap(),
+            queue_events: 0,
+        }));
+        let mut em: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
+            EventManager::new().unwrap();
+        em.add_subscriber(dev.clone());
+
+        dev.lock()
+            .unwrap()
+            .state
+            .activate(activation(&queue_evt), 1)
+            .unwrap();
+        em.run_with_timeout(0).unwrap();
+        queue_evt.write(1).unwrap();
+        em.run_with_timeout(0).unwrap();
+        assert_eq!(dev.lock().unwrap().queue_events, 1);
+
+        // After a reset, a notification (the driver poking a dead queue)
+        // is not dispatched, once or repeatedly.
+        assert!(dev.lock().unwrap().state.reset());
+        em.run_with_timeout(0).unwrap();
+        queue_evt.write(1).unwrap();
+        for _ in 0..3 {
+            em.run_with_timeout(0).unwrap();
+        }
+        assert_eq!(dev.lock().unwrap().queue_events, 1);
+
+        // Activated again, it is watched again.
+        let _ = queue_evt.read();
+        dev.lock()
+            .unwrap()
+            .state
+            .activate(activation(&queue_evt), 1)
+            .unwrap();
+        em.run_with_timeout(0).unwrap();
+        queue_evt.write(1).unwrap();
+        em.run_with_timeout(0).unwrap();
+        assert_eq!(dev.lock().unwrap().queue_events, 2);
+    }
+
+    #[test]
+    fn activation_needs_ready_queues() {
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut a = activation(&evt);
+        a.queues[0].set_ready(false);
+        let mut s = DeviceState::new().unwrap();
+        assert!(matches!(
+            s.activate(a, 1),
+            Err(ActivateError::Queues { need: 1, got: 0 })
+        ));
+        assert!(!s.is_active());
     }
 }

@@ -10,7 +10,7 @@ mod device;
 mod event_handler;
 mod request;
 
-pub use backend::DiskBackend;
+pub use backend::{DiskBackend, GuestBuffers};
 pub use device::{
     process_requestq, Block, BlockError, Disk, BLOCK_QUEUE_SIZE, VIRTIO_BLK_F_BLK_SIZE,
     VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,

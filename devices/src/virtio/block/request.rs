@@ -11,9 +11,13 @@
 use std::io;
 
 use virtio_queue::desc::split::Descriptor;
+use vm_memory::bitmap::BitmapSlice;
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryError, Permissions,
+    VolatileSlice,
 };
+
+use super::backend::GuestBuffers;
 
 /// Sectors are 512 bytes whatever the disk's block size (§5.2.6).
 pub const SECTOR_SIZE: u64 = 512;
@@ -155,7 +159,18 @@ pub struct RequestBuffers {
     writable_len: u64,
     /// The first problem found while collecting.
     fault: Option<RequestError>,
+    /// Host ranges of the data, for [`RequestBuffers::guest_buffers`].
+    iovecs: Iovecs,
 }
+
+/// Host address ranges, kept between requests only for their allocation.
+#[derive(Debug, Default)]
+struct Iovecs(Vec<libc::iovec>);
+
+// SAFETY: raw pointers are not `Send` only as a lint. These are filled and
+// handed to the kernel within one request, on the thread serving it, and
+// never dereferenced by this code.
+unsafe impl Send for Iovecs {}
 
 impl RequestBuffers {
     /// Empty buffers.
@@ -241,6 +256,47 @@ impl RequestBuffers {
         Ok(RequestHeader::from_bytes(&bytes))
     }
 
+    /// The guest memory holding `len` bytes starting `skip` bytes into the
+    /// device-readable bytes, or the device-writable ones when `writable`,
+    /// for a backend to move without a copy. Device-writable memory is
+    /// marked dirty first (a failed transfer leaves it marked: harmless).
+    pub fn guest_buffers<'s, M: GuestMemory>(
+        &'s mut self,
+        mem: &'s M,
+        writable: bool,
+        skip: u64,
+        len: usize,
+    ) -> Result<GuestBuffers<'s>, RequestError> {
+        let (segments, access) = if writable {
+            (&self.segments[self.first_writable..], Permissions::Write)
+        } else {
+            (&self.segments[..self.first_writable], Permissions::Read)
+        };
+        let iovecs = &mut self.iovecs.0;
+        iovecs.clear();
+        let mut moved = 0;
+        for (addr, n) in pieces(segments, skip, len) {
+            let direct = mem.physical_memory().map(|pm| pm.get_slice(addr, n));
+            if let Some(Ok(slice)) = direct {
+                moved += push_iovec(iovecs, &slice, writable);
+                continue;
+            }
+            let slices = mem
+                .get_slices(addr, n, access)
+                .map_err(RequestError::AccessGuestMemory)?;
+            for slice in slices {
+                let slice = slice.map_err(RequestError::AccessGuestMemory)?;
+                moved += push_iovec(iovecs, &slice, writable);
+            }
+        }
+        short_transfer(len - moved)?;
+        // SAFETY: every range is a slice of `mem`, which stays borrowed
+        // (hence mapped) for `'s`; empty ones were left out. Without
+        // vm-memory's `xen` feature a slice's pointer guard maps nothing,
+        // so its address is valid beyond the guard.
+        Ok(unsafe { GuestBuffers::new(iovecs) })
+    }
+
     /// Copies device-readable bytes, starting `skip` bytes in, into `buf`.
     pub fn gather<M: GuestMemory>(
         &self,
@@ -275,6 +331,26 @@ impl RequestBuffers {
         }
         short_transfer(rest.len())
     }
+}
+
+/// Adds `slice` to `iovecs` unless it is empty, marking it dirty first if
+/// the device writes it. Returns its length.
+fn push_iovec<B: BitmapSlice>(
+    iovecs: &mut Vec<libc::iovec>,
+    slice: &VolatileSlice<B>,
+    dirty: bool,
+) -> usize {
+    if slice.is_empty() {
+        return 0;
+    }
+    if dirty {
+        slice.bitmap().mark_dirty(0, slice.len());
+    }
+    iovecs.push(libc::iovec {
+        iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+        iov_len: slice.len(),
+    });
+    slice.len()
 }
 
 /// The guest ranges that hold `count` bytes of `segments` starting `skip`

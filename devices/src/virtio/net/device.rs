@@ -38,19 +38,14 @@ const CONFIG_STATUS: usize = 6;
 const CONFIG_MAX_VQ_PAIRS: usize = 8;
 const CONFIG_LEN: usize = 10;
 
-/// A network device could not be created.
+/// A network device could not be created. The caller names the
+/// interface.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// The event that tells the event loop about activation could not be
     /// created.
-    #[error("network interface {id:?}: cannot create its state event: {source}")]
-    CreateStateEvent {
-        /// The interface.
-        id: String,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot create the device's state event: {0}")]
+    CreateStateEvent(#[source] io::Error),
 }
 
 /// What a network device has done, for metrics.
@@ -86,10 +81,7 @@ impl<B: NetBackend> Net<B> {
     /// A network device `id` with MAC address `mac`, exchanging frames with
     /// `backend`.
     pub fn new(id: String, backend: B, mac: [u8; 6]) -> Result<Self, NetError> {
-        let state = DeviceState::new().map_err(|source| NetError::CreateStateEvent {
-            id: id.clone(),
-            source,
-        })?;
+        let state = DeviceState::new().map_err(NetError::CreateStateEvent)?;
         let mut config = [0u8; CONFIG_LEN];
         config[CONFIG_MAC..CONFIG_MAC + 6].copy_from_slice(&mac);
         // The link is always up: the tap's carrier is the host's business.
