@@ -7,7 +7,6 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
     VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
-use vmm_sys_util::eventfd::EventFd;
 
 use super::{process_rxq, process_txq, NetBackend, Rx, RxCounters, Tap, Tx, TxCounters};
 use super::{RX_QUEUE, TX_QUEUE};
@@ -69,12 +68,6 @@ pub struct Net<B = Tap> {
     acked_features: u64,
     /// Queue errors (a driver that broke its rings), for rate-limited logs.
     queue_errors: u64,
-    /// Queue events of a reset activation, kept open until the event loop
-    /// has stopped watching them: epoll drops a registration only when
-    /// every fd of the file is closed, and the transport keeps the
-    /// originals, so an event closed while still registered would keep
-    /// firing unread.
-    pub(super) retired_evts: Vec<EventFd>,
 }
 
 impl<B: NetBackend> Net<B> {
@@ -98,7 +91,6 @@ impl<B: NetBackend> Net<B> {
             rx: Rx::new(),
             acked_features: 0,
             queue_errors: 0,
-            retired_evts: Vec::new(),
         })
     }
 
@@ -277,10 +269,8 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         if let Err(e) = self.backend.set_offload(0) {
             log::warn!("net {:?}: cannot clear the tap's offloads: {e}", self.id);
         }
-        // Keep the queue events open until the event loop has let go of them.
-        if let Some(a) = self.state.active() {
-            self.retired_evts.append(&mut a.queue_evts);
-        }
+        // DeviceState keeps its own duplicates of the watched queue events
+        // until the event loop has let go of them.
         self.state.reset()
     }
 }

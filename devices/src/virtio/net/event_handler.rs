@@ -28,8 +28,6 @@ impl<B: NetBackend + AsRawFd> MutEventSubscriber for Net<B> {
                     EventSet::IN | EventSet::EDGE_TRIGGERED,
                 );
                 let activated = self.state.sync(ops, Some(backend));
-                // Out of the event loop now: they may close.
-                self.retired_evts.clear();
                 if activated {
                     // Frames queued before activation was noticed.
                     self.process_tx();
