@@ -93,11 +93,28 @@ fn process_boot(c: &mut Criterion) {
     }
     let bin = env!("CARGO_BIN_EXE_podvm");
     let kernel = hello();
-    let run = |until_first_byte: bool| -> Duration {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("vm.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{}"}},
+                "machine-config": {{"vcpu_count": 1, "mem_size_mib": 128}}}}"#,
+            kernel.display()
+        ),
+    )
+    .expect("write the config file");
+    let flags: Vec<std::ffi::OsString> = vec!["run".into(), "--kernel".into(), kernel.into()];
+    let from_file: Vec<std::ffi::OsString> = vec![
+        "serve".into(),
+        "--no-api".into(),
+        "--config-file".into(),
+        config.into(),
+    ];
+    let run = |args: &[std::ffi::OsString], until_first_byte: bool| -> Duration {
         let start = Instant::now();
         let mut child = Command::new(bin)
-            .args(["run", "--kernel"])
-            .arg(&kernel)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -121,10 +138,13 @@ fn process_boot(c: &mut Criterion) {
     let mut g = c.benchmark_group("process");
     g.sample_size(30);
     g.bench_function("exec_to_first_serial_byte", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| run(true)).sum())
+        b.iter_custom(|iters| (0..iters).map(|_| run(&flags, true)).sum())
+    });
+    g.bench_function("config_file_exec_to_first_serial_byte", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| run(&from_file, true)).sum())
     });
     g.bench_function("exec_to_exit", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| run(false)).sum())
+        b.iter_custom(|iters| (0..iters).map(|_| run(&flags, false)).sum())
     });
     g.finish();
 }

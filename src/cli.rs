@@ -41,6 +41,13 @@ pub enum Command {
     /// other failures exit with 1. Type Ctrl-A then x to end the VM from the
     /// console.
     Run(RunArgs),
+    /// Start a pod-VM from a Firecracker JSON configuration file, as
+    /// `firecracker --no-api --config-file FILE` does: `boot-source`,
+    /// `machine-config`, `drives`, `network-interfaces` and `entropy` are
+    /// understood; the console is on standard output. Exit codes as for
+    /// `run`. (Serving the control API on a socket, `--api-sock`, comes with
+    /// the API.)
+    Serve(ServeArgs),
     /// Check whether this host can run pod-VMs: /dev/kvm, its capabilities,
     /// /dev/net/tun, and whether guests run hardware-accelerated or under
     /// KVM's instruction emulator.
@@ -118,6 +125,44 @@ pub struct RunArgs {
     /// A virtio entropy device fed from the host's getrandom.
     #[arg(long)]
     pub rng: bool,
+}
+
+/// Flags of `podvm serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The Firecracker-format JSON file describing the VM.
+    #[arg(long, value_name = "FILE")]
+    pub config_file: PathBuf,
+
+    /// Do not serve the control API (as Firecracker's flag; required for
+    /// now, since podvm does not serve one yet).
+    #[arg(long)]
+    pub no_api: bool,
+}
+
+/// `podvm serve`.
+pub fn serve(args: ServeArgs, start_time: Instant) -> ExitCode {
+    if !args.no_api {
+        eprintln!(
+            "error: podvm serve: the control API socket is not available yet; start with --no-api --config-file FILE"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let path = args.config_file.display();
+    let json = match std::fs::read_to_string(&args.config_file) {
+        Ok(json) => json,
+        Err(e) => {
+            eprintln!("error: --config-file {path}: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match resources::parse_config_file(&json) {
+        Ok(spec) => run_spec(spec, SpecSource::ConfigFile, start_time),
+        Err(e) => {
+            eprintln!("error: --config-file {path}: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
 }
 
 /// Splits `key=value,flag,...` into (key, optional value) pairs.
@@ -241,17 +286,34 @@ pub fn build_error_message(e: &BuildError) -> String {
 
 /// `podvm run`.
 pub fn run(args: RunArgs, start_time: Instant) -> ExitCode {
-    let spec = match args.spec() {
-        Ok(spec) => spec,
+    match args.spec() {
+        Ok(spec) => run_spec(spec, SpecSource::Flags, start_time),
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            ExitCode::from(EXIT_USAGE)
         }
-    };
+    }
+}
+
+/// Where a spec came from, for naming what is at fault in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecSource {
+    /// `podvm run` flags.
+    Flags,
+    /// A configuration file (whose messages name fields, not flags).
+    ConfigFile,
+}
+
+/// Builds and runs the VM `spec` describes in the foreground.
+pub fn run_spec(spec: VmSpec, source: SpecSource, start_time: Instant) -> ExitCode {
     let vmm = match Vmm::build(&spec, &BuildContext { start_time }) {
         Ok(vmm) => vmm,
         Err(e) => {
-            eprintln!("error: {}", build_error_message(&e));
+            let msg = match source {
+                SpecSource::Flags => build_error_message(&e),
+                SpecSource::ConfigFile => e.to_string(),
+            };
+            eprintln!("error: {msg}");
             return ExitCode::from(if e.is_config_error() {
                 EXIT_USAGE
             } else {

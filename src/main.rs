@@ -1,4 +1,5 @@
-//! The `podvm` command: run a pod-VM in the foreground, check the host.
+//! The `podvm` command: run a pod-VM in the foreground (from flags or a
+//! Firecracker config file), check the host.
 
 mod cli;
 mod doctor;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     logger::init(cli.log_level.into());
     match cli.command {
         Command::Run(args) => cli::run(args, start_time),
+        Command::Serve(args) => cli::serve(args, start_time),
         Command::Doctor => doctor::run(),
     }
 }

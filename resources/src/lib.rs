@@ -6,6 +6,7 @@
 //! types serve the command line, the config file and the control API.
 
 mod boot_source;
+mod config_file;
 mod drive;
 mod machine;
 mod net;
@@ -13,6 +14,7 @@ mod serial;
 mod spec;
 
 pub use boot_source::{BootSourceConfig, DEFAULT_KERNEL_CMDLINE, MAX_KERNEL_CMDLINE_LEN};
+pub use config_file::{parse_config_file, ConfigFileError};
 pub use drive::{DriveConfig, DRIVE_ID_MAX_LEN};
 pub use machine::{MachineConfig, MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB};
 pub use net::{MacAddr, MacAddrParseError, NetConfig, TAP_NAME_MAX_LEN};

@@ -1,0 +1,359 @@
+//! Firecracker's JSON configuration file (`--config-file`), as orchestrators
+//! already write it: `boot-source`, `machine-config`, `drives`,
+//! `network-interfaces`, `entropy`.
+//!
+//! Fields Firecracker defines but podvm does not implement yet (rate
+//! limiters, vhost-user sockets, CPU templates, dirty-page tracking,
+//! `vsock`, `balloon`, …) are refused with an error naming the field,
+//! rather than silently ignored. Unknown fields are refused too.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::{
+    BootSourceConfig, DriveConfig, MacAddr, MachineConfig, NetConfig, SerialConfig, VmSpec,
+};
+
+/// A configuration file that cannot describe a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// Not valid JSON, or not the expected shape.
+    #[error("{0}")]
+    Parse(#[from] serde_json::Error),
+    /// A field podvm does not support (yet).
+    #[error("{0} is not supported by podvm")]
+    Unsupported(String),
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(rename = "boot-source")]
+    boot_source: BootSourceConfig,
+    #[serde(rename = "machine-config", default)]
+    machine_config: Option<FcMachineConfig>,
+    #[serde(default)]
+    drives: Vec<FcDrive>,
+    #[serde(rename = "network-interfaces", default)]
+    network_interfaces: Vec<FcNetworkInterface>,
+    #[serde(default)]
+    entropy: Option<FcEntropy>,
+    #[serde(default)]
+    vsock: Option<serde_json::Value>,
+    #[serde(default)]
+    balloon: Option<serde_json::Value>,
+    #[serde(rename = "mmds-config", default)]
+    mmds_config: Option<serde_json::Value>,
+    #[serde(default)]
+    logger: Option<serde_json::Value>,
+    #[serde(default)]
+    metrics: Option<serde_json::Value>,
+    #[serde(rename = "cpu-config", default)]
+    cpu_config: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FcMachineConfig {
+    vcpu_count: u8,
+    mem_size_mib: usize,
+    #[serde(default)]
+    smt: bool,
+    #[serde(default)]
+    track_dirty_pages: bool,
+    #[serde(default)]
+    cpu_template: Option<String>,
+    #[serde(default)]
+    huge_pages: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FcDrive {
+    drive_id: String,
+    is_root_device: bool,
+    #[serde(default)]
+    path_on_host: Option<PathBuf>,
+    #[serde(default)]
+    is_read_only: Option<bool>,
+    #[serde(default)]
+    partuuid: Option<String>,
+    #[serde(default)]
+    cache_type: Option<String>,
+    #[serde(default)]
+    io_engine: Option<String>,
+    #[serde(default)]
+    rate_limiter: Option<serde_json::Value>,
+    #[serde(default)]
+    socket: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FcNetworkInterface {
+    iface_id: String,
+    host_dev_name: String,
+    #[serde(default)]
+    guest_mac: Option<MacAddr>,
+    #[serde(default)]
+    rx_rate_limiter: Option<serde_json::Value>,
+    #[serde(default)]
+    tx_rate_limiter: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FcEntropy {
+    #[serde(default)]
+    rate_limiter: Option<serde_json::Value>,
+}
+
+fn unsupported(what: impl Into<String>) -> ConfigFileError {
+    ConfigFileError::Unsupported(what.into())
+}
+
+/// The VM spec a Firecracker configuration file describes; the console
+/// goes to standard output, as with Firecracker.
+pub fn parse_config_file(json: &str) -> Result<VmSpec, ConfigFileError> {
+    let file: ConfigFile = serde_json::from_str(json)?;
+    for (present, key) in [
+        (file.vsock.is_some(), "\"vsock\""),
+        (file.balloon.is_some(), "\"balloon\""),
+        (file.mmds_config.is_some(), "\"mmds-config\""),
+        (file.logger.is_some(), "\"logger\""),
+        (file.metrics.is_some(), "\"metrics\""),
+        (file.cpu_config.is_some(), "\"cpu-config\""),
+    ] {
+        if present {
+            return Err(unsupported(format!("{key} (yet)")));
+        }
+    }
+
+    let machine = match file.machine_config {
+        None => MachineConfig::default(),
+        Some(m) => {
+            if m.track_dirty_pages {
+                return Err(unsupported("machine-config.track_dirty_pages: true (yet)"));
+            }
+            if let Some(t) = m.cpu_template.filter(|t| t != "None") {
+                return Err(unsupported(format!("machine-config.cpu_template {t:?}")));
+            }
+            if let Some(h) = m.huge_pages.filter(|h| h != "None") {
+                return Err(unsupported(format!(
+                    "machine-config.huge_pages {h:?} (yet)"
+                )));
+            }
+            MachineConfig {
+                vcpu_count: m.vcpu_count,
+                mem_size_mib: m.mem_size_mib,
+                smt: m.smt,
+            }
+        }
+    };
+
+    let mut boot_source = file.boot_source;
+    let mut drives = Vec::with_capacity(file.drives.len());
+    for d in file.drives {
+        let id = &d.drive_id;
+        if d.socket.is_some() {
+            return Err(unsupported(format!("drive {id:?}: socket (vhost-user)")));
+        }
+        if d.rate_limiter.is_some() {
+            return Err(unsupported(format!("drive {id:?}: rate_limiter (yet)")));
+        }
+        // podvm always honours the guest's flushes and does synchronous
+        // I/O: both cache types and the Sync engine are served that way.
+        if let Some(c) = d
+            .cache_type
+            .as_deref()
+            .filter(|c| !["Unsafe", "Writeback"].contains(c))
+        {
+            return Err(unsupported(format!("drive {id:?}: cache_type {c:?}")));
+        }
+        if let Some(e) = d.io_engine.as_deref().filter(|e| *e != "Sync") {
+            return Err(unsupported(format!("drive {id:?}: io_engine {e:?} (yet)")));
+        }
+        let Some(path_on_host) = d.path_on_host else {
+            return Err(unsupported(format!("drive {id:?} without path_on_host")));
+        };
+        if let (true, Some(uuid)) = (d.is_root_device, d.partuuid.as_deref()) {
+            // Firecracker boots from the partition, not the whole disk.
+            let args = boot_source.cmdline().to_string();
+            let ro = if d.is_read_only.unwrap_or(false) {
+                "ro"
+            } else {
+                "rw"
+            };
+            boot_source.boot_args = Some(format!("{args} root=PARTUUID={uuid} {ro}"));
+        }
+        drives.push(DriveConfig {
+            drive_id: d.drive_id,
+            path_on_host,
+            is_root_device: d.is_root_device,
+            is_read_only: d.is_read_only.unwrap_or(false),
+        });
+    }
+
+    let mut net = Vec::with_capacity(file.network_interfaces.len());
+    for n in file.network_interfaces {
+        if n.rx_rate_limiter.is_some() || n.tx_rate_limiter.is_some() {
+            return Err(unsupported(format!(
+                "network interface {:?}: rate limiters (yet)",
+                n.iface_id
+            )));
+        }
+        net.push(NetConfig {
+            iface_id: n.iface_id,
+            host_dev_name: n.host_dev_name,
+            guest_mac: n.guest_mac,
+        });
+    }
+
+    let entropy = match file.entropy {
+        None => false,
+        Some(FcEntropy {
+            rate_limiter: Some(_),
+        }) => return Err(unsupported("entropy.rate_limiter (yet)")),
+        Some(_) => true,
+    };
+
+    Ok(VmSpec {
+        machine,
+        boot_source,
+        serial: SerialConfig::Stdout,
+        drives,
+        net,
+        entropy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What firecracker-go-sdk and the Firecracker docs write.
+    const FULL: &str = r#"{
+      "boot-source": {
+        "kernel_image_path": "/img/vmlinux",
+        "boot_args": "console=ttyS0 reboot=k panic=1 pci=off",
+        "initrd_path": "/img/initrd"
+      },
+      "drives": [
+        {"drive_id": "rootfs", "path_on_host": "/img/rootfs.ext4", "is_root_device": true,
+         "is_read_only": false, "cache_type": "Unsafe", "io_engine": "Sync"},
+        {"drive_id": "data", "path_on_host": "/img/data.ext4", "is_root_device": false,
+         "is_read_only": true}
+      ],
+      "machine-config": {"vcpu_count": 2, "mem_size_mib": 1024, "smt": false,
+                         "track_dirty_pages": false},
+      "network-interfaces": [
+        {"iface_id": "eth0", "guest_mac": "06:00:ac:10:00:02", "host_dev_name": "tap0"}
+      ],
+      "entropy": {}
+    }"#;
+
+    #[test]
+    fn a_firecracker_config_becomes_a_spec() {
+        let spec = parse_config_file(FULL).unwrap();
+        assert_eq!(spec.machine.vcpu_count, 2);
+        assert_eq!(spec.machine.mem_size_mib, 1024);
+        assert_eq!(
+            spec.boot_source.kernel_image_path,
+            PathBuf::from("/img/vmlinux")
+        );
+        assert_eq!(
+            spec.boot_source.initrd_path,
+            Some(PathBuf::from("/img/initrd"))
+        );
+        assert_eq!(spec.drives.len(), 2);
+        assert!(spec.drives[0].is_root_device && !spec.drives[0].is_read_only);
+        assert!(spec.drives[1].is_read_only);
+        assert_eq!(spec.net[0].host_dev_name, "tap0");
+        assert_eq!(
+            spec.net[0].guest_mac.unwrap().to_string(),
+            "06:00:ac:10:00:02"
+        );
+        assert!(spec.entropy);
+        assert_eq!(spec.serial, SerialConfig::Stdout);
+        assert_eq!(spec.validate(8), Ok(()));
+    }
+
+    #[test]
+    fn minimal_config_uses_the_defaults() {
+        let spec = parse_config_file(r#"{"boot-source": {"kernel_image_path": "/k"}}"#).unwrap();
+        assert_eq!(spec.machine, MachineConfig::default());
+        assert_eq!(spec.boot_source.cmdline(), crate::DEFAULT_KERNEL_CMDLINE);
+        assert!(spec.drives.is_empty() && spec.net.is_empty() && !spec.entropy);
+    }
+
+    #[test]
+    fn partuuid_roots_boot_from_the_partition() {
+        let spec = parse_config_file(
+            r#"{"boot-source": {"kernel_image_path": "/k", "boot_args": "console=ttyS0"},
+                "drives": [{"drive_id": "r", "path_on_host": "/r", "is_root_device": true,
+                            "is_read_only": true, "partuuid": "0eaa91a0-01"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            spec.boot_source.cmdline(),
+            "console=ttyS0 root=PARTUUID=0eaa91a0-01 ro"
+        );
+    }
+
+    #[test]
+    fn bad_and_unsupported_configs_name_the_field() {
+        let cases = [
+            ("{", "EOF"),
+            (
+                r#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 128}}"#,
+                "missing field `boot-source`",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": "/k"}, "bogus": 1}"#,
+                "unknown field `bogus`",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": 5}}"#,
+                "invalid type",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": "/k"}, "vsock": {}}"#,
+                "\"vsock\" (yet) is not supported",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": "/k"},
+                   "machine-config": {"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "T2"}}"#,
+                "machine-config.cpu_template \"T2\" is not supported",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": "/k"},
+                   "drives": [{"drive_id": "d", "path_on_host": "/d", "is_root_device": false,
+                               "rate_limiter": {}}]}"#,
+                "drive \"d\": rate_limiter (yet) is not supported",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": "/k"},
+                   "drives": [{"drive_id": "d", "is_root_device": false, "socket": "/s"}]}"#,
+                "drive \"d\": socket (vhost-user) is not supported",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": "/k"},
+                   "network-interfaces": [{"iface_id": "e", "host_dev_name": "t",
+                                           "guest_mac": "zz"}]}"#,
+                "invalid MAC address",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": "/k"},
+                   "network-interfaces": [{"iface_id": "e", "host_dev_name": "t",
+                                           "tx_rate_limiter": {}}]}"#,
+                "network interface \"e\": rate limiters (yet) is not supported",
+            ),
+        ];
+        for (json, want) in cases {
+            let err = parse_config_file(json).unwrap_err().to_string();
+            assert!(err.contains(want), "{json}: {err}");
+        }
+    }
+}
