@@ -169,6 +169,34 @@ fn several_drives_with_the_root_first() {
 }
 
 #[test]
+fn device_entries_go_before_the_init_arguments() {
+    if !kvm_available("device_entries_go_before_the_init_arguments") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (img, _) = make_image(dir.path(), "root.img", 8);
+    let kernel = guest("bootparams");
+    let out = run_podvm(&[
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 ro -- single",
+        "--disk",
+        &format!("path={},root", img.display()),
+        "--rng",
+    ]);
+    assert_eq!(
+        out.value("cmdline"),
+        Some(
+            "console=ttyS0 ro root=/dev/vda virtio_mmio.device=4K@0xd0000000:5 \
+             virtio_mmio.device=4K@0xd0001000:6 -- single"
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn entropy_device_gives_random_bytes() {
     if !kvm_available("entropy_device_gives_random_bytes") {
         return;

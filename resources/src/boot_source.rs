@@ -33,9 +33,58 @@ impl BootSourceConfig {
     }
 }
 
+/// Adds kernel parameters to `cmdline`, before the first ` -- ` (what
+/// follows it belongs to init, not to the kernel).
+pub fn insert_kernel_args(cmdline: &str, args: &str) -> String {
+    let (kernel, init) = split_init_args(cmdline);
+    let mut out = kernel.trim_end().to_string();
+    if !args.is_empty() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(args);
+    }
+    if let Some(init) = init {
+        out.push_str(" --");
+        if !init.is_empty() {
+            out.push(' ');
+            out.push_str(init);
+        }
+    }
+    out
+}
+
+/// Splits a command line into its kernel part and, after the first `--`
+/// word, the part passed to init.
+pub fn split_init_args(cmdline: &str) -> (&str, Option<&str>) {
+    let mut offset = 0;
+    for word in cmdline.split(' ') {
+        if word == "--" {
+            let init = cmdline[offset + 2..].trim_start();
+            return (&cmdline[..offset], Some(init));
+        }
+        offset += word.len() + 1;
+    }
+    (cmdline, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_args_go_before_the_init_args() {
+        assert_eq!(insert_kernel_args("console=ttyS0", "root=/dev/vda"), "console=ttyS0 root=/dev/vda");
+        assert_eq!(
+            insert_kernel_args("console=ttyS0 -- single x", "root=/dev/vda"),
+            "console=ttyS0 root=/dev/vda -- single x"
+        );
+        assert_eq!(insert_kernel_args("-- single", "a=1"), "a=1 -- single");
+        assert_eq!(insert_kernel_args("", "a=1"), "a=1");
+        assert_eq!(insert_kernel_args("quiet --", "a=1"), "quiet a=1 --");
+        assert_eq!(insert_kernel_args("x=--y", "a=1"), "x=--y a=1");
+        assert_eq!(split_init_args("a -- b -- c"), ("a ", Some("b -- c")));
+    }
 
     #[test]
     fn default_cmdline_applies_only_when_none_given() {

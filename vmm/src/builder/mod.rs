@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::Kvm;
-use resources::{SerialConfig, SpecError, VmSpec, MAX_KERNEL_CMDLINE_LEN};
+use resources::{
+    insert_kernel_args, split_init_args, SerialConfig, SpecError, VmSpec, MAX_KERNEL_CMDLINE_LEN,
+};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::x86_64::boot_params::{
@@ -183,23 +185,25 @@ pub fn open_boot_files(spec: &VmSpec) -> Result<BootFiles, LoaderError> {
     })
 }
 
-/// The command line the guest gets: the user's, then `root=/dev/vda` (with
-/// `ro` or `rw`) for a root drive unless the user chose a root, then one
-/// entry per virtio device.
+/// The command line the guest gets: the user's kernel parameters, then
+/// `root=/dev/vda` (and `ro` or `rw`, unless the user gave one) for a root
+/// drive unless the user chose a root, then one entry per virtio device,
+/// then whatever the user passes to init after ` -- `.
 pub fn kernel_cmdline(spec: &VmSpec) -> Result<String, BuildError> {
-    let mut cmdline = spec.boot_source.cmdline().to_string();
-    let user_root = cmdline.split_whitespace().any(|p| p.starts_with("root="));
+    let user = spec.boot_source.cmdline();
+    let (kernel_args, _) = split_init_args(user);
+    let has = |p: &dyn Fn(&str) -> bool| kernel_args.split_whitespace().any(p);
+    let mut extra: Vec<String> = Vec::new();
     if let Some(root) = ordered_drives(spec).first().filter(|d| d.is_root_device) {
-        if !user_root {
-            let mode = if root.is_read_only { "ro" } else { "rw" };
-            cmdline.push_str(&format!(" root=/dev/vda {mode}"));
+        if !has(&|w| w.starts_with("root=")) {
+            extra.push("root=/dev/vda".into());
+            if !has(&|w| w == "ro" || w == "rw") {
+                extra.push(if root.is_read_only { "ro" } else { "rw" }.into());
+            }
         }
     }
-    for index in 0..virtio_layout(spec).len() {
-        cmdline.push(' ');
-        cmdline.push_str(&MmioSlot::nth(index).cmdline_entry());
-    }
-    let cmdline = cmdline.trim_start().to_string();
+    extra.extend((0..virtio_layout(spec).len()).map(|i| MmioSlot::nth(i).cmdline_entry()));
+    let cmdline = insert_kernel_args(user, &extra.join(" "));
     if cmdline.len() > MAX_KERNEL_CMDLINE_LEN {
         return Err(BuildError::CmdlineWithDevicesTooLong(cmdline.len()));
     }
