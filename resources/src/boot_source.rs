@@ -74,7 +74,10 @@ mod tests {
 
     #[test]
     fn kernel_args_go_before_the_init_args() {
-        assert_eq!(insert_kernel_args("console=ttyS0", "root=/dev/vda"), "console=ttyS0 root=/dev/vda");
+        assert_eq!(
+            insert_kernel_args("console=ttyS0", "root=/dev/vda"),
+            "console=ttyS0 root=/dev/vda"
+        );
         assert_eq!(
             insert_kernel_args("console=ttyS0 -- single x", "root=/dev/vda"),
             "console=ttyS0 root=/dev/vda -- single x"

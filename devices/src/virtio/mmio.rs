@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::status::{ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, FAILED, FEATURES_OK};
@@ -59,6 +59,8 @@ pub struct MmioTransport {
     queue_evts: Vec<EventFd>,
     /// Whether the device holds an activation.
     active: bool,
+    /// Queues the driver wrote a value to that they cannot take.
+    invalid_queues: Vec<bool>,
     device_type: u32,
     avail_features: u64,
     device_features_sel: u32,
@@ -67,6 +69,15 @@ pub struct MmioTransport {
     queue_sel: u32,
     status: u32,
     config_generation: u32,
+}
+
+/// `addr` with its high (or low) 32 bits replaced by `value`.
+fn with_half(addr: u64, high: bool, value: u32) -> u64 {
+    if high {
+        (addr & 0xffff_ffff) | (u64::from(value) << 32)
+    } else {
+        (addr & !0xffff_ffff) | u64::from(value)
+    }
 }
 
 fn lock(device: &Mutex<dyn VirtioDevice>) -> std::sync::MutexGuard<'_, dyn VirtioDevice + 'static> {
@@ -84,7 +95,7 @@ impl MmioTransport {
     ) -> Self {
         let (device_type, avail_features, queues) = {
             let d = lock(&device);
-            let queues = d
+            let queues: Vec<Queue> = d
                 .queue_max_sizes()
                 .iter()
                 .map(|&max| Queue::new(max).expect("device queue sizes are powers of two"))
@@ -95,6 +106,7 @@ impl MmioTransport {
             device,
             mem,
             irq,
+            invalid_queues: vec![false; queues.len()],
             queues,
             queue_evts,
             active: false,
@@ -128,10 +140,6 @@ impl MmioTransport {
                 log::warn!("virtio: cannot raise a config-change interrupt: {e}");
             }
         }
-    }
-
-    fn selected_queue(&mut self) -> Option<&mut Queue> {
-        self.queues.get_mut(self.queue_sel as usize)
     }
 
     /// Queue registers may change only between FEATURES_OK and DRIVER_OK
@@ -171,7 +179,7 @@ impl MmioTransport {
             DRIVER_FEATURES => {
                 // Only while negotiating (spec §3.1.1 step 5).
                 if self.status & (DRIVER | FEATURES_OK) != DRIVER {
-                    log::warn!("virtio-mmio: driver features written outside negotiation");
+                    log::debug!("virtio-mmio: driver features written outside negotiation");
                     return;
                 }
                 let shift = match self.driver_features_sel {
@@ -197,28 +205,46 @@ impl MmioTransport {
 
     fn write_queue_register(&mut self, offset: u64, value: u32) {
         if !self.queue_config_allowed() {
-            log::warn!("virtio-mmio: queue register {offset:#x} written outside queue setup");
+            log::debug!("virtio-mmio: queue register {offset:#x} written outside queue setup");
             return;
         }
-        let Some(q) = self.selected_queue() else {
+        let index = self.queue_sel as usize;
+        let Some(q) = self.queues.get_mut(index) else {
             return;
         };
         if offset != QUEUE_READY && q.ready() {
-            log::warn!("virtio-mmio: queue layout changed while the queue is ready");
+            log::debug!("virtio-mmio: queue layout changed while the queue is ready");
             return;
         }
-        match offset {
-            // The queue keeps an invalid size as is; `is_valid` refuses it
-            // at DRIVER_OK.
-            QUEUE_NUM => q.set_size(value as u16),
-            QUEUE_READY => q.set_ready(value == 1),
-            QUEUE_DESC_LOW => q.set_desc_table_address(Some(value), None),
-            QUEUE_DESC_HIGH => q.set_desc_table_address(None, Some(value)),
-            QUEUE_DRIVER_LOW => q.set_avail_ring_address(Some(value), None),
-            QUEUE_DRIVER_HIGH => q.set_avail_ring_address(None, Some(value)),
-            QUEUE_DEVICE_LOW => q.set_used_ring_address(Some(value), None),
-            QUEUE_DEVICE_HIGH => q.set_used_ring_address(None, Some(value)),
-            _ => {}
+        // A value the queue cannot take (a size that is not a power of two
+        // up to the maximum, a misaligned ring) marks the queue invalid
+        // rather than leaving an old value in place: the device must never
+        // use a ring other than the driver's.
+        let ok = match offset {
+            QUEUE_NUM => u16::try_from(value).is_ok_and(|n| q.try_set_size(n).is_ok()),
+            QUEUE_READY => {
+                q.set_ready(value == 1);
+                true
+            }
+            QUEUE_DESC_LOW | QUEUE_DESC_HIGH => {
+                let a = with_half(q.desc_table(), offset == QUEUE_DESC_HIGH, value);
+                q.try_set_desc_table_address(GuestAddress(a)).is_ok()
+            }
+            QUEUE_DRIVER_LOW | QUEUE_DRIVER_HIGH => {
+                let a = with_half(q.avail_ring(), offset == QUEUE_DRIVER_HIGH, value);
+                q.try_set_avail_ring_address(GuestAddress(a)).is_ok()
+            }
+            QUEUE_DEVICE_LOW | QUEUE_DEVICE_HIGH => {
+                let a = with_half(q.used_ring(), offset == QUEUE_DEVICE_HIGH, value);
+                q.try_set_used_ring_address(GuestAddress(a)).is_ok()
+            }
+            _ => true,
+        };
+        if !ok {
+            log::debug!(
+                "virtio-mmio: queue {index}: invalid value {value:#x} for register {offset:#x}"
+            );
+            self.invalid_queues[index] = true;
         }
     }
 
@@ -244,7 +270,7 @@ impl MmioTransport {
         }
         let new_bits = value & !self.status;
         if value & self.status != self.status {
-            log::warn!("virtio-mmio: driver cleared status bits without a reset");
+            log::debug!("virtio-mmio: driver cleared status bits without a reset");
             return;
         }
         match new_bits {
@@ -253,7 +279,7 @@ impl MmioTransport {
             FEATURES_OK if self.status == ACKNOWLEDGE | DRIVER => self.features_ok(value),
             DRIVER_OK if self.status == ACKNOWLEDGE | DRIVER | FEATURES_OK => self.driver_ok(value),
             0 => {}
-            _ => log::warn!(
+            _ => log::debug!(
                 "virtio-mmio: invalid status transition {:#x} -> {value:#x}",
                 self.status
             ),
@@ -263,7 +289,7 @@ impl MmioTransport {
     fn features_ok(&mut self, value: u32) {
         let unknown = self.acked_features & !self.avail_features;
         if unknown != 0 {
-            log::warn!(
+            log::debug!(
                 "virtio-mmio: driver accepted features the device does not offer: {unknown:#x}"
             );
             return;
@@ -271,7 +297,7 @@ impl MmioTransport {
         // The modern transport needs VERSION_1; leaving FEATURES_OK clear
         // tells the driver so (spec §3.1.1 step 6).
         if self.acked_features & (1 << VIRTIO_F_VERSION_1) == 0 {
-            log::warn!("virtio-mmio: driver did not accept VIRTIO_F_VERSION_1");
+            log::debug!("virtio-mmio: driver did not accept VIRTIO_F_VERSION_1");
             return;
         }
         lock(&self.device).set_acked_features(self.acked_features);
@@ -282,9 +308,10 @@ impl MmioTransport {
         let ready_invalid = self
             .queues
             .iter()
-            .position(|q| q.ready() && !q.is_valid(&self.mem));
+            .zip(&self.invalid_queues)
+            .position(|(q, &bad)| q.ready() && (bad || !q.is_valid(&self.mem)));
         if let Some(index) = ready_invalid {
-            log::warn!("virtio-mmio: queue {index} is not valid in guest memory");
+            log::debug!("virtio-mmio: queue {index} is not valid in guest memory");
             self.needs_reset();
             return;
         }
@@ -351,6 +378,7 @@ impl MmioTransport {
         for q in &mut self.queues {
             q.reset();
         }
+        self.invalid_queues.fill(false);
         self.status = 0;
         self.acked_features = 0;
         self.device_features_sel = 0;
@@ -367,7 +395,7 @@ impl BusDevice for MmioTransport {
             return;
         }
         if data.len() != 4 || !offset.is_multiple_of(4) {
-            log::warn!(
+            log::debug!(
                 "virtio-mmio: {}-byte read of register {offset:#x}",
                 data.len()
             );
@@ -383,7 +411,7 @@ impl BusDevice for MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            log::warn!(
+            log::debug!(
                 "virtio-mmio: {}-byte write of register {offset:#x}",
                 data.len()
             );
@@ -590,6 +618,48 @@ mod tests {
         assert_eq!(r(&mut f.t, STATUS) & DRIVER_OK, 0);
         assert!(f.dev.lock().unwrap().active.is_none());
         assert_ne!(f.irq.status() & INT_CONFIG, 0);
+    }
+
+    #[test]
+    fn sizes_and_ring_addresses_the_queue_cannot_take_prevent_activation() {
+        for (reg, value) in [
+            (QUEUE_NUM, 100),
+            (QUEUE_NUM, 0x1_0008),
+            (QUEUE_NUM, 32),
+            (QUEUE_DESC_LOW, 0x1008),
+            (QUEUE_DEVICE_LOW, 0x3002),
+        ] {
+            let mut f = fixture();
+            negotiate(&mut f.t);
+            w(&mut f.t, QUEUE_SEL, 0);
+            w(&mut f.t, QUEUE_READY, 0);
+            w(&mut f.t, reg, value);
+            w(&mut f.t, QUEUE_READY, 1);
+            w(&mut f.t, STATUS, 0xf);
+            assert_ne!(
+                r(&mut f.t, STATUS) & DEVICE_NEEDS_RESET,
+                0,
+                "{reg:#x}={value:#x}"
+            );
+            assert!(f.dev.lock().unwrap().active.is_none());
+            // A reset clears the mark.
+            w(&mut f.t, STATUS, 0);
+            negotiate(&mut f.t);
+            w(&mut f.t, STATUS, 0xf);
+            assert_eq!(r(&mut f.t, STATUS), 0xf);
+        }
+    }
+
+    #[test]
+    fn high_halves_of_ring_addresses_combine() {
+        let mut f = fixture();
+        negotiate(&mut f.t);
+        w(&mut f.t, QUEUE_SEL, 1);
+        w(&mut f.t, QUEUE_READY, 0);
+        w(&mut f.t, QUEUE_DESC_HIGH, 1);
+        assert_eq!(f.t.queues[1].desc_table(), 0x1_0000_4000);
+        w(&mut f.t, QUEUE_DESC_HIGH, 0);
+        assert_eq!(f.t.queues[1].desc_table(), 0x4000);
     }
 
     #[test]

@@ -39,6 +39,14 @@ pub mod status {
     pub const FAILED: u32 = 128;
 }
 
+/// Counts one more occurrence of something a guest caused and says whether
+/// to log it: the 1st, 2nd, 4th, 8th… time, so that a misbehaving guest
+/// cannot flood the host's log.
+pub(crate) fn log_this(counter: &mut u64) -> bool {
+    *counter += 1;
+    counter.is_power_of_two()
+}
+
 /// Feature bit: the device complies with virtio 1.x (spec §6).
 pub const VIRTIO_F_VERSION_1: u32 = 32;
 

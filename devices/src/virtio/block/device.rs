@@ -13,6 +13,7 @@ use super::request::{
     VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
     VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
+use crate::virtio::log_this;
 use crate::virtio::state::DeviceState;
 use crate::virtio::{
     device_type, ActivateError, Activation, IrqLine, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
@@ -80,6 +81,8 @@ pub struct Disk {
     /// Reused by every request; grows to the largest transfer up to
     /// [`MAX_CHUNK`].
     bounce: Vec<u8>,
+    /// Requests that failed, for rate-limited logs.
+    errors: u64,
 }
 
 impl Disk {
@@ -102,6 +105,7 @@ impl Disk {
             read_only,
             bufs: RequestBuffers::new(),
             bounce: Vec::new(),
+            errors: 0,
         })
     }
 
@@ -136,16 +140,25 @@ impl Disk {
     ) -> u32 {
         self.bufs.collect(mem, chain);
         let Some(status_addr) = self.bufs.status_addr() else {
-            log::warn!(
-                "virtio-blk \"{}\": request without a status byte, dropped",
-                self.id
-            );
+            if log_this(&mut self.errors) {
+                log::warn!(
+                    "virtio-blk \"{}\": request without a status byte, dropped ({} failed requests)",
+                    self.id,
+                    self.errors
+                );
+            }
             return 0;
         };
         let (status, written) = match self.execute(mem) {
             Ok(done) => done,
             Err(e) => {
-                log::warn!("virtio-blk \"{}\": {e}", self.id);
+                if log_this(&mut self.errors) {
+                    log::warn!(
+                        "virtio-blk \"{}\": {e} ({} failed requests)",
+                        self.id,
+                        self.errors
+                    );
+                }
                 (VIRTIO_BLK_S_IOERR, 0)
             }
         };

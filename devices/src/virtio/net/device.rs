@@ -143,7 +143,7 @@ impl<B: NetBackend> Net<B> {
             }
             Ok(false) => {}
             Err(e) => {
-                if super::log_this(&mut self.queue_errors) {
+                if crate::virtio::log_this(&mut self.queue_errors) {
                     log::warn!("net {:?}: transmit queue: {e}", self.id);
                 }
             }
@@ -176,7 +176,7 @@ impl<B: NetBackend> Net<B> {
             }
             Ok(false) => {}
             Err(e) => {
-                if super::log_this(&mut self.queue_errors) {
+                if crate::virtio::log_this(&mut self.queue_errors) {
                     log::warn!("net {:?}: receive queue: {e}", self.id);
                 }
             }

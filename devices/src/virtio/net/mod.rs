@@ -40,11 +40,3 @@ pub const MAX_FRAME_LEN: usize = 65536 + 14 + VNET_HDR_LEN;
 pub const RX_QUEUE: usize = 0;
 /// Index of the transmit queue.
 pub const TX_QUEUE: usize = 1;
-
-/// Counts one more occurrence of something worth a warning and says
-/// whether to log this one: the 1st, 2nd, 4th, 8th… so that a
-/// misbehaving guest cannot flood the log.
-fn log_this(counter: &mut u64) -> bool {
-    *counter += 1;
-    counter.is_power_of_two()
-}

@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
-use super::{log_this, NetBackend, MAX_FRAME_LEN, VNET_HDR_LEN};
+use super::{NetBackend, MAX_FRAME_LEN, VNET_HDR_LEN};
+use crate::virtio::log_this;
 use crate::virtio::{IrqLine, INT_VRING};
 
 /// Most frames taken from the backend in one call, so that a busy tap

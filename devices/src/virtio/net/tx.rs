@@ -4,7 +4,8 @@
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
-use super::{log_this, NetBackend, MAX_FRAME_LEN, VNET_HDR_LEN};
+use super::{NetBackend, MAX_FRAME_LEN, VNET_HDR_LEN};
+use crate::virtio::log_this;
 use crate::virtio::{IrqLine, INT_VRING};
 
 /// Most chains sent in one call, so that a driver that keeps queueing
