@@ -241,6 +241,19 @@ fn device_configuration_errors_exit_2() {
             "invalid MAC address",
         ),
         (
+            vec!["--disk".into(), format!("path={},ro", dir.path().display())],
+            "is not a regular file or block device",
+        ),
+        (
+            vec![
+                "--disk".into(),
+                format!("path={img},id=a"),
+                "--disk".into(),
+                format!("path={img},id=b"),
+            ],
+            "is in use by another drive or process",
+        ),
+        (
             // An interface that exists and is not a tap; nothing is sent.
             vec!["--net".into(), "tap=lo".into()],
             "network interface \"eth0\": tap \"lo\": cannot",
@@ -250,6 +263,16 @@ fn device_configuration_errors_exit_2() {
             "tap name \"a-tap-name-that-is-too-long\" must be 1 to 15 bytes",
         ),
     ];
+    // A FIFO would block a plain open for ever.
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: creates a FIFO at a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut cases = cases;
+    cases.push((
+        vec!["--disk".into(), format!("path={},ro", fifo.display())],
+        "is not a regular file or block device",
+    ));
     for (extra, want) in cases {
         let mut args = vec!["run", "--kernel", k];
         args.extend(extra.iter().map(String::as_str));

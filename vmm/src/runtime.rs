@@ -139,6 +139,9 @@ pub enum RunError {
     /// A vCPU could not be started.
     #[error("{0}")]
     Vcpu(#[from] VcpuError),
+    /// A disk could not be flushed when the VM stopped.
+    #[error("{0}")]
+    Flush(#[from] crate::builder::FlushError),
     /// The stop signals could not be routed to the event loop.
     #[error("cannot watch for stop signals: {0}")]
     Signals(#[source] io::Error),
@@ -308,8 +311,9 @@ pub(crate) fn run(vmm: Vmm, serial_input: Option<ConsoleInput>) -> Result<VmExit
         }
     };
     stop_vcpus(handles);
-    // Everything the guest wrote reaches the disk before podvm exits.
-    virtio.flush_disks();
+    // Everything the guest wrote reaches the disk before podvm exits; if it
+    // cannot, podvm must not report a clean end.
+    let flushed = virtio.flush_disks();
     if let Err(e) = legacy
         .serial
         .lock()
@@ -322,6 +326,7 @@ pub(crate) fn run(vmm: Vmm, serial_input: Option<ConsoleInput>) -> Result<VmExit
     // The VM goes before the memory it maps.
     drop(vm);
     drop(memory);
+    flushed?;
     result
 }
 

@@ -4,6 +4,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +45,17 @@ pub fn virtio_layout(spec: &VmSpec) -> Vec<VirtioSlotKind> {
     drives.chain(nets).chain(rng).collect()
 }
 
+/// A disk's data could not be made durable when the VM stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("drive {id:?}: cannot flush to disk: {source}")]
+pub struct FlushError {
+    /// The drive.
+    pub id: String,
+    /// The I/O error.
+    #[source]
+    pub source: io::Error,
+}
+
 /// The host side of the spec's devices, opened and checked.
 pub struct DeviceBackends {
     /// Disk images, in [`ordered_drives`] order.
@@ -62,6 +75,25 @@ pub enum BackendError {
         /// The image.
         path: PathBuf,
         /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A disk path is neither a regular file nor a block device.
+    #[error("drive {id:?}: {} is not a regular file or block device", path.display())]
+    NotADisk {
+        /// The drive.
+        id: String,
+        /// The path.
+        path: PathBuf,
+    },
+    /// Another drive or process has the image open.
+    #[error("drive {id:?}: {} is in use by another drive or process: {source}", path.display())]
+    Locked {
+        /// The drive.
+        id: String,
+        /// The image.
+        path: PathBuf,
+        /// The locking error.
         #[source]
         source: io::Error,
     },
@@ -94,21 +126,70 @@ pub enum BackendError {
     },
 }
 
+/// Opens a disk image: read-write unless read-only; never blocking on a
+/// FIFO; only regular files and block devices; locked (shared for
+/// read-only drives, exclusive otherwise) so that no other drive or
+/// process writes it at the same time.
+fn open_disk(d: &DriveConfig) -> Result<File, BackendError> {
+    let id = || d.drive_id.clone();
+    let path = || d.path_on_host.clone();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(!d.is_read_only)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&d.path_on_host)
+        .map_err(|source| BackendError::OpenDisk {
+            id: id(),
+            path: path(),
+            source,
+        })?;
+    let kind = file
+        .metadata()
+        .map_err(|source| BackendError::OpenDisk {
+            id: id(),
+            path: path(),
+            source,
+        })?
+        .file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
+        return Err(BackendError::NotADisk {
+            id: id(),
+            path: path(),
+        });
+    }
+    lock_image(&file, d.is_read_only).map_err(|source| BackendError::Locked {
+        id: id(),
+        path: path(),
+        source,
+    })?;
+    Ok(file)
+}
+
+/// Takes an open-file-description lock on the whole image: it lasts as
+/// long as the file is open, and conflicts with other opens in this
+/// process as well as in others.
+fn lock_image(file: &File, shared: bool) -> io::Result<()> {
+    let lock = libc::flock {
+        l_type: if shared { libc::F_RDLCK } else { libc::F_WRLCK } as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: F_OFD_SETLK reads a valid flock struct; the fd is open.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Opens every disk image (read-write unless read-only) and tap.
 pub fn open_device_backends(spec: &VmSpec) -> Result<DeviceBackends, BackendError> {
     let disks = ordered_drives(spec)
         .into_iter()
-        .map(|d| {
-            OpenOptions::new()
-                .read(true)
-                .write(!d.is_read_only)
-                .open(&d.path_on_host)
-                .map_err(|source| BackendError::OpenDisk {
-                    id: d.drive_id.clone(),
-                    path: d.path_on_host.clone(),
-                    source,
-                })
-        })
+        .map(open_disk)
         .collect::<Result<_, _>>()?;
     let taps = spec
         .net
@@ -133,14 +214,24 @@ pub struct VirtioDevices {
 }
 
 impl VirtioDevices {
-    /// Writes every disk's data to stable storage.
-    pub fn flush_disks(&self) {
+    /// Writes every disk's data to stable storage. Every disk is flushed
+    /// even when one fails; the first failure is returned.
+    pub fn flush_disks(&self) -> Result<(), FlushError> {
+        let mut first = Ok(());
         for block in &self.blocks {
             let mut b = block.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = b.flush() {
-                log::error!("drive {:?}: cannot flush to disk: {e}", b.id());
+            if let Err(source) = b.flush() {
+                let e = FlushError {
+                    id: b.id().to_string(),
+                    source,
+                };
+                log::error!("{e}");
+                if first.is_ok() {
+                    first = Err(e);
+                }
             }
         }
+        first
     }
 }
 
@@ -198,4 +289,81 @@ pub fn attach_virtio_devices(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devices::virtio::block::DiskBackend;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A disk that counts flushes and can be told to fail them.
+    struct CountingDisk {
+        flushes: Arc<AtomicUsize>,
+        fail: bool,
+    }
+
+    impl DiskBackend for CountingDisk {
+        fn read_at(&mut self, buf: &mut [u8], _offset: u64) -> io::Result<()> {
+            buf.fill(0);
+            Ok(())
+        }
+        fn write_at(&mut self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            if self.fail {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                Ok(())
+            }
+        }
+        fn size(&self) -> io::Result<u64> {
+            Ok(1 << 20)
+        }
+    }
+
+    fn block(
+        id: &str,
+        fail: bool,
+        read_only: bool,
+        flushes: &Arc<AtomicUsize>,
+    ) -> Arc<Mutex<Block>> {
+        let disk = CountingDisk {
+            flushes: flushes.clone(),
+            fail,
+        };
+        Arc::new(Mutex::new(
+            Block::with_backend(id.into(), Box::new(disk), read_only).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn stopping_flushes_every_writable_disk_and_reports_failures() {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let devices = VirtioDevices {
+            subscribers: Vec::new(),
+            blocks: vec![
+                block("a", false, false, &flushes),
+                block("bad", true, false, &flushes),
+                block("c", false, false, &flushes),
+                block("ro", true, true, &flushes),
+            ],
+        };
+        let err = devices.flush_disks().unwrap_err();
+        assert_eq!(err.id, "bad");
+        assert_eq!(
+            err.to_string(),
+            "drive \"bad\": cannot flush to disk: Input/output error (os error 5)"
+        );
+        // All three writable disks were flushed, the read-only one not.
+        assert_eq!(flushes.load(Ordering::SeqCst), 3);
+
+        let ok = VirtioDevices {
+            subscribers: Vec::new(),
+            blocks: vec![block("a", false, false, &flushes)],
+        };
+        assert!(ok.flush_disks().is_ok());
+    }
 }

@@ -126,6 +126,11 @@ impl Disk {
 
     /// Makes every completed write durable.
     pub fn flush(&mut self) -> io::Result<()> {
+        // Nothing was written to a read-only disk (and some read-only
+        // backends, such as /dev/null, refuse fdatasync).
+        if self.read_only {
+            return Ok(());
+        }
         self.backend.flush()
     }
 
