@@ -110,8 +110,9 @@ pub struct RunArgs {
     /// A virtio block device backed by a raw image file (repeatable):
     /// `path=PATH[,ro][,root][,id=ID]`. `ro` makes it read-only, `root`
     /// makes it the root filesystem (`/dev/vda`, `root=/dev/vda` on the
-    /// command line); `id` (default `diskN`) is what the guest reads as the
-    /// device's serial (GET_ID, at most 20 bytes).
+    /// command line); `id` (default `diskN`, up to 64 characters) is what
+    /// the guest reads as the device's serial (GET_ID returns its first 20
+    /// bytes).
     #[arg(long = "disk", value_name = "SPEC")]
     pub disks: Vec<String>,
 

@@ -50,6 +50,11 @@ impl FromStr for MacAddr {
         if parts.next().is_some() {
             return Err(err());
         }
+        // A guest NIC needs a unicast address: Linux replaces a multicast
+        // or all-zero one with a random one.
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err(MacAddrParseError(format!("{s} (not a unicast address)")));
+        }
         Ok(MacAddr(mac))
     }
 }

@@ -276,10 +276,25 @@ mod tests {
     }
 
     /// Opens and closes a tap of its own (no address, link down: it sends
-    /// nothing anywhere).
+    /// nothing anywhere), in a network namespace of its own: the test runs
+    /// on a thread that leaves the host's namespace first.
     #[test]
     fn opens_a_tap_reads_nothing_and_sets_offloads() {
         if !can_create_taps() {
+            return;
+        }
+        std::thread::spawn(tap_in_a_private_namespace)
+            .join()
+            .unwrap();
+    }
+
+    fn tap_in_a_private_namespace() {
+        // SAFETY: unshare only changes this thread's network namespace.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            eprintln!(
+                "SKIPPED opens_a_tap_reads_nothing_and_sets_offloads: cannot create a network namespace: {}",
+                io::Error::last_os_error()
+            );
             return;
         }
         let name = format!("podvmt{}", std::process::id());
