@@ -19,6 +19,12 @@ pub mod net;
 pub mod rng;
 pub mod state;
 
+use std::sync::atomic::{fence, Ordering};
+
+use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
+
 pub use device::{ActivateError, Activation, VirtioDevice};
 pub use interrupt::{IrqLine, INT_CONFIG, INT_VRING};
 pub use mmio::{MmioTransport, MMIO_REGION_SIZE, QUEUE_NOTIFY_OFFSET};
@@ -47,6 +53,27 @@ pub(crate) fn log_this(counter: &mut u64) -> bool {
     counter.is_power_of_two()
 }
 
+/// Whether the driver wants an interrupt for the chains just used. With
+/// VIRTIO_F_EVENT_IDX that is `Queue::needs_notification`; without it the
+/// driver may set VRING_AVAIL_F_NO_INTERRUPT in the available ring's
+/// `flags` (spec §2.7.7), which virtio-queue 0.18 does not look at.
+pub(crate) fn should_interrupt<M: GuestMemory>(
+    queue: &mut Queue,
+    mem: &M,
+) -> Result<bool, virtio_queue::Error> {
+    if queue.event_idx_enabled() {
+        return queue.needs_notification(mem);
+    }
+    // The used ring writes must be visible before the driver's flags are
+    // read (spec §2.7.7.1), as `needs_notification` does.
+    fence(Ordering::SeqCst);
+    // `flags` is the available ring's first field.
+    let flags: u16 = mem
+        .load(GuestAddress(queue.avail_ring()), Ordering::Acquire)
+        .map_err(virtio_queue::Error::GuestMemory)?;
+    Ok(u32::from(u16::from_le(flags)) & VRING_AVAIL_F_NO_INTERRUPT == 0)
+}
+
 /// Feature bit: the device complies with virtio 1.x (spec §6).
 pub const VIRTIO_F_VERSION_1: u32 = 32;
 
@@ -58,4 +85,23 @@ pub mod device_type {
     pub const BLOCK: u32 = 2;
     /// Entropy source.
     pub const RNG: u32 = 4;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::GuestMemoryMmap;
+
+    #[test]
+    fn no_interrupt_flag_suppresses_interrupts_without_event_idx() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let mut q: Queue = vq.create_queue().unwrap();
+        assert!(should_interrupt(&mut q, &mem).unwrap());
+        mem.write_obj(1u16.to_le(), vq.avail_addr()).unwrap();
+        assert!(!should_interrupt(&mut q, &mem).unwrap());
+        mem.write_obj(0u16, vq.avail_addr()).unwrap();
+        assert!(should_interrupt(&mut q, &mem).unwrap());
+    }
 }

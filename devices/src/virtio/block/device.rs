@@ -13,11 +13,11 @@ use super::request::{
     VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
     VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
-use crate::virtio::log_this;
 use crate::virtio::state::DeviceState;
 use crate::virtio::{
     device_type, ActivateError, Activation, IrqLine, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
 };
+use crate::virtio::{log_this, should_interrupt};
 
 /// Size of the one request queue.
 pub const BLOCK_QUEUE_SIZE: u16 = 256;
@@ -325,34 +325,29 @@ fn only_direction(
     })
 }
 
-/// Serves every pending request of the queue, then interrupts once if the
-/// driver wants to know. A bad request is answered (or dropped, when it
-/// has no status byte) and the next one served; only a broken available
-/// ring stops the batch.
+/// Most requests served in one call, so that a driver that keeps refilling
+/// the queue cannot hold the event loop.
+const REQUEST_BUDGET: usize = 256;
+
+/// Serves the pending requests of the queue, up to [`REQUEST_BUDGET`], then
+/// interrupts once if the driver wants to know. A bad request is answered
+/// (or dropped, when it has no status byte) and the next one served; only
+/// a broken available ring stops the batch. Returns true when it stopped
+/// at its budget with requests possibly left: the caller must call again
+/// later.
 pub fn process_requestq<M: GuestMemory>(
     queue: &mut Queue,
     mem: &M,
     disk: &mut Disk,
     irq: &IrqLine,
-) -> Result<(), virtio_queue::Error> {
+) -> Result<bool, virtio_queue::Error> {
     let mut used_any = false;
-    let result = loop {
-        let chain = match queue.iter(mem) {
-            Ok(mut avail) => avail.next(),
-            Err(e) => break Err(e),
-        };
-        let Some(chain) = chain else {
-            break Ok(());
-        };
-        let head = chain.head_index();
-        let used = disk.serve(mem, chain);
-        match queue.add_used(mem, head, used) {
-            Ok(()) => used_any = true,
-            // A head index beyond the queue: nothing to answer.
-            Err(e) => log::warn!("virtio-blk \"{}\": cannot return a request: {e}", disk.id),
-        }
-    };
-    if used_any && queue.needs_notification(mem)? {
+    let result = serve_batch(queue, mem, disk, &mut used_any);
+    if result.is_err() {
+        // Leave the driver able to notify, should the ring come right.
+        let _ = queue.enable_notification(mem);
+    }
+    if used_any && should_interrupt(queue, mem)? {
         if let Err(e) = irq.trigger(INT_VRING) {
             log::warn!(
                 "virtio-blk \"{}\": cannot interrupt the guest: {e}",
@@ -361,6 +356,41 @@ pub fn process_requestq<M: GuestMemory>(
         }
     }
     result
+}
+
+/// The loop of [`process_requestq`]: sets `used_any` when a request was
+/// returned, and says whether the budget ran out.
+fn serve_batch<M: GuestMemory>(
+    queue: &mut Queue,
+    mem: &M,
+    disk: &mut Disk,
+    used_any: &mut bool,
+) -> Result<bool, virtio_queue::Error> {
+    let mut served = 0;
+    // The driver need not notify while the queue is being drained.
+    queue.disable_notification(mem)?;
+    loop {
+        let Some(chain) = queue.iter(mem)?.next() else {
+            // Look once more after re-enabling notifications: the driver
+            // may have queued a request without notifying in between.
+            if queue.enable_notification(mem)? {
+                queue.disable_notification(mem)?;
+                continue;
+            }
+            return Ok(false);
+        };
+        let head = chain.head_index();
+        let used = disk.serve(mem, chain);
+        match queue.add_used(mem, head, used) {
+            Ok(()) => *used_any = true,
+            // A head index beyond the queue: nothing to answer.
+            Err(e) => log::warn!("virtio-blk \"{}\": cannot return a request: {e}", disk.id),
+        }
+        served += 1;
+        if served == REQUEST_BUDGET {
+            return Ok(true);
+        }
+    }
 }
 
 /// The virtio-blk device.
@@ -425,16 +455,30 @@ impl Block {
         self.disk.flush()
     }
 
-    /// Serves every pending request.
+    /// Serves pending requests, up to the budget; with more left, kicks
+    /// its own queue event so that the event loop comes back to them after
+    /// other work.
     pub(super) fn process(&mut self) {
         let Some(Activation {
-            mem, queues, irq, ..
+            mem,
+            queues,
+            queue_evts,
+            irq,
         }) = self.state.active()
         else {
             return;
         };
-        if let Err(e) = process_requestq(&mut queues[0], mem, &mut self.disk, irq) {
-            log::warn!("virtio-blk \"{}\": {e}", self.disk.id);
+        match process_requestq(&mut queues[0], mem, &mut self.disk, irq) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(e) = queue_evts[0].write(1) {
+                    log::warn!(
+                        "virtio-blk \"{}\": cannot reschedule the request queue: {e}",
+                        self.disk.id
+                    );
+                }
+            }
+            Err(e) => log::warn!("virtio-blk \"{}\": {e}", self.disk.id),
         }
     }
 }
@@ -1260,5 +1304,71 @@ mod tests {
             block.activate(activation),
             Err(ActivateError::Queues { need: 1, got: 0 })
         ));
+    }
+
+    /// Makes `n` FLUSH requests available in a 512-entry queue, all the
+    /// same chain at descriptor 0.
+    fn many_flushes(m: &GuestMemoryMmap, n: u16) -> MockSplitQueue<'_, GuestMemoryMmap> {
+        let vq = MockSplitQueue::new(m, 512);
+        write_header(m, HDR, VIRTIO_BLK_T_FLUSH, 0);
+        push_chain(&vq, 0, &[(HDR, 16, R), (STATUS, 1, W)]);
+        for i in 0..n {
+            vq.avail().ring().ref_at(usize::from(i)).unwrap().store(0);
+        }
+        vq.avail().idx().store(n);
+        vq
+    }
+
+    #[test]
+    fn a_pass_serves_at_most_the_budget_and_asks_to_come_back() {
+        let m = mem();
+        let mut d = disk(&FakeDisk::with_pattern(DISK_LEN), false);
+        let n = REQUEST_BUDGET as u16 + 44;
+        let vq = many_flushes(&m, n);
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = irq();
+        assert!(process_requestq(&mut q, &m, &mut d, &irq).unwrap());
+        assert_eq!(usize::from(vq.used().idx().load()), REQUEST_BUDGET);
+        assert!(!process_requestq(&mut q, &m, &mut d, &irq).unwrap());
+        assert_eq!(vq.used().idx().load(), n);
+    }
+
+    #[test]
+    fn a_device_over_its_budget_kicks_its_own_queue_event() {
+        let m = mem();
+        let fake = FakeDisk::with_pattern(DISK_LEN);
+        let n = REQUEST_BUDGET as u16 + 1;
+        let vq = many_flushes(&m, n);
+        let mut block = Block::with_backend("b".into(), Box::new(fake), false).unwrap();
+        let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+        let activation = Activation {
+            mem: m.clone(),
+            queues: vec![vq.create_queue().unwrap()],
+            queue_evts: vec![kick.try_clone().unwrap()],
+            irq: irq(),
+        };
+        block.activate(activation).unwrap();
+        block.process();
+        assert_eq!(usize::from(vq.used().idx().load()), REQUEST_BUDGET);
+        assert_eq!(kick.read().unwrap(), 1, "the device comes back later");
+        block.process();
+        assert_eq!(vq.used().idx().load(), n);
+        assert!(kick.read().is_err());
+    }
+
+    #[test]
+    fn no_interrupt_when_the_driver_asks_for_none() {
+        let m = mem();
+        let mut d = disk(&FakeDisk::with_pattern(DISK_LEN), false);
+        let vq = MockSplitQueue::new(&m, 16);
+        write_header(&m, HDR, VIRTIO_BLK_T_FLUSH, 0);
+        push_chain(&vq, 0, &[(HDR, 16, R), (STATUS, 1, W)]);
+        // VRING_AVAIL_F_NO_INTERRUPT (spec §2.7.7).
+        m.write_obj(1u16.to_le(), vq.avail_addr()).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = irq();
+        process_requestq(&mut q, &m, &mut d, &irq).unwrap();
+        assert_eq!(vq.used().idx().load(), 1);
+        assert_eq!(irq.status(), 0);
     }
 }

@@ -218,9 +218,7 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
 
     fn set_acked_features(&mut self, features: u64) {
         self.acked_features = features & AVAIL_FEATURES;
-        let has = |bit: u32| self.acked_features & (1 << bit) != 0;
-        self.rx
-            .set_features(has(VIRTIO_NET_F_MRG_RXBUF), has(VIRTIO_NET_F_GUEST_CSUM));
+        self.rx.set_features(self.acked_features);
         let flags = tap_offloads(self.acked_features);
         if let Err(e) = self.backend.set_offload(flags) {
             log::warn!(

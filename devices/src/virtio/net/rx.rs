@@ -10,11 +10,17 @@
 use std::io;
 use std::sync::atomic::Ordering;
 
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
+    VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
+    VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP,
+};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
 use super::{NetBackend, MAX_FRAME_LEN, VNET_HDR_LEN};
-use crate::virtio::log_this;
+use crate::virtio::{log_this, should_interrupt};
 use crate::virtio::{IrqLine, INT_VRING};
 
 /// Most frames taken from the backend in one call, so that a busy tap
@@ -22,6 +28,8 @@ use crate::virtio::{IrqLine, INT_VRING};
 const RX_BUDGET: usize = 256;
 /// Offset of `flags` in `virtio_net_hdr_v1` (spec §5.1.6).
 const HDR_FLAGS: usize = 0;
+/// Offset of `gso_type` in `virtio_net_hdr_v1`.
+const HDR_GSO_TYPE: usize = 1;
 /// Offset of `num_buffers` in `virtio_net_hdr_v1`.
 const HDR_NUM_BUFFERS: usize = 10;
 /// Offset of `idx` in the used ring (spec §2.7.8, `struct virtq_used`).
@@ -38,15 +46,17 @@ pub struct RxCounters {
     pub frames: u64,
     /// Their bytes, vnet headers excluded.
     pub bytes: u64,
-    /// Frames dropped: shorter than the vnet header, or larger than the
-    /// driver's buffers could ever hold.
+    /// Frames dropped: shorter than the vnet header, larger than the
+    /// driver's buffers could ever hold, or carrying an offload the driver
+    /// did not accept (queued in the tap under earlier features).
     pub dropped: u64,
     /// Receive chains returned empty as malformed (read-only descriptors,
     /// buffers outside guest memory or smaller than the vnet header).
     pub malformed: u64,
     /// Times a frame had to wait for the driver to post more buffers.
     pub deferred: u64,
-    /// Failed reads from the backend.
+    /// Failed reads from the backend, and receive chains lost to a broken
+    /// available ring.
     pub errors: u64,
 }
 
@@ -71,6 +81,8 @@ pub struct Rx {
     mrg_rxbuf: bool,
     /// VIRTIO_NET_F_GUEST_CSUM: the header's flags may reach the driver.
     guest_csum: bool,
+    /// The negotiated features, for the GSO types the driver accepts.
+    features: u64,
     /// What happened so far.
     pub counters: RxCounters,
 }
@@ -91,15 +103,45 @@ impl Rx {
             segments: Vec::with_capacity(64),
             mrg_rxbuf: false,
             guest_csum: false,
+            features: 0,
             counters: RxCounters::default(),
         }
     }
 
-    /// Applies the negotiated VIRTIO_NET_F_MRG_RXBUF and
-    /// VIRTIO_NET_F_GUEST_CSUM.
-    pub fn set_features(&mut self, mrg_rxbuf: bool, guest_csum: bool) {
-        self.mrg_rxbuf = mrg_rxbuf;
-        self.guest_csum = guest_csum;
+    /// Applies the negotiated features: VIRTIO_NET_F_MRG_RXBUF, and the
+    /// GUEST_* offloads that say which headers the driver takes.
+    pub fn set_features(&mut self, features: u64) {
+        self.features = features;
+        self.mrg_rxbuf = self.has(VIRTIO_NET_F_MRG_RXBUF);
+        self.guest_csum = self.has(VIRTIO_NET_F_GUEST_CSUM);
+    }
+
+    fn has(&self, bit: u32) -> bool {
+        self.features & (1 << bit) != 0
+    }
+
+    /// Why the driver cannot take the held frame's header, if it cannot: a
+    /// checksum or GSO request it did not negotiate (spec §5.1.6.4.1: the
+    /// device MUST NOT set NEEDS_CSUM without GUEST_CSUM; §5.1.6.4.2:
+    /// gso_type MUST be NONE unless the matching GUEST_* was negotiated).
+    fn unacceptable_offload(&self) -> Option<&'static str> {
+        let flags = u32::from(self.frame[HDR_FLAGS]);
+        if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 && !self.guest_csum {
+            return Some("a partial checksum without GUEST_CSUM");
+        }
+        let gso = u32::from(self.frame[HDR_GSO_TYPE]);
+        if gso & VIRTIO_NET_HDR_GSO_ECN != 0 && !self.has(VIRTIO_NET_F_GUEST_ECN) {
+            return Some("GSO with ECN without GUEST_ECN");
+        }
+        let accepted = match gso & !VIRTIO_NET_HDR_GSO_ECN {
+            VIRTIO_NET_HDR_GSO_NONE => true,
+            VIRTIO_NET_HDR_GSO_TCPV4 => self.has(VIRTIO_NET_F_GUEST_TSO4),
+            VIRTIO_NET_HDR_GSO_TCPV6 => self.has(VIRTIO_NET_F_GUEST_TSO6),
+            VIRTIO_NET_HDR_GSO_UDP => self.has(VIRTIO_NET_F_GUEST_UFO),
+            // UDP_L4 needs GUEST_USO4/6, never offered; others are unknown.
+            _ => false,
+        };
+        (!accepted).then_some("a GSO type the driver did not accept")
     }
 
     /// Whether a frame is waiting for the driver's buffers.
@@ -110,7 +152,7 @@ impl Rx {
     /// Drops the held frame and the features (device reset).
     pub(super) fn reset(&mut self) {
         self.held = 0;
-        self.set_features(false, false);
+        self.set_features(0);
     }
 }
 
@@ -232,7 +274,20 @@ fn place<M: GuestMemory>(
     let mut room = 0;
     let mut descs = 0;
     while room < len {
-        let Some(chain) = queue.iter(mem)?.next() else {
+        let chain = match queue.iter(mem) {
+            Ok(mut avail) => avail.next(),
+            Err(e) => {
+                // A broken available ring (the driver moved its index too
+                // far) after some chains were taken: hand them back empty,
+                // rather than lose them, before giving up.
+                for taken in rx.chains.drain(..) {
+                    queue.add_used(mem, taken.head, 0)?;
+                }
+                rx.counters.errors += 1;
+                return Err(e);
+            }
+        };
+        let Some(chain) = chain else {
             // Leave the chains taken so far to the next attempt.
             queue.set_next_avail(start);
             // With every descriptor of the ring posted, the driver cannot
@@ -350,6 +405,16 @@ pub fn process_rxq<M: GuestMemory, B: NetBackend>(
                 Ok(n) => {
                     frames += 1;
                     rx.held = n;
+                    if let Some(why) = rx.unacceptable_offload() {
+                        rx.held = 0;
+                        if log_this(&mut rx.counters.dropped) {
+                            log::warn!(
+                                "virtio-net: dropped a {n}-byte frame with {why} ({} so far)",
+                                rx.counters.dropped
+                            );
+                        }
+                        continue;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -360,7 +425,15 @@ pub fn process_rxq<M: GuestMemory, B: NetBackend>(
                             rx.counters.errors
                         );
                     }
-                    break;
+                    // The tap is gone (link down): nothing more to read.
+                    if e.raw_os_error() == Some(libc::EBADFD) {
+                        break;
+                    }
+                    // An error with one frame: the others queued behind it
+                    // must still be read, as an edge-triggered event will
+                    // not come again for them. The budget bounds the tries.
+                    frames += 1;
+                    continue;
                 }
             }
         }
@@ -387,7 +460,7 @@ pub fn process_rxq<M: GuestMemory, B: NetBackend>(
             }
         }
     }
-    if used_any && queue.needs_notification(mem)? {
+    if used_any && should_interrupt(queue, mem)? {
         if let Err(e) = irq.trigger(INT_VRING) {
             log::warn!("virtio-net: cannot interrupt the guest: {e}");
         }
@@ -419,7 +492,7 @@ mod tests {
             let tq = TestQueue::new(mem, 0, size);
             let queue = tq.create_queue();
             let mut rx = Rx::new();
-            rx.set_features(mrg_rxbuf, true);
+            rx.set_features(features(mrg_rxbuf, true));
             Harness {
                 mem,
                 tq,
@@ -453,6 +526,12 @@ mod tests {
             self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
             v
         }
+    }
+
+    /// The features with MRG_RXBUF and GUEST_CSUM as asked.
+    fn features(mrg_rxbuf: bool, guest_csum: bool) -> u64 {
+        (u64::from(mrg_rxbuf) << VIRTIO_NET_F_MRG_RXBUF)
+            | (u64::from(guest_csum) << VIRTIO_NET_F_GUEST_CSUM)
     }
 
     /// `f` as the driver should see it: `num_buffers` set.
@@ -502,13 +581,13 @@ mod tests {
     fn without_guest_csum_the_header_flags_are_cleared() {
         let mem = test_mem();
         let mut h = Harness::new(&mem, 16, false);
-        h.rx.set_features(false, false);
+        h.rx.set_features(features(false, false));
         h.post(&[(0x1_0000, 2048)]);
         h.backend.incoming.push_back(frame(60, 0));
         h.run();
         assert_eq!(h.read(0x1_0000, 1), [0]);
         // With it, DATA_VALID reaches the driver.
-        h.rx.set_features(false, true);
+        h.rx.set_features(features(false, true));
         h.post(&[(0x2_0000, 2048)]);
         h.backend.incoming.push_back(frame(60, 0));
         h.run();
@@ -724,5 +803,87 @@ mod tests {
         assert_eq!(h.read(0x2_3000, 50), frame(250 - 12, 4)[200..]);
         assert_eq!(h.rx.counters.frames, 5);
         assert_eq!(h.rx.counters.dropped, 0);
+    }
+
+    /// `frame(len, seed)` with the header's flags and gso_type set.
+    fn offload_frame(len: usize, flags: u8, gso_type: u8) -> Vec<u8> {
+        let mut f = frame(len, 0);
+        f[HDR_FLAGS] = flags;
+        f[HDR_GSO_TYPE] = gso_type;
+        f
+    }
+
+    #[test]
+    fn frames_with_offloads_the_driver_did_not_accept_are_dropped() {
+        let mem = test_mem();
+        let mut h = Harness::new(&mem, 16, false);
+        let needs_csum = VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
+        let tcpv4 = VIRTIO_NET_HDR_GSO_TCPV4 as u8;
+        let tcpv6 = VIRTIO_NET_HDR_GSO_TCPV6 as u8;
+        // After a reset, the driver took neither GUEST_CSUM nor TSO.
+        h.rx.set_features(features(false, false));
+        h.post(&[(0x1_0000, 2048)]);
+        h.backend
+            .incoming
+            .push_back(offload_frame(60, needs_csum, 0));
+        h.backend.incoming.push_back(offload_frame(60, 0, tcpv4));
+        let plain = frame(60, 1);
+        h.backend.incoming.push_back(plain.clone());
+        h.run();
+        assert_eq!(h.rx.counters.dropped, 2);
+        assert_eq!(h.tq.used_idx(), 1);
+        assert_eq!(h.tq.used(0), (0, plain.len() as u32));
+
+        // With GUEST_CSUM and GUEST_TSO4, but not TSO6.
+        h.rx.set_features(features(false, true) | (1 << VIRTIO_NET_F_GUEST_TSO4));
+        h.post(&[(0x2_0000, 2048), (0x3_0000, 2048)]);
+        let tso4 = offload_frame(60, needs_csum, tcpv4);
+        h.backend
+            .incoming
+            .push_back(offload_frame(60, needs_csum, tcpv6));
+        h.backend
+            .incoming
+            .push_back(offload_frame(60, needs_csum, tcpv4 | 0x80));
+        h.backend.incoming.push_back(tso4.clone());
+        h.run();
+        assert_eq!(h.rx.counters.dropped, 4);
+        assert_eq!(h.tq.used_idx(), 2);
+        assert_eq!(h.read(0x2_0000, tso4.len()), with_num_buffers(&tso4, 1));
+    }
+
+    #[test]
+    fn a_failed_read_does_not_leave_the_next_frames_unread() {
+        let mem = test_mem();
+        let mut h = Harness::new(&mem, 16, false);
+        h.post(&[(0x1_0000, 2048), (0x2_0000, 2048)]);
+        h.backend.failing_reads = 1;
+        h.backend.incoming.push_back(frame(60, 0));
+        h.backend.incoming.push_back(frame(60, 1));
+        assert!(!h.run());
+        assert_eq!(h.rx.counters.errors, 1);
+        assert_eq!(h.tq.used_idx(), 2);
+        assert!(h.backend.incoming.is_empty());
+    }
+
+    #[test]
+    fn persistent_read_errors_stop_at_the_budget() {
+        let mem = test_mem();
+        let mut h = Harness::new(&mem, 16, false);
+        h.post(&[(0x1_0000, 2048)]);
+        h.backend.failing_reads = usize::MAX;
+        assert!(h.run());
+        assert_eq!(h.rx.counters.errors, RX_BUDGET as u64);
+    }
+
+    #[test]
+    fn no_interrupt_when_the_driver_asks_for_none() {
+        let mem = test_mem();
+        let mut h = Harness::new(&mem, 16, false);
+        h.tq.set_avail_flags(1);
+        h.post(&[(0x1_0000, 2048)]);
+        h.backend.incoming.push_back(frame(60, 0));
+        h.run();
+        assert_eq!(h.tq.used_idx(), 1);
+        assert_eq!(h.irq.status(), 0);
     }
 }

@@ -9,7 +9,7 @@ use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::{MockSplitQueue, UsedRing};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::bitmap::BitmapSlice;
-use vm_memory::{GuestAddress, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, VolatileSlice};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{NetBackend, VNET_HDR_LEN};
@@ -33,6 +33,8 @@ pub struct FakeBackend {
     pub offload: Option<u32>,
     /// Refuse every write.
     pub fail_writes: bool,
+    /// Fail this many reads (EIO) before reading frames again.
+    pub failing_reads: usize,
     /// Readiness, for the event loop.
     pub evt: EventFd,
 }
@@ -44,6 +46,7 @@ impl FakeBackend {
             written: Vec::new(),
             offload: None,
             fail_writes: false,
+            failing_reads: 0,
             evt: EventFd::new(EFD_NONBLOCK).unwrap(),
         }
     }
@@ -57,6 +60,10 @@ impl FakeBackend {
 
 impl NetBackend for FakeBackend {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failing_reads > 0 {
+            self.failing_reads -= 1;
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         let Some(frame) = self.incoming.pop_front() else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
@@ -110,6 +117,7 @@ pub fn test_irq() -> IrqLine {
 /// the available ring, which it posts to with wrap-around, and a used ring
 /// of its own (the mock's overlaps the end of its available ring).
 pub struct TestQueue<'a> {
+    mem: &'a GuestMemoryMmap,
     vq: MockSplitQueue<'a, GuestMemoryMmap>,
     used: UsedRing<'a, GuestMemoryMmap>,
     used_addr: GuestAddress,
@@ -122,6 +130,7 @@ impl<'a> TestQueue<'a> {
         assert!(size <= 256);
         let used_addr = GuestAddress(start + USED_RING_OFFSET);
         TestQueue {
+            mem,
             vq: MockSplitQueue::create(mem, GuestAddress(start), size),
             used: UsedRing::new(mem, used_addr, size),
             used_addr,
@@ -162,6 +171,13 @@ impl<'a> TestQueue<'a> {
             .unwrap()
             .store(head);
         self.vq.avail().idx().store(idx.wrapping_add(1));
+    }
+
+    /// Sets the available ring's `flags` (VRING_AVAIL_F_NO_INTERRUPT is 1).
+    pub fn set_avail_flags(&self, flags: u16) {
+        self.mem
+            .write_obj(flags.to_le(), self.vq.avail_addr())
+            .unwrap();
     }
 
     /// Posts one single-buffer chain per `(addr, len, flags)`.

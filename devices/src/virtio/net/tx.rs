@@ -5,7 +5,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
 use super::{NetBackend, MAX_FRAME_LEN, VNET_HDR_LEN};
-use crate::virtio::log_this;
+use crate::virtio::{log_this, should_interrupt};
 use crate::virtio::{IrqLine, INT_VRING};
 
 /// Most chains sent in one call, so that a driver that keeps queueing
@@ -182,7 +182,7 @@ pub fn process_txq<M: GuestMemory, B: NetBackend>(
             break;
         }
     }
-    if sent > 0 && queue.needs_notification(mem)? {
+    if sent > 0 && should_interrupt(queue, mem)? {
         if let Err(e) = irq.trigger(INT_VRING) {
             log::warn!("virtio-net: cannot interrupt the guest: {e}");
         }
@@ -369,5 +369,19 @@ mod tests {
         // Nothing left: done.
         assert!(!process_txq(&mut q, &mem, &mut backend, &mut tx, &irq).unwrap());
         assert_eq!(backend.written.len(), 2 * TX_BUDGET);
+    }
+
+    #[test]
+    fn no_interrupt_when_the_driver_asks_for_none() {
+        let mem = test_mem();
+        let f = frame(60, 3);
+        mem.write_slice(&f, GuestAddress(0x1_0000)).unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        tq.set_avail_flags(1);
+        tq.add_chain(&[(0x1_0000, f.len() as u32, 0)]);
+        let mut backend = FakeBackend::new();
+        let (_, irq, _) = transmit_all(&mem, &tq, &mut backend);
+        assert_eq!(tq.used_idx(), 1);
+        assert_eq!(irq.status(), 0);
     }
 }

@@ -9,12 +9,16 @@ use crate::virtio::state::DeviceState;
 use crate::virtio::{
     device_type, ActivateError, Activation, IrqLine, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
 };
+use crate::virtio::{log_this, should_interrupt};
 
 /// Size of the one request queue.
 pub const RNG_QUEUE_SIZE: u16 = 256;
 /// Most bytes given for one request: bounds the work one guest request can
 /// cause.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Most requests served in one call, so that a driver that keeps refilling
+/// the queue cannot hold the event loop.
+const REQUEST_BUDGET: usize = 256;
 
 /// Fills a buffer with random bytes.
 pub type EntropySource = Box<dyn FnMut(&mut [u8]) -> io::Result<()> + Send>;
@@ -38,10 +42,34 @@ pub fn host_entropy(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Where requests get their bytes: the source, a buffer allocated once, and
+/// counters for rate-limited logs.
+pub struct Entropy {
+    source: EntropySource,
+    buf: Vec<u8>,
+    /// Chains returned empty: no writable bytes, or buffers outside guest
+    /// memory.
+    pub malformed: u64,
+    /// Times the source failed.
+    pub failures: u64,
+}
+
+impl Entropy {
+    /// Requests served from `source`.
+    pub fn new(source: EntropySource) -> Self {
+        Entropy {
+            source,
+            buf: vec![0; MAX_REQUEST_BYTES],
+            malformed: 0,
+            failures: 0,
+        }
+    }
+}
+
 /// The virtio-rng device.
 pub struct Rng {
     pub(super) state: DeviceState,
-    source: EntropySource,
+    entropy: Entropy,
     acked_features: u64,
 }
 
@@ -55,62 +83,131 @@ impl Rng {
     pub fn with_source(source: EntropySource) -> io::Result<Self> {
         Ok(Rng {
             state: DeviceState::new()?,
-            source,
+            entropy: Entropy::new(source),
             acked_features: 0,
         })
     }
 
-    /// Serves every pending request.
+    /// Serves pending requests, up to the budget; with more left, kicks
+    /// its own queue event so that the event loop comes back to them after
+    /// other work.
     pub(super) fn process(&mut self) {
         let Some(Activation {
-            mem, queues, irq, ..
+            mem,
+            queues,
+            queue_evts,
+            irq,
         }) = self.state.active()
         else {
             return;
         };
-        if let Err(e) = process_requestq(&mut queues[0], mem, &mut self.source, irq) {
-            log::warn!("virtio-rng: {e}");
+        match process_requestq(&mut queues[0], mem, &mut self.entropy, irq) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(e) = queue_evts[0].write(1) {
+                    log::warn!("virtio-rng: cannot reschedule the request queue: {e}");
+                }
+            }
+            Err(e) => log::warn!("virtio-rng: {e}"),
         }
     }
 }
 
-/// Fills each pending request's writable buffers from `source` and returns
-/// it to the driver, interrupting when the driver wants to know.
+/// Fills pending requests' writable buffers from the entropy source, up to
+/// [`REQUEST_BUDGET`], and returns them to the driver, interrupting when
+/// the driver wants to know. Returns true when it stopped at its budget
+/// with requests possibly left: the caller must call again later.
+///
+/// A chain with no writable bytes is malformed and returned empty. When the
+/// source fails, the request stays in the queue and the pass ends: it is
+/// retried on the next notification rather than answered with nothing
+/// (spec §5.4.7.2), which would only make the driver ask again at once.
 pub fn process_requestq<M: GuestMemory>(
     queue: &mut Queue,
     mem: &M,
-    source: &mut EntropySource,
+    entropy: &mut Entropy,
     irq: &IrqLine,
-) -> Result<(), virtio_queue::Error> {
-    let mut buf = vec![0u8; MAX_REQUEST_BYTES];
+) -> Result<bool, virtio_queue::Error> {
     let mut used_any = false;
-    while let Some(chain) = queue.iter(mem)?.next() {
-        let head = chain.head_index();
-        let written = match chain.writer(mem) {
-            Ok(mut writer) => {
-                let len = writer.available_bytes().min(MAX_REQUEST_BYTES);
-                match (source)(&mut buf[..len]) {
-                    Ok(()) => writer.write(&buf[..len]).unwrap_or(0),
-                    Err(e) => {
-                        log::warn!("virtio-rng: host entropy source failed: {e}");
-                        0
-                    }
-                }
-            }
-            Err(e) => {
-                log::warn!("virtio-rng: malformed request: {e}");
-                0
-            }
-        };
-        queue.add_used(mem, head, written as u32)?;
-        used_any = true;
+    let result = serve_batch(queue, mem, entropy, &mut used_any);
+    if !matches!(result, Ok(true)) {
+        // Leave the driver able to notify: after a failure, its next
+        // request retries the one left in the queue.
+        let _ = queue.enable_notification(mem);
     }
-    if used_any && queue.needs_notification(mem)? {
+    if used_any && should_interrupt(queue, mem)? {
         if let Err(e) = irq.trigger(INT_VRING) {
             log::warn!("virtio-rng: cannot interrupt the guest: {e}");
         }
     }
-    Ok(())
+    result
+}
+
+/// The loop of [`process_requestq`]: sets `used_any` when a request was
+/// returned, and says whether the budget ran out.
+fn serve_batch<M: GuestMemory>(
+    queue: &mut Queue,
+    mem: &M,
+    entropy: &mut Entropy,
+    used_any: &mut bool,
+) -> Result<bool, virtio_queue::Error> {
+    let mut served = 0;
+    // The driver need not notify while the queue is being drained.
+    queue.disable_notification(mem)?;
+    loop {
+        let Some(chain) = queue.iter(mem)?.next() else {
+            // Look once more after re-enabling notifications: the driver
+            // may have queued a request without notifying in between.
+            if queue.enable_notification(mem)? {
+                queue.disable_notification(mem)?;
+                continue;
+            }
+            return Ok(false);
+        };
+        let head = chain.head_index();
+        let written = match chain.writer(mem) {
+            Ok(writer) if writer.available_bytes() == 0 => {
+                malformed(entropy, &"it has no writable bytes");
+                0
+            }
+            Ok(mut writer) => {
+                let len = writer.available_bytes().min(MAX_REQUEST_BYTES);
+                if let Err(e) = (entropy.source)(&mut entropy.buf[..len]) {
+                    if log_this(&mut entropy.failures) {
+                        log::warn!(
+                            "virtio-rng: host entropy source failed: {e} ({} times)",
+                            entropy.failures
+                        );
+                    }
+                    // Give the chain back to the queue, untouched.
+                    queue.set_next_avail(queue.next_avail().wrapping_sub(1));
+                    return Ok(false);
+                }
+                writer.write(&entropy.buf[..len]).unwrap_or(0)
+            }
+            Err(e) => {
+                malformed(entropy, &e);
+                0
+            }
+        };
+        // `written` ≤ MAX_REQUEST_BYTES fits a u32.
+        queue.add_used(mem, head, written as u32)?;
+        *used_any = true;
+        served += 1;
+        if served == REQUEST_BUDGET {
+            return Ok(true);
+        }
+    }
+}
+
+/// Counts a request returned empty as malformed, and logs it now and then.
+fn malformed(entropy: &mut Entropy, why: &dyn std::fmt::Display) {
+    if log_this(&mut entropy.malformed) {
+        log::warn!(
+            "virtio-rng: returned a malformed request empty: {why} ({} so far)",
+            entropy.malformed
+        );
+    }
 }
 
 impl VirtioDevice for Rng {
@@ -178,8 +275,8 @@ mod tests {
         vq.add_desc_chains(&descs, 0).unwrap();
         let mut q: Queue = vq.create_queue().unwrap();
         let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
-        let mut src = counting_source();
-        process_requestq(&mut q, &mem, &mut src, &irq).unwrap();
+        let mut src = Entropy::new(counting_source());
+        assert!(!process_requestq(&mut q, &mem, &mut src, &irq).unwrap());
         assert_eq!(vq.used().idx().load(), 2);
         let used0 = vq.used().ring().ref_at(0).unwrap().load();
         assert_eq!(used0.len(), 16);
@@ -191,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn read_only_buffers_get_nothing_and_a_failing_source_is_survived() {
+    fn a_chain_without_writable_bytes_is_returned_empty_and_counted() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
         let vq = MockSplitQueue::new(&mem, 16);
         let descs = [
@@ -201,12 +298,82 @@ mod tests {
         vq.add_desc_chains(&descs, 0).unwrap();
         let mut q: Queue = vq.create_queue().unwrap();
         let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
-        let mut failing: EntropySource =
-            Box::new(|_: &mut [u8]| Err(io::Error::other("no entropy")));
-        process_requestq(&mut q, &mem, &mut failing, &irq).unwrap();
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = calls.clone();
+        let mut src = Entropy::new(Box::new(move |buf: &mut [u8]| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            buf.fill(7);
+            Ok(())
+        }));
+        process_requestq(&mut q, &mem, &mut src, &irq).unwrap();
         assert_eq!(vq.used().idx().load(), 2);
         assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 0);
-        assert_eq!(vq.used().ring().ref_at(1).unwrap().load().len(), 0);
+        assert_eq!(vq.used().ring().ref_at(1).unwrap().load().len(), 8);
+        assert_eq!(src.malformed, 1);
+        // The source is not asked for nothing.
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_failing_source_leaves_the_request_queued_and_ends_the_pass() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let descs = [
+            Raw::from(RawDescriptor::new(0x8000, 16, WRITE, 0)),
+            Raw::from(RawDescriptor::new(0x9000, 8, WRITE, 0)),
+        ];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut failing =
+            Entropy::new(Box::new(|_: &mut [u8]| Err(io::Error::other("no entropy"))));
+        assert!(!process_requestq(&mut q, &mem, &mut failing, &irq).unwrap());
+        assert_eq!(failing.failures, 1, "one try per pass");
+        assert_eq!(vq.used().idx().load(), 0);
+        assert_eq!(q.next_avail(), 0, "the request is still queued");
+        assert_eq!(irq.status(), 0);
+        // Once the source works again, both are served.
+        let mut src = Entropy::new(counting_source());
+        process_requestq(&mut q, &mem, &mut src, &irq).unwrap();
+        assert_eq!(vq.used().idx().load(), 2);
+        assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 16);
+    }
+
+    #[test]
+    fn a_pass_serves_at_most_the_budget() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 512);
+        let descs = [Raw::from(RawDescriptor::new(0x8000, 16, WRITE, 0))];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        // The same chain, made available again and again.
+        let n = REQUEST_BUDGET as u16 + 10;
+        for i in 0..n {
+            vq.avail().ring().ref_at(usize::from(i)).unwrap().store(0);
+        }
+        vq.avail().idx().store(n);
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut src = Entropy::new(counting_source());
+        assert!(process_requestq(&mut q, &mem, &mut src, &irq).unwrap());
+        assert_eq!(usize::from(vq.used().idx().load()), REQUEST_BUDGET);
+        assert!(!process_requestq(&mut q, &mem, &mut src, &irq).unwrap());
+        assert_eq!(vq.used().idx().load(), n);
+    }
+
+    #[test]
+    fn no_interrupt_when_the_driver_asks_for_none() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let descs = [Raw::from(RawDescriptor::new(0x8000, 16, WRITE, 0))];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        // VRING_AVAIL_F_NO_INTERRUPT (spec §2.7.7).
+        mem.write_obj(1u16.to_le(), vq.avail_addr()).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut src = Entropy::new(counting_source());
+        process_requestq(&mut q, &mem, &mut src, &irq).unwrap();
+        assert_eq!(vq.used().idx().load(), 1);
+        assert_eq!(irq.status(), 0);
     }
 
     #[test]
@@ -217,7 +384,9 @@ mod tests {
         vq.add_desc_chains(&descs, 0).unwrap();
         let mut q: Queue = vq.create_queue().unwrap();
         let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
-        process_requestq(&mut q, &mem, &mut counting_source(), &irq).unwrap();
+        let mut src = Entropy::new(counting_source());
+        process_requestq(&mut q, &mem, &mut src, &irq).unwrap();
+        assert_eq!(src.malformed, 1);
         assert_eq!(vq.used().idx().load(), 1);
         assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 0);
     }
