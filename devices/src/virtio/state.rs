@@ -133,6 +133,36 @@ impl DeviceState {
     }
 }
 
+/// A device with one queue, all of whose work is serving that queue.
+pub trait SingleQueueDevice {
+    /// Its activation state.
+    fn state(&mut self) -> &mut DeviceState;
+    /// Serves the queue.
+    fn process_queue(&mut self);
+    /// Its name, for logs.
+    fn name(&self) -> String;
+}
+
+/// The event handling of a [`SingleQueueDevice`]: state changes bring the
+/// event loop in line (and serve requests posted before activation was
+/// noticed); queue events are consumed and served.
+pub fn single_queue_event<D: SingleQueueDevice>(dev: &mut D, events: Events, ops: &mut EventOps) {
+    match events.data() {
+        STATE_EVENT => {
+            if dev.state().sync(ops, None) {
+                dev.process_queue();
+            }
+        }
+        0 => {
+            if let Some(a) = dev.state().active() {
+                let _ = a.queue_evts[0].read();
+            }
+            dev.process_queue();
+        }
+        other => log::warn!("{}: unexpected event {other}", dev.name()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

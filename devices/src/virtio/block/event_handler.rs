@@ -3,25 +3,25 @@
 use event_manager::{EventOps, Events, MutEventSubscriber};
 
 use super::Block;
-use crate::virtio::state::STATE_EVENT;
+use crate::virtio::state::{single_queue_event, DeviceState, SingleQueueDevice};
+
+impl SingleQueueDevice for Block {
+    fn state(&mut self) -> &mut DeviceState {
+        &mut self.state
+    }
+
+    fn process_queue(&mut self) {
+        self.process();
+    }
+
+    fn name(&self) -> String {
+        format!("virtio-blk {:?}", self.id())
+    }
+}
 
 impl MutEventSubscriber for Block {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
-        match events.data() {
-            STATE_EVENT => {
-                if self.state.sync(ops, None) {
-                    // Requests posted before activation was noticed.
-                    self.process();
-                }
-            }
-            0 => {
-                if let Some(a) = self.state.active() {
-                    let _ = a.queue_evts[0].read();
-                }
-                self.process();
-            }
-            other => log::warn!("virtio-blk \"{}\": unexpected event {other}", self.id()),
-        }
+        single_queue_event(self, events, ops);
     }
 
     fn init(&mut self, ops: &mut EventOps) {
