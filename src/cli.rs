@@ -16,8 +16,9 @@ use crate::{terminal, EXIT_FAILURE, EXIT_USAGE};
 /// podvm: a lightweight micro-VM monitor for native pods.
 ///
 /// Each pod runs in its own small KVM virtual machine. `podvm run` boots one
-/// in the foreground with its serial console on the terminal; `podvm doctor`
-/// checks whether this host can run pod-VMs and how fast.
+/// in the foreground with its serial console on the terminal, `podvm serve`
+/// boots one from a Firecracker configuration file; `podvm doctor` checks
+/// whether this host can run pod-VMs and how fast.
 #[derive(Debug, Parser)]
 #[command(name = "podvm", version, about, long_about)]
 pub struct Cli {
@@ -41,8 +42,9 @@ pub enum Command {
     /// other failures exit with 1. Type Ctrl-A then x to end the VM from the
     /// console.
     Run(RunArgs),
-    /// Start a pod-VM from a Firecracker JSON configuration file, as
-    /// `firecracker --no-api --config-file FILE` does: `boot-source`,
+    /// Start a pod-VM from a Firecracker JSON configuration file.
+    ///
+    /// As `firecracker --no-api --config-file FILE` does: `boot-source`,
     /// `machine-config`, `drives`, `network-interfaces` and `entropy` are
     /// understood; the console is on standard output. Exit codes as for
     /// `run`. (Serving the control API on a socket, `--api-sock`, comes with
