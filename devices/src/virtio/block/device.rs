@@ -94,6 +94,12 @@ impl Disk {
         read_only: bool,
     ) -> Result<Self, BlockError> {
         let size = backend.size().map_err(BlockError::ReadDiskSize)?;
+        let tail = size % (1 << SECTOR_SHIFT);
+        if tail != 0 {
+            log::warn!(
+                "virtio-blk {id:?}: the image is not a whole number of 512-byte sectors; its last {tail} bytes are not visible to the guest"
+            );
+        }
         let mut id_bytes = [0u8; VIRTIO_BLK_ID_BYTES];
         let n = id.len().min(VIRTIO_BLK_ID_BYTES);
         id_bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
