@@ -10,10 +10,11 @@
 
 use std::cell::Cell;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::{
     kvm_run, CpuId, MsrList, KVM_INTERNAL_ERROR_EMULATION,
@@ -221,13 +222,13 @@ impl Vcpu {
         exit_evt: EventFd,
     ) -> Result<VcpuHandle, VcpuError> {
         install_kick_handler()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = stop.clone();
+        let control = Arc::new(VcpuControl::default());
+        let thread_control = control.clone();
         let index = self.index;
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
             .spawn(move || {
-                let reason = self.run_loop(&thread_stop);
+                let reason = self.run_loop(&thread_control);
                 let stopped_by_vmm = matches!(reason, VcpuStopReason::Stopped);
                 // The VMM may be gone already when it is the one stopping us.
                 let _ = report.send(VcpuStopped { index, reason });
@@ -238,13 +239,13 @@ impl Vcpu {
                 }
             })
             .map_err(|e| VcpuError::Spawn(index, e))?;
-        Ok(VcpuHandle { thread, stop })
+        Ok(VcpuHandle { thread, control })
     }
 
-    fn run_loop(&mut self, stop: &AtomicBool) -> VcpuStopReason {
+    fn run_loop(&mut self, control: &VcpuControl) -> VcpuStopReason {
         KVM_RUN_PTR.with(|p| p.set(self.fd.get_kvm_run() as *mut kvm_run));
         let reason = loop {
-            if stop.load(Ordering::Acquire) {
+            if control.wanted() != WANT_RUN && !control.park_while_paused() {
                 break VcpuStopReason::Stopped;
             }
             let action = match self.fd.run() {
@@ -325,20 +326,114 @@ impl Vcpu {
     }
 }
 
+/// What the VMM wants a vCPU thread to do.
+const WANT_RUN: u8 = 0;
+const WANT_PAUSE: u8 = 1;
+const WANT_STOP: u8 = 2;
+
+/// The VMM's requests to one vCPU thread and its acknowledgements. The
+/// thread reads `want` after every exit (one atomic load); only a pause or
+/// stop takes the lock.
+#[derive(Default)]
+struct VcpuControl {
+    want: AtomicU8,
+    /// Whether the thread is parked (outside `KVM_RUN`, waiting).
+    parked: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl VcpuControl {
+    fn wanted(&self) -> u8 {
+        self.want.load(Ordering::Acquire)
+    }
+
+    fn set(&self, want: u8) {
+        let _parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        self.want.store(want, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    /// On the vCPU thread: parks while a pause is wanted. Returns false
+    /// when the thread must stop instead of running on.
+    fn park_while_paused(&self) -> bool {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        if self.wanted() == WANT_PAUSE {
+            *parked = true;
+            self.changed.notify_all();
+            while self.wanted() == WANT_PAUSE {
+                parked = self.changed.wait(parked).unwrap_or_else(|e| e.into_inner());
+            }
+            *parked = false;
+            self.changed.notify_all();
+        }
+        self.wanted() != WANT_STOP
+    }
+
+    /// On the VMM thread: waits until the thread is (or is no longer)
+    /// parked, or it ended.
+    fn wait_parked(&self, parked: bool, thread: &JoinHandle<()>, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        while *state != parked && !thread.is_finished() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            // Short waits: a thread that ends does not notify.
+            let step = left.min(Duration::from_millis(10));
+            state = self
+                .changed
+                .wait_timeout(state, step)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
 /// The VMM's handle on a running vCPU thread.
 pub struct VcpuHandle {
     thread: JoinHandle<()>,
-    stop: Arc<AtomicBool>,
+    control: Arc<VcpuControl>,
 }
 
 impl VcpuHandle {
-    /// Asks the vCPU to leave `KVM_RUN` and stop.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
+    fn kick(&self) {
         if let Err(e) = self.thread.kill(vcpu_kick_signal()) {
             // The thread may have ended already.
             log::debug!("cannot kick a vCPU thread: {e}");
         }
+    }
+
+    /// Asks the vCPU to leave `KVM_RUN` and stop.
+    pub fn stop(&self) {
+        self.control.set(WANT_STOP);
+        self.kick();
+    }
+
+    /// Asks the vCPU to leave `KVM_RUN` and wait; returns once it is out of
+    /// `KVM_RUN` (or has ended), or false after `timeout`.
+    pub fn pause(&self, timeout: Duration) -> bool {
+        self.request_pause();
+        self.wait_paused(timeout)
+    }
+
+    /// Asks the vCPU to pause without waiting (to pause several at once).
+    pub fn request_pause(&self) {
+        self.control.set(WANT_PAUSE);
+        self.kick();
+    }
+
+    /// Waits until a requested pause took effect.
+    pub fn wait_paused(&self, timeout: Duration) -> bool {
+        self.control.wait_parked(true, &self.thread, timeout)
+    }
+
+    /// Lets a paused vCPU run again; returns once it left its pause, or
+    /// false after `timeout`.
+    pub fn resume(&self, timeout: Duration) -> bool {
+        self.control.set(WANT_RUN);
+        self.control.wait_parked(false, &self.thread, timeout)
     }
 
     /// Waits for the vCPU thread to end.
@@ -346,5 +441,93 @@ impl VcpuHandle {
         if self.thread.join().is_err() {
             log::error!("a vCPU thread panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::x86_64::layout::HIGH_MEMORY_START;
+    use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables};
+    use crate::memory::create_guest_memory;
+    use crate::vstate::vm::Vm;
+    use devices::BusDevice;
+    use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+    use kvm_ioctls::Kvm;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::mpsc::channel;
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    /// Counts the guest's writes to its port.
+    struct Counter(Arc<AtomicU64>);
+
+    impl BusDevice for Counter {
+        fn read(&mut self, _offset: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn write(&mut self, _offset: u64, _data: &[u8]) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn pause_holds_the_vcpu_out_of_the_guest_until_resume() {
+        let Ok(kvm) = Kvm::new() else {
+            eprintln!("SKIPPED pause_holds_the_vcpu_out_of_the_guest_until_resume: no /dev/kvm");
+            return;
+        };
+        // 1: out 0x80, al; jmp 1b
+        let mem = create_guest_memory(16 << 20).unwrap();
+        mem.write_slice(&[0xe6, 0x80, 0xeb, 0xfc], GuestAddress(HIGH_MEMORY_START))
+            .unwrap();
+        let entry = BootEntry::Linux64 {
+            entry: HIGH_MEMORY_START,
+        };
+        setup_page_tables(&mem).unwrap();
+        setup_gdt_idt(&mem, entry).unwrap();
+        let vm = Vm::new(&kvm).unwrap();
+        vm.register_memory(&mem).unwrap();
+        vm.setup_irqchip().unwrap();
+        let count = Arc::new(AtomicU64::new(0));
+        let mut io = IoBuses::default();
+        io.pio
+            .insert(0x80, 1, Arc::new(Mutex::new(Counter(count.clone()))))
+            .unwrap();
+        let vcpu = Vcpu::new(vm.fd(), 0, Arc::new(io), mem.clone()).unwrap();
+        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
+        let msrs = kvm.get_msr_index_list().unwrap();
+        vcpu.configure(&cpuid, &msrs, Topology::new(1, false), entry)
+            .unwrap();
+        let (tx, _rx) = channel();
+        let handle = vcpu.start(tx, EventFd::new(EFD_NONBLOCK).unwrap()).unwrap();
+
+        wait_until("the guest to run", || count.load(Ordering::SeqCst) > 10);
+        assert!(handle.pause(Duration::from_secs(10)), "paused");
+        let held = count.load(Ordering::SeqCst);
+        // Absence of progress can only be observed over some time.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            held,
+            "no guest code while paused"
+        );
+
+        assert!(handle.resume(Duration::from_secs(10)), "resumed");
+        wait_until("the guest to run again", || {
+            count.load(Ordering::SeqCst) > held + 10
+        });
+
+        // Stopping works from a pause as well.
+        assert!(handle.pause(Duration::from_secs(10)));
+        handle.stop();
+        handle.join();
     }
 }
