@@ -5,6 +5,7 @@
 //! (`vcpu_count`, `mem_size_mib`, `kernel_image_path`, …) so that the same
 //! types serve the command line, the config file and the control API.
 
+pub mod action;
 mod boot_source;
 mod config_file;
 mod drive;

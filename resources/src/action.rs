@@ -1,0 +1,183 @@
+//! The vocabulary between the control API and the VMM: what a client can
+//! ask for ([`VmmAction`]) and what it gets back ([`ActionResult`]).
+//!
+//! The API thread turns each HTTP request into a `VmmAction` and sends it,
+//! with its own reply channel ([`ActionRequest`]), to the VMM thread, which
+//! alone touches the VM. Both sides depend on this plain-data module only.
+
+use std::sync::mpsc::Sender;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{BootSourceConfig, DriveConfig, MachineConfig, NetConfig};
+
+/// Partial update of the machine configuration (`PATCH /machine-config`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineConfigUpdate {
+    /// New vCPU count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpu_count: Option<u8>,
+    /// New memory size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_size_mib: Option<usize>,
+    /// New SMT setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smt: Option<bool>,
+}
+
+/// Swapping a drive's backing file after boot (`PATCH /drives/{id}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveUpdate {
+    /// The drive.
+    pub drive_id: String,
+    /// Its new backing file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_on_host: Option<std::path::PathBuf>,
+}
+
+/// The VM's lifecycle state as `GET /` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InstanceState {
+    /// Configured (or not), not booted.
+    #[serde(rename = "Not started")]
+    NotStarted,
+    /// vCPUs running.
+    Running,
+    /// vCPUs paused.
+    Paused,
+}
+
+/// `GET /`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// The instance id (`--id`).
+    pub id: String,
+    /// Lifecycle state.
+    pub state: InstanceState,
+    /// podvm's version.
+    pub vmm_version: String,
+    /// "podvm".
+    pub app_name: String,
+}
+
+/// One request from an API client.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VmmAction {
+    /// `GET /`.
+    DescribeInstance,
+    /// `GET /version`.
+    GetVersion,
+    /// `GET /vm/config`.
+    GetVmConfig,
+    /// `GET /machine-config`.
+    GetMachineConfig,
+    /// `PUT /machine-config`.
+    PutMachineConfig(MachineConfig),
+    /// `PATCH /machine-config`.
+    PatchMachineConfig(MachineConfigUpdate),
+    /// `PUT /boot-source`.
+    PutBootSource(BootSourceConfig),
+    /// `PUT /drives/{id}`.
+    PutDrive(DriveConfig),
+    /// `PATCH /drives/{id}`.
+    PatchDrive(DriveUpdate),
+    /// `PUT /network-interfaces/{id}`.
+    PutNetworkInterface(NetConfig),
+    /// `PUT /entropy`.
+    PutEntropy,
+    /// `PUT /actions` `InstanceStart`.
+    InstanceStart,
+    /// `PUT /actions` `SendCtrlAltDel`.
+    SendCtrlAltDel,
+    /// `PUT /actions` `FlushMetrics`.
+    FlushMetrics,
+    /// `PUT /actions` `Shutdown` (extension): stop vCPUs, flush disks, reply,
+    /// exit 0.
+    Shutdown,
+    /// `PATCH /vm` `{"state": "Paused"}`.
+    Pause,
+    /// `PATCH /vm` `{"state": "Resumed"}`.
+    Resume,
+}
+
+/// What a successful action returns.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VmmData {
+    /// Nothing: `204 No Content`.
+    Empty,
+    /// `GET /`.
+    InstanceInfo(InstanceInfo),
+    /// `GET /version`: the version string.
+    Version(String),
+    /// `GET /machine-config`.
+    MachineConfig(MachineConfig),
+    /// `GET /vm/config`: the full configuration, in the config-file shape.
+    VmConfig(serde_json::Value),
+}
+
+/// Why an action failed: the `fault_message` a client sees with a 400.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ActionError(pub String);
+
+/// The VMM's answer to one action.
+pub type ActionResult = Result<VmmData, ActionError>;
+
+/// An action and where its answer goes.
+#[derive(Debug)]
+pub struct ActionRequest {
+    /// What is asked.
+    pub action: VmmAction,
+    /// Where the VMM thread sends the result.
+    pub reply: Sender<ActionResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_info_uses_firecracker_state_names() {
+        let info = InstanceInfo {
+            id: "pod-1".into(),
+            state: InstanceState::NotStarted,
+            vmm_version: "0.1.0".into(),
+            app_name: "podvm".into(),
+        };
+        let json = serde_json::to_string(&info).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":"pod-1","state":"Not started","vmm_version":"0.1.0","app_name":"podvm"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&InstanceState::Paused).unwrap(),
+            r#""Paused""#
+        );
+    }
+
+    #[test]
+    fn updates_refuse_unknown_fields() {
+        let u: MachineConfigUpdate = serde_json::from_str(r#"{"vcpu_count": 2}"#).unwrap();
+        assert_eq!(u.vcpu_count, Some(2));
+        assert!(serde_json::from_str::<MachineConfigUpdate>(r#"{"cpus": 2}"#).is_err());
+        let d: DriveUpdate =
+            serde_json::from_str(r#"{"drive_id": "r", "path_on_host": "/x"}"#).unwrap();
+        assert_eq!(d.drive_id, "r");
+    }
+
+    #[test]
+    fn a_request_carries_its_reply_channel() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let req = ActionRequest {
+            action: VmmAction::GetVersion,
+            reply: tx,
+        };
+        req.reply
+            .send(Ok(VmmData::Version("0.1.0".into())))
+            .unwrap();
+        assert_eq!(rx.recv().unwrap(), Ok(VmmData::Version("0.1.0".into())));
+        assert_eq!(ActionError("bad".into()).to_string(), "bad");
+    }
+}
