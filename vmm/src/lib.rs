@@ -20,7 +20,7 @@ use std::fs::File;
 use vm_memory::GuestMemoryMmap;
 
 pub use builder::{BuildContext, BuildError};
-pub use runtime::{RunError, VmExit};
+pub use runtime::{EventLoop, RunError, RunningVm, Subscriber, VmExit};
 
 use builder::VirtioDevices;
 use device_manager::LegacyDevices;

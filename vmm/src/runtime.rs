@@ -7,12 +7,18 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use vm_memory::GuestMemoryMmap;
+
+use crate::builder::VirtioDevices;
 use crate::console::SerialInput;
+use crate::device_manager::LegacyDevices;
+use crate::vstate::vm::Vm;
 use crate::vstate::vcpu::{VcpuError, VcpuHandle, VcpuStopReason, VcpuStopped};
 use crate::{ConsoleInput, Vmm};
 
@@ -139,6 +145,9 @@ pub enum RunError {
     /// A vCPU could not be started.
     #[error("{0}")]
     Vcpu(#[from] VcpuError),
+    /// vCPUs did not pause or resume in time.
+    #[error("the vCPUs did not pause or resume within {} s", PAUSE_TIMEOUT.as_secs())]
+    PauseTimeout,
     /// A disk could not be flushed when the VM stopped.
     #[error("{0}")]
     Flush(#[from] crate::builder::FlushError),
@@ -244,89 +253,203 @@ impl MutEventSubscriber for SignalWatcher {
     }
 }
 
-type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+/// An event-loop subscriber shared with the event manager.
+pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
-pub(crate) fn run(vmm: Vmm, serial_input: Option<ConsoleInput>) -> Result<VmExit, RunError> {
-    let Vmm {
-        vm,
-        vcpus,
-        legacy,
-        console_drain,
-        virtio,
-        memory,
-    } = vmm;
-    let outcome: Outcome = Arc::new(Mutex::new(None));
-    let mut manager: EventManager<Subscriber> = EventManager::new().map_err(RunError::EventLoop)?;
+/// The VMM thread's event loop and how the VM ended, once it has.
+pub struct EventLoop {
+    manager: EventManager<Subscriber>,
+    outcome: Outcome,
+}
 
-    let vcpu_exit_evt = EventFd::new(EFD_NONBLOCK).map_err(RunError::EventFd)?;
-    let (report_tx, report_rx) = channel();
-    let monitor = ExitMonitor {
-        reset_evt: legacy.reset_evt.try_clone().map_err(RunError::EventFd)?,
-        vcpu_exit_evt: vcpu_exit_evt.try_clone().map_err(RunError::EventFd)?,
-        reports: report_rx,
-        outcome: outcome.clone(),
-    };
-    manager.add_subscriber(Arc::new(Mutex::new(monitor)));
-    let signals = SignalWatcher::new(outcome.clone()).map_err(RunError::Signals)?;
-    manager.add_subscriber(Arc::new(Mutex::new(signals)));
-    for device in &virtio.subscribers {
-        manager.add_subscriber(device.clone());
-    }
-    if let Some(drain) = console_drain {
-        manager.add_subscriber(Arc::new(Mutex::new(drain)));
-    }
-    if let Some(ConsoleInput { file, tty }) = serial_input {
-        let quit = outcome.clone();
-        let input = SerialInput::new(
-            file,
-            tty,
-            legacy.serial.clone(),
-            legacy
-                .serial_input_ready
-                .try_clone()
-                .map_err(RunError::EventFd)?,
-            Box::new(move || set_outcome(&quit, VmExit::UserQuit)),
-        );
-        manager.add_subscriber(Arc::new(Mutex::new(input)));
+impl EventLoop {
+    /// A loop that already routes the stop signals (so create it before
+    /// any other thread exists: they inherit the blocked signal mask).
+    pub fn new() -> Result<Self, RunError> {
+        let outcome: Outcome = Arc::new(Mutex::new(None));
+        let mut manager: EventManager<Subscriber> =
+            EventManager::new().map_err(RunError::EventLoop)?;
+        let signals = SignalWatcher::new(outcome.clone()).map_err(RunError::Signals)?;
+        manager.add_subscriber(Arc::new(Mutex::new(signals)));
+        Ok(EventLoop { manager, outcome })
     }
 
-    let mut handles: Vec<VcpuHandle> = Vec::with_capacity(vcpus.len());
-    for vcpu in vcpus {
-        let evt = vcpu_exit_evt.try_clone().map_err(RunError::EventFd)?;
-        match vcpu.start(report_tx.clone(), evt) {
-            Ok(h) => handles.push(h),
-            Err(e) => {
-                stop_vcpus(handles);
-                return Err(e.into());
+    /// Adds an event handler.
+    pub fn add(&mut self, subscriber: Subscriber) {
+        self.manager.add_subscriber(subscriber);
+    }
+
+    /// How the VM ended, when it has.
+    pub fn outcome(&self) -> Option<VmExit> {
+        self.outcome.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records how the VM ended (the first ending wins).
+    pub fn set_outcome(&self, exit: VmExit) {
+        set_outcome(&self.outcome, exit);
+    }
+
+    /// Waits for and handles one batch of events.
+    pub fn run_once(&mut self) -> Result<(), RunError> {
+        self.manager.run().map(|_| ()).map_err(RunError::EventLoop)
+    }
+}
+
+/// A VM whose vCPUs run (or are paused).
+pub struct RunningVm {
+    // Field order is drop order: the VM goes before the memory it maps.
+    vm: Vm,
+    handles: Vec<VcpuHandle>,
+    legacy: LegacyDevices,
+    virtio: VirtioDevices,
+    memory: GuestMemoryMmap,
+    paused: bool,
+}
+
+/// How long a pause or resume may take before it is an error.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl RunningVm {
+    /// Starts the vCPUs of `vmm`, its device handlers and console in
+    /// `event_loop`.
+    pub fn start(
+        vmm: Vmm,
+        serial_input: Option<ConsoleInput>,
+        event_loop: &mut EventLoop,
+    ) -> Result<RunningVm, RunError> {
+        let Vmm {
+            vm,
+            vcpus,
+            legacy,
+            console_drain,
+            virtio,
+            memory,
+        } = vmm;
+        let outcome = event_loop.outcome.clone();
+        let vcpu_exit_evt = EventFd::new(EFD_NONBLOCK).map_err(RunError::EventFd)?;
+        let (report_tx, report_rx) = channel();
+        let monitor = ExitMonitor {
+            reset_evt: legacy.reset_evt.try_clone().map_err(RunError::EventFd)?,
+            vcpu_exit_evt: vcpu_exit_evt.try_clone().map_err(RunError::EventFd)?,
+            reports: report_rx,
+            outcome: outcome.clone(),
+        };
+        event_loop.add(Arc::new(Mutex::new(monitor)));
+        for device in &virtio.subscribers {
+            event_loop.add(device.clone());
+        }
+        if let Some(drain) = console_drain {
+            event_loop.add(Arc::new(Mutex::new(drain)));
+        }
+        if let Some(ConsoleInput { file, tty }) = serial_input {
+            let quit = outcome.clone();
+            let input = SerialInput::new(
+                file,
+                tty,
+                legacy.serial.clone(),
+                legacy
+                    .serial_input_ready
+                    .try_clone()
+                    .map_err(RunError::EventFd)?,
+                Box::new(move || set_outcome(&quit, VmExit::UserQuit)),
+            );
+            event_loop.add(Arc::new(Mutex::new(input)));
+        }
+
+        let mut handles: Vec<VcpuHandle> = Vec::with_capacity(vcpus.len());
+        for vcpu in vcpus {
+            let evt = vcpu_exit_evt.try_clone().map_err(RunError::EventFd)?;
+            match vcpu.start(report_tx.clone(), evt) {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    stop_vcpus(handles);
+                    return Err(e.into());
+                }
             }
         }
+        Ok(RunningVm {
+            vm,
+            handles,
+            legacy,
+            virtio,
+            memory,
+            paused: false,
+        })
     }
 
+    /// Whether the vCPUs are paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Pauses every vCPU; returns once none is in `KVM_RUN`.
+    pub fn pause(&mut self) -> Result<(), RunError> {
+        for h in &self.handles {
+            h.request_pause();
+        }
+        for h in &self.handles {
+            if !h.wait_paused(PAUSE_TIMEOUT) {
+                return Err(RunError::PauseTimeout);
+            }
+        }
+        self.paused = true;
+        Ok(())
+    }
+
+    /// Lets every vCPU run again; returns once all left their pause.
+    pub fn resume(&mut self) -> Result<(), RunError> {
+        for h in &self.handles {
+            if !h.resume(PAUSE_TIMEOUT) {
+                return Err(RunError::PauseTimeout);
+            }
+        }
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Stops the vCPUs, flushes the disks and the console, and drops the
+    /// VM.
+    pub fn stop(self) -> Result<(), RunError> {
+        let RunningVm {
+            vm,
+            handles,
+            legacy,
+            virtio,
+            memory,
+            ..
+        } = self;
+        stop_vcpus(handles);
+        // Everything the guest wrote reaches the disk before podvm exits;
+        // if it cannot, podvm must not report a clean end.
+        let flushed = virtio.flush_disks();
+        if let Err(e) = legacy
+            .serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .output()
+            .flush()
+        {
+            log::warn!("serial: cannot flush output: {e}");
+        }
+        drop(vm);
+        drop(memory);
+        flushed?;
+        Ok(())
+    }
+}
+
+pub(crate) fn run(vmm: Vmm, serial_input: Option<ConsoleInput>) -> Result<VmExit, RunError> {
+    let mut event_loop = EventLoop::new()?;
+    let running = RunningVm::start(vmm, serial_input, &mut event_loop)?;
     let result = loop {
-        if let Some(exit) = outcome.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(exit) = event_loop.outcome() {
             break Ok(exit);
         }
-        if let Err(e) = manager.run() {
-            break Err(RunError::EventLoop(e));
+        if let Err(e) = event_loop.run_once() {
+            break Err(e);
         }
     };
-    stop_vcpus(handles);
-    // Everything the guest wrote reaches the disk before podvm exits; if it
-    // cannot, podvm must not report a clean end.
-    let flushed = virtio.flush_disks();
-    if let Err(e) = legacy
-        .serial
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .output()
-        .flush()
-    {
-        log::warn!("serial: cannot flush output: {e}");
-    }
-    // The VM goes before the memory it maps.
-    drop(vm);
-    drop(memory);
-    flushed?;
+    running.stop()?;
     result
 }
 
