@@ -8,6 +8,7 @@
 pub mod arch;
 pub mod builder;
 pub mod console;
+pub mod controller;
 pub mod device_manager;
 pub mod loader;
 pub mod memory;

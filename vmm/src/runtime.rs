@@ -18,8 +18,8 @@ use vm_memory::GuestMemoryMmap;
 use crate::builder::VirtioDevices;
 use crate::console::SerialInput;
 use crate::device_manager::LegacyDevices;
-use crate::vstate::vm::Vm;
 use crate::vstate::vcpu::{VcpuError, VcpuHandle, VcpuStopReason, VcpuStopped};
+use crate::vstate::vm::Vm;
 use crate::{ConsoleInput, Vmm};
 
 /// How the guest ended.
@@ -31,6 +31,8 @@ pub enum VmExit {
     PowerOff,
     /// The user ended the VM from the console (Ctrl-A x).
     UserQuit,
+    /// A `Shutdown` action through the API: vCPUs stopped, disks flushed.
+    ApiShutdown,
     /// A vCPU triple-faulted.
     TripleFault {
         /// The vCPU.
@@ -65,7 +67,7 @@ impl VmExit {
     /// when stopped by a signal, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            VmExit::Reset | VmExit::PowerOff | VmExit::UserQuit => 0,
+            VmExit::Reset | VmExit::PowerOff | VmExit::UserQuit | VmExit::ApiShutdown => 0,
             VmExit::TripleFault { .. } => 3,
             VmExit::EmulationFailure { .. } => 4,
             VmExit::Signal(sig) => 128 + sig,
@@ -109,6 +111,7 @@ impl fmt::Display for VmExit {
             VmExit::Reset => f.write_str("guest reset"),
             VmExit::PowerOff => f.write_str("guest powered off"),
             VmExit::UserQuit => f.write_str("ended from the console (Ctrl-A x)"),
+            VmExit::ApiShutdown => f.write_str("shut down through the API"),
             VmExit::TripleFault { vcpu, rip } => {
                 write!(f, "guest triple-faulted at RIP={rip:#x} on vCPU {vcpu}")
             }
@@ -281,7 +284,10 @@ impl EventLoop {
 
     /// How the VM ended, when it has.
     pub fn outcome(&self) -> Option<VmExit> {
-        self.outcome.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Records how the VM ended (the first ending wins).

@@ -1,0 +1,458 @@
+//! The VMM thread's side of the control API: the configuration a client
+//! builds up before `InstanceStart`, the running VM after it, and one
+//! function that answers each [`VmmAction`].
+//!
+//! Actions arrive on a channel; an `EventFd` wakes the event loop, which
+//! handles them between device events ([`serve_actions`]). Nothing here
+//! blocks on a client.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use resources::action::{
+    ActionError, ActionRequest, ActionResult, InstanceInfo, InstanceState, MachineConfigUpdate,
+    VmmAction, VmmData,
+};
+use resources::{BootSourceConfig, DriveConfig, MachineConfig, NetConfig, SerialConfig, VmSpec};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::runtime::{EventLoop, RunError, RunningVm};
+use crate::{BuildContext, ConsoleInput, VmExit, Vmm};
+
+/// podvm's version, as `GET /` and `GET /version` report it.
+pub const VMM_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The configuration a client builds before `InstanceStart`.
+#[derive(Clone, Debug, Default)]
+pub struct PendingConfig {
+    /// Machine configuration.
+    pub machine: MachineConfig,
+    /// Boot source, once given.
+    pub boot_source: Option<BootSourceConfig>,
+    /// Drives, in the order they were first put.
+    pub drives: Vec<DriveConfig>,
+    /// Network interfaces.
+    pub net: Vec<NetConfig>,
+    /// Whether an entropy device was put.
+    pub entropy: bool,
+}
+
+impl PendingConfig {
+    /// The configuration of an already complete spec.
+    pub fn from_spec(spec: VmSpec) -> Self {
+        PendingConfig {
+            machine: spec.machine,
+            boot_source: Some(spec.boot_source),
+            drives: spec.drives,
+            net: spec.net,
+            entropy: spec.entropy,
+        }
+    }
+
+    fn spec(&self) -> Result<VmSpec, ActionError> {
+        let boot_source = self.boot_source.clone().ok_or_else(|| {
+            ActionError("InstanceStart: no boot source was configured (PUT /boot-source)".into())
+        })?;
+        Ok(VmSpec {
+            machine: self.machine.clone(),
+            boot_source,
+            serial: SerialConfig::Stdout,
+            drives: self.drives.clone(),
+            net: self.net.clone(),
+            entropy: self.entropy,
+        })
+    }
+
+    /// The configuration in Firecracker's config-file shape
+    /// (`GET /vm/config`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "machine-config": self.machine,
+            "drives": self.drives,
+            "network-interfaces": self.net,
+        });
+        if let Some(b) = &self.boot_source {
+            v["boot-source"] = serde_json::json!(b);
+        }
+        if self.entropy {
+            v["entropy"] = serde_json::json!({});
+        }
+        v
+    }
+}
+
+/// Answers actions: configures before boot, then drives the running VM.
+pub struct Controller {
+    id: String,
+    config: PendingConfig,
+    running: Option<RunningVm>,
+    start_time: Instant,
+    serial_input: Option<ConsoleInput>,
+}
+
+fn fail<T>(msg: impl Into<String>) -> Result<T, ActionError> {
+    Err(ActionError(msg.into()))
+}
+
+impl Controller {
+    /// A controller for instance `id`; `serial_input` is typed into the
+    /// console once the VM runs.
+    pub fn new(
+        id: String,
+        config: PendingConfig,
+        start_time: Instant,
+        serial_input: Option<ConsoleInput>,
+    ) -> Self {
+        Controller {
+            id,
+            config,
+            running: None,
+            start_time,
+            serial_input,
+        }
+    }
+
+    fn state(&self) -> InstanceState {
+        match &self.running {
+            None => InstanceState::NotStarted,
+            Some(vm) if vm.is_paused() => InstanceState::Paused,
+            Some(_) => InstanceState::Running,
+        }
+    }
+
+    fn before_boot(&self, what: &str) -> Result<(), ActionError> {
+        if self.running.is_some() {
+            return fail(format!("{what} cannot be changed after InstanceStart"));
+        }
+        Ok(())
+    }
+
+    /// Builds and starts the configured VM.
+    pub fn instance_start(&mut self, event_loop: &mut EventLoop) -> ActionResult {
+        if self.running.is_some() {
+            return fail("InstanceStart: the VM is already running");
+        }
+        let spec = self.config.spec()?;
+        let vmm = Vmm::build(
+            &spec,
+            &BuildContext {
+                start_time: self.start_time,
+            },
+        )
+        .map_err(|e| ActionError(format!("InstanceStart: {e}")))?;
+        let running = RunningVm::start(vmm, self.serial_input.take(), event_loop)
+            .map_err(|e| ActionError(format!("InstanceStart: {e}")))?;
+        self.running = Some(running);
+        Ok(VmmData::Empty)
+    }
+
+    /// Answers one action. `Shutdown` stops the VM (flushing its disks)
+    /// before answering and records the VM's end in `event_loop`.
+    pub fn handle(&mut self, action: VmmAction, event_loop: &mut EventLoop) -> ActionResult {
+        match action {
+            VmmAction::DescribeInstance => Ok(VmmData::InstanceInfo(InstanceInfo {
+                id: self.id.clone(),
+                state: self.state(),
+                vmm_version: VMM_VERSION.into(),
+                app_name: "podvm".into(),
+            })),
+            VmmAction::GetVersion => Ok(VmmData::Version(VMM_VERSION.into())),
+            VmmAction::GetVmConfig => Ok(VmmData::VmConfig(self.config.to_json())),
+            VmmAction::GetMachineConfig => Ok(VmmData::MachineConfig(self.config.machine.clone())),
+            VmmAction::PutMachineConfig(m) => {
+                self.before_boot("machine-config")?;
+                check_machine(&m)?;
+                self.config.machine = m;
+                Ok(VmmData::Empty)
+            }
+            VmmAction::PatchMachineConfig(MachineConfigUpdate {
+                vcpu_count,
+                mem_size_mib,
+                smt,
+            }) => {
+                self.before_boot("machine-config")?;
+                let mut m = self.config.machine.clone();
+                m.vcpu_count = vcpu_count.unwrap_or(m.vcpu_count);
+                m.mem_size_mib = mem_size_mib.unwrap_or(m.mem_size_mib);
+                m.smt = smt.unwrap_or(m.smt);
+                check_machine(&m)?;
+                self.config.machine = m;
+                Ok(VmmData::Empty)
+            }
+            VmmAction::PutBootSource(b) => {
+                self.before_boot("boot-source")?;
+                self.config.boot_source = Some(b);
+                Ok(VmmData::Empty)
+            }
+            VmmAction::PutDrive(d) => {
+                self.before_boot("drives")?;
+                match self
+                    .config
+                    .drives
+                    .iter_mut()
+                    .find(|x| x.drive_id == d.drive_id)
+                {
+                    Some(slot) => *slot = d,
+                    None => self.config.drives.push(d),
+                }
+                Ok(VmmData::Empty)
+            }
+            VmmAction::PatchDrive(_) => {
+                fail("PATCH /drives: swapping a drive's backing file is not supported yet")
+            }
+            VmmAction::PutNetworkInterface(n) => {
+                self.before_boot("network-interfaces")?;
+                match self
+                    .config
+                    .net
+                    .iter_mut()
+                    .find(|x| x.iface_id == n.iface_id)
+                {
+                    Some(slot) => *slot = n,
+                    None => self.config.net.push(n),
+                }
+                Ok(VmmData::Empty)
+            }
+            VmmAction::PutEntropy => {
+                self.before_boot("entropy")?;
+                self.config.entropy = true;
+                Ok(VmmData::Empty)
+            }
+            VmmAction::InstanceStart => self.instance_start(event_loop),
+            VmmAction::SendCtrlAltDel => fail("SendCtrlAltDel is not supported yet"),
+            VmmAction::FlushMetrics => fail("FlushMetrics: metrics are not configured"),
+            VmmAction::Pause => match &mut self.running {
+                None => fail("cannot pause: the VM is not running"),
+                Some(vm) if vm.is_paused() => fail("cannot pause: the VM is already paused"),
+                Some(vm) => vm
+                    .pause()
+                    .map(|()| VmmData::Empty)
+                    .map_err(|e| ActionError(format!("cannot pause: {e}"))),
+            },
+            VmmAction::Resume => match &mut self.running {
+                Some(vm) if vm.is_paused() => vm
+                    .resume()
+                    .map(|()| VmmData::Empty)
+                    .map_err(|e| ActionError(format!("cannot resume: {e}"))),
+                _ => fail("cannot resume: the VM is not paused"),
+            },
+            VmmAction::Shutdown => {
+                let result = match self.running.take() {
+                    Some(vm) => vm.stop().map_err(|e| ActionError(format!("Shutdown: {e}"))),
+                    None => Ok(()),
+                };
+                event_loop.set_outcome(VmExit::ApiShutdown);
+                result.map(|()| VmmData::Empty)
+            }
+        }
+    }
+
+    /// Stops the VM, if one runs.
+    pub fn stop(&mut self) -> Result<(), RunError> {
+        match self.running.take() {
+            Some(vm) => vm.stop(),
+            None => Ok(()),
+        }
+    }
+}
+
+fn check_machine(m: &MachineConfig) -> Result<(), ActionError> {
+    let probe = VmSpec {
+        machine: m.clone(),
+        boot_source: BootSourceConfig {
+            kernel_image_path: "/".into(),
+            boot_args: None,
+            initrd_path: None,
+        },
+        serial: SerialConfig::Off,
+        drives: Vec::new(),
+        net: Vec::new(),
+        entropy: false,
+    };
+    probe
+        .validate(u32::MAX)
+        .map_err(|e| ActionError(format!("machine-config: {e}")))
+}
+
+/// The receiving end of the API's actions.
+pub struct ActionQueue {
+    /// Requests from the API thread.
+    pub requests: Receiver<ActionRequest>,
+    /// Written by the API thread after each request.
+    pub kick: EventFd,
+}
+
+/// Wakes the event loop when actions are waiting.
+struct ActionWatcher {
+    kick: EventFd,
+    pending: Arc<AtomicBool>,
+}
+
+impl MutEventSubscriber for ActionWatcher {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.kick.read();
+        self.pending.store(true, Ordering::Release);
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.kick, EventSet::IN)) {
+            log::error!("cannot watch for API requests: {e:?}");
+        }
+    }
+}
+
+/// Runs the event loop, answering actions from `queue` between events,
+/// until the VM ends (or a `Shutdown` action). `prebuilt` is a VM already
+/// built from a config file, started before serving.
+pub fn serve_actions(
+    mut controller: Controller,
+    queue: ActionQueue,
+    mut event_loop: EventLoop,
+    prebuilt: Option<Vmm>,
+) -> Result<VmExit, RunError> {
+    let pending = Arc::new(AtomicBool::new(false));
+    let kick_fd = queue.kick.as_raw_fd();
+    log::debug!("serving API actions (kick fd {kick_fd})");
+    event_loop.add(Arc::new(Mutex::new(ActionWatcher {
+        kick: queue.kick,
+        pending: pending.clone(),
+    })));
+    if let Some(vmm) = prebuilt {
+        let input = controller.serial_input.take();
+        controller.running = Some(RunningVm::start(vmm, input, &mut event_loop)?);
+    }
+    let result = loop {
+        if let Some(exit) = event_loop.outcome() {
+            break Ok(exit);
+        }
+        if let Err(e) = event_loop.run_once() {
+            break Err(e);
+        }
+        if pending.swap(false, Ordering::AcqRel) {
+            while let Ok(req) = queue.requests.try_recv() {
+                let result = controller.handle(req.action, &mut event_loop);
+                // A client that went away needs no answer.
+                let _ = req.reply.send(result);
+            }
+        }
+    };
+    controller.stop()?;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn controller() -> (Controller, EventLoop) {
+        (
+            Controller::new(
+                "pod-1".into(),
+                PendingConfig::default(),
+                Instant::now(),
+                None,
+            ),
+            EventLoop::new().unwrap(),
+        )
+    }
+
+    #[test]
+    fn configuration_builds_up_before_boot() {
+        let (mut c, mut ev) = controller();
+        let info = c.handle(VmmAction::DescribeInstance, &mut ev).unwrap();
+        let VmmData::InstanceInfo(info) = info else {
+            panic!("{info:?}")
+        };
+        assert_eq!(
+            (info.id.as_str(), info.state),
+            ("pod-1", InstanceState::NotStarted)
+        );
+        let m = MachineConfig {
+            vcpu_count: 2,
+            mem_size_mib: 256,
+            smt: false,
+        };
+        assert_eq!(
+            c.handle(VmmAction::PutMachineConfig(m), &mut ev),
+            Ok(VmmData::Empty)
+        );
+        let patch = MachineConfigUpdate {
+            mem_size_mib: Some(512),
+            ..Default::default()
+        };
+        c.handle(VmmAction::PatchMachineConfig(patch), &mut ev)
+            .unwrap();
+        let got = c.handle(VmmAction::GetMachineConfig, &mut ev).unwrap();
+        assert_eq!(
+            got,
+            VmmData::MachineConfig(MachineConfig {
+                vcpu_count: 2,
+                mem_size_mib: 512,
+                smt: false
+            })
+        );
+        let drive = |path: &str| DriveConfig {
+            drive_id: "rootfs".into(),
+            path_on_host: PathBuf::from(path),
+            is_root_device: true,
+            is_read_only: false,
+        };
+        c.handle(VmmAction::PutDrive(drive("/a")), &mut ev).unwrap();
+        c.handle(VmmAction::PutDrive(drive("/b")), &mut ev).unwrap();
+        assert_eq!(c.config.drives.len(), 1, "a PUT with the same id replaces");
+        c.handle(VmmAction::PutEntropy, &mut ev).unwrap();
+        let VmmData::VmConfig(json) = c.handle(VmmAction::GetVmConfig, &mut ev).unwrap() else {
+            panic!()
+        };
+        assert_eq!(json["machine-config"]["mem_size_mib"], 512);
+        assert_eq!(json["drives"][0]["path_on_host"], "/b");
+        assert_eq!(json["entropy"], serde_json::json!({}));
+        assert!(json.get("boot-source").is_none());
+    }
+
+    #[test]
+    fn invalid_requests_name_the_problem() {
+        let (mut c, mut ev) = controller();
+        let zero = MachineConfig {
+            vcpu_count: 0,
+            mem_size_mib: 128,
+            smt: false,
+        };
+        assert_eq!(
+            c.handle(VmmAction::PutMachineConfig(zero), &mut ev),
+            Err(ActionError(
+                "machine-config: vcpu_count must be at least 1".into()
+            ))
+        );
+        let err = c.handle(VmmAction::InstanceStart, &mut ev).unwrap_err();
+        assert!(err.0.contains("no boot source"), "{err}");
+        assert_eq!(
+            c.handle(VmmAction::Pause, &mut ev),
+            Err(ActionError("cannot pause: the VM is not running".into()))
+        );
+        assert!(c.handle(VmmAction::Resume, &mut ev).is_err());
+        c.handle(
+            VmmAction::PutBootSource(BootSourceConfig {
+                kernel_image_path: "/nonexistent/vmlinux".into(),
+                boot_args: None,
+                initrd_path: None,
+            }),
+            &mut ev,
+        )
+        .unwrap();
+        let err = c.handle(VmmAction::InstanceStart, &mut ev).unwrap_err();
+        assert!(
+            err.0.contains("/nonexistent/vmlinux: No such file"),
+            "{err}"
+        );
+        // Shutdown before boot ends the instance cleanly.
+        assert_eq!(c.handle(VmmAction::Shutdown, &mut ev), Ok(VmmData::Empty));
+        assert_eq!(ev.outcome(), Some(VmExit::ApiShutdown));
+    }
+}
