@@ -42,14 +42,15 @@ pub enum Command {
     /// other failures exit with 1. Type Ctrl-A then x to end the VM from the
     /// console.
     Run(RunArgs),
-    /// Start a pod-VM from a Firecracker JSON configuration file.
+    /// Serve a pod-VM's control API on a Unix socket (Firecracker's API).
     ///
-    /// As `firecracker --no-api --config-file FILE` does: `boot-source`,
-    /// `machine-config`, `drives`, `network-interfaces` and `entropy` are
-    /// understood; the console is on standard output. Exit codes as for
-    /// `run`. (Serving the control API on a socket, `--api-sock`, comes with
-    /// the API.)
-    Serve(ServeArgs),
+    /// As `firecracker --api-sock PATH [--config-file FILE] [--id ID]`, or
+    /// `--no-api --config-file FILE`: the VM is configured and started
+    /// through the API, or from the config file at once (`boot-source`,
+    /// `machine-config`, `drives`, `network-interfaces`, `entropy`). The
+    /// console is on standard output. Exit codes as for `run`; a `Shutdown`
+    /// action exits 0.
+    Serve(crate::serve::ServeArgs),
     /// Check whether this host can run pod-VMs: /dev/kvm, its capabilities,
     /// /dev/net/tun, and whether guests run hardware-accelerated or under
     /// KVM's instruction emulator.
@@ -128,44 +129,6 @@ pub struct RunArgs {
     /// A virtio entropy device fed from the host's getrandom.
     #[arg(long)]
     pub rng: bool,
-}
-
-/// Flags of `podvm serve`.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// The Firecracker-format JSON file describing the VM.
-    #[arg(long, value_name = "FILE")]
-    pub config_file: PathBuf,
-
-    /// Do not serve the control API (as Firecracker's flag; required for
-    /// now, since podvm does not serve one yet).
-    #[arg(long)]
-    pub no_api: bool,
-}
-
-/// `podvm serve`.
-pub fn serve(args: ServeArgs, start_time: Instant) -> ExitCode {
-    if !args.no_api {
-        eprintln!(
-            "error: podvm serve: the control API socket is not available yet; start with --no-api --config-file FILE"
-        );
-        return ExitCode::from(EXIT_USAGE);
-    }
-    let path = args.config_file.display();
-    let json = match std::fs::read_to_string(&args.config_file) {
-        Ok(json) => json,
-        Err(e) => {
-            eprintln!("error: --config-file {path}: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    match resources::parse_config_file(&json) {
-        Ok(spec) => run_spec(spec, SpecSource::ConfigFile, start_time),
-        Err(e) => {
-            eprintln!("error: --config-file {path}: {e}");
-            ExitCode::from(EXIT_USAGE)
-        }
-    }
 }
 
 /// Splits `key=value,flag,...` into (key, optional value) pairs.
@@ -298,6 +261,27 @@ pub fn run(args: RunArgs, start_time: Instant) -> ExitCode {
     }
 }
 
+/// Reports how a VM ended on standard error and maps it to the exit code.
+pub fn report_exit(result: Result<vmm::VmExit, vmm::RunError>) -> ExitCode {
+    match result {
+        Ok(exit) => {
+            let code = exit.exit_code();
+            if code == 0 {
+                log::info!("{exit}");
+            } else if matches!(exit, vmm::VmExit::Signal(_)) {
+                eprintln!("podvm: {exit}");
+            } else {
+                eprintln!("error: {exit}");
+            }
+            ExitCode::from(code as u8)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 /// Where a spec came from, for naming what is at fault in errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpecSource {
@@ -339,23 +323,7 @@ pub fn run_spec(spec: VmSpec, source: SpecSource, start_time: Instant) -> ExitCo
     }
     let result = vmm.run(input);
     terminal::restore();
-    match result {
-        Ok(exit) => {
-            let code = exit.exit_code();
-            if code == 0 {
-                log::info!("{exit}");
-            } else if matches!(exit, vmm::VmExit::Signal(_)) {
-                eprintln!("podvm: {exit}");
-            } else {
-                eprintln!("error: {exit}");
-            }
-            ExitCode::from(code as u8)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+    report_exit(result)
 }
 
 #[cfg(test)]

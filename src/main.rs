@@ -4,6 +4,7 @@
 mod cli;
 mod doctor;
 mod logger;
+mod serve;
 mod terminal;
 
 use std::process::ExitCode;
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
     logger::init(cli.log_level.into());
     match cli.command {
         Command::Run(args) => cli::run(args, start_time),
-        Command::Serve(args) => cli::serve(args, start_time),
+        Command::Serve(args) => serve::serve(args, start_time),
         Command::Doctor => doctor::run(),
     }
 }

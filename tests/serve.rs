@@ -87,7 +87,12 @@ fn bad_config_files_exit_2_with_the_reason() {
     assert!(out
         .stderr
         .contains("/nonexistent.json: No such file or directory"));
+    // Neither an API socket nor --no-api: a usage error naming the flag.
     let out = run_podvm(&["serve", "--config-file", &cfg]);
     assert_eq!(out.code(), 2);
-    assert!(out.stderr.contains("--no-api"), "{out:?}");
+    assert!(out.stderr.contains("--api-sock"), "{out:?}");
+    // --no-api needs a config file.
+    let out = run_podvm(&["serve", "--no-api"]);
+    assert_eq!(out.code(), 2);
+    assert!(out.stderr.contains("--config-file"), "{out:?}");
 }

@@ -143,3 +143,43 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// One HTTP/1.1 request over the API socket (a fresh connection, closed
+/// after the reply); returns the status code and the body.
+pub fn http(sock: &std::path::Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", sock.display()));
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Accept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    (status, rest.to_string())
+}
+
+/// Waits (bounded by [`DEADLINE`]) until something accepts connections on
+/// the socket at `path`.
+pub fn wait_for_path(path: &std::path::Path) {
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(path).is_err() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "nothing serves on {}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -1,0 +1,308 @@
+//! The control API end to end: `podvm serve --api-sock` driven over its
+//! Unix socket with real HTTP, as firecracker-go-sdk drives Firecracker.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn spawn_serve(sock: &Path, extra: &[&str]) -> KillOnDrop {
+    let mut args = vec![
+        "serve",
+        "--api-sock",
+        sock.to_str().unwrap(),
+        "--id",
+        "pod-7",
+    ];
+    args.extend_from_slice(extra);
+    let child = podvm()
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_path(sock);
+    KillOnDrop(child)
+}
+
+/// Streams a child's stdout into a channel of chunks.
+fn stream_stdout(child: &mut Child) -> mpsc::Receiver<String> {
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0
+                || tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_output(rx: &mpsc::Receiver<String>, seen: &mut String, needle: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("{needle:?} never appeared; output ends {:?}", tail(seen)));
+        seen.push_str(&chunk);
+    }
+}
+
+fn tail(s: &str) -> &str {
+    &s[s.len().saturating_sub(200)..]
+}
+
+fn wait_exit(child: &mut Child) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().expect("an exit code");
+        }
+        assert!(start.elapsed() < DEADLINE, "podvm did not exit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn sock_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("api.sock")
+}
+
+#[test]
+fn go_sdk_call_order_boots_the_guest() {
+    if !kvm_available("go_sdk_call_order_boots_the_guest") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(&dir);
+    let disk = dir.path().join("rootfs.img");
+    std::fs::write(&disk, vec![0u8; 64 * 512]).unwrap();
+    let mut vm = spawn_serve(&sock, &[]);
+    let out = stream_stdout(&mut vm.0);
+
+    let (code, body) = http(&sock, "GET", "/", "");
+    assert_eq!(code, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["id"], "pod-7");
+    assert_eq!(info["state"], "Not started");
+    assert_eq!(info["app_name"], "podvm");
+
+    let calls = [
+        (
+            "PUT",
+            "/machine-config",
+            r#"{"vcpu_count": 2, "mem_size_mib": 128, "smt": false}"#.to_string(),
+        ),
+        (
+            "PUT",
+            "/boot-source",
+            format!(
+                r#"{{"kernel_image_path": "{}", "boot_args": "console=ttyS0 blk.read=0:1"}}"#,
+                guest("virtio_blk").display()
+            ),
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            format!(
+                r#"{{"drive_id": "rootfs", "path_on_host": "{}", "is_root_device": true, "is_read_only": false}}"#,
+                disk.display()
+            ),
+        ),
+        (
+            "PUT",
+            "/actions",
+            r#"{"action_type": "InstanceStart"}"#.to_string(),
+        ),
+    ];
+    for (method, path, body) in &calls {
+        let (code, reply) = http(&sock, method, path, body);
+        assert_eq!(code, 204, "{method} {path}: {reply}");
+    }
+    let mut seen = String::new();
+    wait_output(&out, &mut seen, "blk-done");
+    assert!(seen.contains("blk-id: rootfs"), "{seen}");
+    assert!(seen.contains("blk-read-status: 0"), "{seen}");
+    // The guest resets: podvm exits 0 and removes its socket.
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    assert!(!sock.exists(), "the socket is removed on exit");
+}
+
+#[test]
+fn pause_stops_the_guest_and_resume_continues_it() {
+    if !kvm_available("pause_stops_the_guest_and_resume_continues_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(&dir);
+    let mut vm = spawn_serve(&sock, &[]);
+    let out = stream_stdout(&mut vm.0);
+    let boot = format!(
+        r#"{{"kernel_image_path": "{}"}}"#,
+        guest("counter").display()
+    );
+    assert_eq!(http(&sock, "PUT", "/boot-source", &boot).0, 204);
+    assert_eq!(
+        http(
+            &sock,
+            "PUT",
+            "/actions",
+            r#"{"action_type": "InstanceStart"}"#
+        )
+        .0,
+        204
+    );
+    let mut seen = String::new();
+    wait_output(&out, &mut seen, "tick 2\n");
+
+    let (code, body) = http(&sock, "PATCH", "/vm", r#"{"state": "Paused"}"#);
+    assert_eq!(code, 204, "{body}");
+    let (_, info) = http(&sock, "GET", "/", "");
+    assert!(info.contains(r#""state":"Paused""#), "{info}");
+    // Drain what was printed before the pause took effect, then check
+    // that nothing more comes for a while (the guest ticks every ~25 ms).
+    while let Ok(chunk) = out.recv_timeout(Duration::from_millis(100)) {
+        seen.push_str(&chunk);
+    }
+    assert!(
+        out.recv_timeout(Duration::from_millis(400)).is_err(),
+        "no output while paused"
+    );
+    let ticks_before = seen.matches("tick").count();
+
+    assert_eq!(
+        http(&sock, "PATCH", "/vm", r#"{"state": "Resumed"}"#).0,
+        204
+    );
+    let next = format!("tick {}\n", ticks_before + 1);
+    wait_output(&out, &mut seen, &next);
+
+    // Pausing twice, or resuming a running VM, is an error, and the VMM
+    // keeps serving.
+    let (code, body) = http(&sock, "PATCH", "/vm", r#"{"state": "Resumed"}"#);
+    assert_eq!(code, 400);
+    assert!(body.contains("fault_message"), "{body}");
+
+    assert_eq!(
+        http(&sock, "PUT", "/actions", r#"{"action_type": "Shutdown"}"#).0,
+        204
+    );
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    assert!(!sock.exists());
+}
+
+#[test]
+fn errors_leave_the_vmm_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(&dir);
+    let mut vm = spawn_serve(&sock, &[]);
+    let cases = [
+        ("PUT", "/machine-config", "{", 400),
+        (
+            "PUT",
+            "/machine-config",
+            r#"{"vcpu_count": 0, "mem_size_mib": 128}"#,
+            400,
+        ),
+        (
+            "PUT",
+            "/machine-config",
+            r#"{"vcpu_count": 1, "mem_size_mib": 128, "cpus": 2}"#,
+            400,
+        ),
+        (
+            "PUT",
+            "/actions",
+            r#"{"action_type": "InstanceStart"}"#,
+            400,
+        ),
+        ("PATCH", "/vm", r#"{"state": "Paused"}"#, 400),
+        ("GET", "/no/such/path", "", 404),
+    ];
+    for (method, path, body, want) in cases {
+        let (code, reply) = http(&sock, method, path, body);
+        assert_eq!(code, want, "{method} {path} {body}: {reply}");
+        if want != 404 || !reply.is_empty() {
+            let v: serde_json::Value = serde_json::from_str(&reply)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {reply:?}"));
+            assert!(v["fault_message"].is_string(), "{reply}");
+        }
+    }
+    let (code, body) = http(&sock, "GET", "/machine-config", "");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""mem_size_mib":128"#), "{body}");
+    assert_eq!(
+        http(&sock, "PUT", "/actions", r#"{"action_type": "Shutdown"}"#).0,
+        204
+    );
+    assert_eq!(wait_exit(&mut vm.0), 0);
+}
+
+#[test]
+fn a_config_file_starts_the_vm_at_once_and_a_live_socket_is_refused() {
+    if !kvm_available("a_config_file_starts_the_vm_at_once_and_a_live_socket_is_refused") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(&dir);
+    let cfg = dir.path().join("vm.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{}"}}}}"#,
+            guest("counter").display()
+        ),
+    )
+    .unwrap();
+    let mut vm = spawn_serve(&sock, &["--config-file", cfg.to_str().unwrap()]);
+    let out = stream_stdout(&mut vm.0);
+    let mut seen = String::new();
+    wait_output(&out, &mut seen, "tick 1\n");
+    let (_, info) = http(&sock, "GET", "/", "");
+    assert!(info.contains(r#""state":"Running""#), "{info}");
+    // Configuration after boot is refused.
+    let (code, body) = http(
+        &sock,
+        "PUT",
+        "/machine-config",
+        r#"{"vcpu_count": 2, "mem_size_mib": 256}"#,
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("after InstanceStart"), "{body}");
+
+    // A second podvm on the same socket is refused.
+    let second = run_podvm(&["serve", "--api-sock", sock.to_str().unwrap()]);
+    assert_eq!(second.code(), 2, "{second:?}");
+    assert!(
+        second.stderr.contains("another process is serving on it"),
+        "{second:?}"
+    );
+
+    assert_eq!(
+        http(&sock, "PUT", "/actions", r#"{"action_type": "Shutdown"}"#).0,
+        204
+    );
+    assert_eq!(wait_exit(&mut vm.0), 0);
+
+    // A stale socket file (nobody serving) is replaced.
+    std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut vm = spawn_serve(&sock, &[]);
+    assert_eq!(http(&sock, "GET", "/", "").0, 200);
+    assert_eq!(
+        http(&sock, "PUT", "/actions", r#"{"action_type": "Shutdown"}"#).0,
+        204
+    );
+    assert_eq!(wait_exit(&mut vm.0), 0);
+}
