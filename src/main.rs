@@ -3,7 +3,6 @@
 
 mod cli;
 mod doctor;
-mod logger;
 mod serve;
 mod terminal;
 
@@ -22,7 +21,7 @@ pub const EXIT_FAILURE: u8 = 1;
 fn main() -> ExitCode {
     let start_time = Instant::now();
     let cli = Cli::parse();
-    logger::init(cli.log_level.into());
+    vmm::logger::init(cli.log_level.into());
     match cli.command {
         Command::Run(args) => cli::run(args, start_time),
         Command::Serve(args) => serve::serve(args, start_time),

@@ -306,3 +306,30 @@ fn a_config_file_starts_the_vm_at_once_and_a_live_socket_is_refused() {
     );
     assert_eq!(wait_exit(&mut vm.0), 0);
 }
+
+#[test]
+fn the_logger_can_be_sent_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(&dir);
+    let log = dir.path().join("podvm.log");
+    let mut vm = spawn_serve(&sock, &[]);
+    let body = format!(
+        r#"{{"log_path": "{}", "level": "Info", "show_level": true}}"#,
+        log.display()
+    );
+    let (code, reply) = http(&sock, "PUT", "/logger", &body);
+    assert_eq!(code, 204, "{reply}");
+    let (code, reply) = http(&sock, "PUT", "/logger", r#"{"level": "Loud"}"#);
+    assert_eq!(code, 400);
+    assert!(reply.contains("invalid level"), "{reply}");
+    assert_eq!(
+        http(&sock, "PUT", "/actions", r#"{"action_type": "Shutdown"}"#).0,
+        204
+    );
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("podvm: info: shut down through the API"),
+        "{text:?}"
+    );
+}

@@ -202,11 +202,7 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<VmmAction, ApiE
         ("/snapshot/create", "PUT") | ("/snapshot/load", "PUT") => {
             return Err(ApiError::NotSupported("snapshots are not supported yet"))
         }
-        ("/logger", "PUT") => {
-            return Err(ApiError::NotSupported(
-                "logger configuration is not supported yet",
-            ))
-        }
+        ("/logger", "PUT") => VmmAction::PutLogger(parse("logger", body)?),
         ("/metrics", "PUT") => {
             return Err(ApiError::NotSupported(
                 "metrics configuration is not supported yet",
@@ -538,12 +534,6 @@ mod tests {
                 "/snapshot/load",
                 "{}",
                 "snapshots are not supported yet",
-            ),
-            (
-                Method::PUT,
-                "/logger",
-                "{}",
-                "logger configuration is not supported yet",
             ),
             (
                 Method::PUT,

@@ -37,6 +37,27 @@ pub struct DriveUpdate {
     pub path_on_host: Option<std::path::PathBuf>,
 }
 
+/// `PUT /logger` (Firecracker's `Logger`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggerConfig {
+    /// File or named pipe the log goes to (appended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_path: Option<std::path::PathBuf>,
+    /// Error, Warning, Info, Debug, Trace or Off (case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// Whether lines show their level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show_level: Option<bool>,
+    /// Whether lines show their source file and line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show_log_origin: Option<bool>,
+    /// Only records from this module path (prefix) are written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+}
+
 /// The VM's lifecycle state as `GET /` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InstanceState {
@@ -96,6 +117,8 @@ pub enum VmmAction {
     /// `PUT /actions` `Shutdown` (extension): stop vCPUs, flush disks, reply,
     /// exit 0.
     Shutdown,
+    /// `PUT /logger`.
+    PutLogger(LoggerConfig),
     /// `PATCH /vm` `{"state": "Paused"}`.
     Pause,
     /// `PATCH /vm` `{"state": "Resumed"}`.

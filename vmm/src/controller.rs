@@ -223,6 +223,9 @@ impl Controller {
                 self.config.entropy = true;
                 Ok(VmmData::Empty)
             }
+            VmmAction::PutLogger(cfg) => crate::logger::configure(&cfg)
+                .map(|()| VmmData::Empty)
+                .map_err(|e| ActionError(e.to_string())),
             VmmAction::InstanceStart => self.instance_start(event_loop),
             VmmAction::SendCtrlAltDel => fail("SendCtrlAltDel is not supported yet"),
             VmmAction::FlushMetrics => fail("FlushMetrics: metrics are not configured"),

@@ -11,6 +11,7 @@ pub mod console;
 pub mod controller;
 pub mod device_manager;
 pub mod loader;
+pub mod logger;
 pub mod memory;
 pub mod probe;
 mod runtime;
