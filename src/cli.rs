@@ -51,6 +51,9 @@ pub enum Command {
     /// console is on standard output. Exit codes as for `run`; a `Shutdown`
     /// action exits 0.
     Serve(crate::serve::ServeArgs),
+    /// Send one request to a running podvm's control API and print the
+    /// JSON answer; an error exits 1 with its fault message.
+    Ctl(crate::ctl::CtlArgs),
     /// Check whether this host can run pod-VMs: /dev/kvm, its capabilities,
     /// /dev/net/tun, and whether guests run hardware-accelerated or under
     /// KVM's instruction emulator.

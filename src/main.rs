@@ -2,6 +2,7 @@
 //! Firecracker config file), check the host.
 
 mod cli;
+mod ctl;
 mod doctor;
 mod serve;
 mod terminal;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => cli::run(args, start_time),
         Command::Serve(args) => serve::serve(args, start_time),
+        Command::Ctl(args) => ctl::run(args),
         Command::Doctor => doctor::run(),
     }
 }

@@ -7,6 +7,7 @@
 //! [`ActionSender`], and turns the answer into a response ([`response`]).
 //! It never touches VM state.
 
+pub mod client;
 mod error;
 mod response;
 mod routes;

@@ -1,0 +1,201 @@
+//! `podvm ctl`: a small client of a running podvm's control API, for people
+//! and scripts.
+//!
+//! A 200 response's JSON body is printed (pretty) on standard output, a 204
+//! prints nothing; both exit 0. An error status prints `error:
+//! <fault_message>` on standard error and exits 1, as does a socket that
+//! cannot be reached (`error: --api-sock PATH: <reason>`).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use api::client::{Client, Method};
+use clap::{Args, Subcommand};
+
+use crate::EXIT_FAILURE;
+
+/// Flags of `podvm ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The control API's Unix socket (`podvm serve --api-sock PATH`).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: PathBuf,
+
+    /// The request to send.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// The requests `podvm ctl` sends.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Describe the instance: id, state, version (`GET /`).
+    Info,
+    /// The VM's whole configuration (`GET /vm/config`).
+    Config,
+    /// Boot the configured VM (`PUT /actions` InstanceStart).
+    Start,
+    /// Pause every vCPU (`PATCH /vm` Paused).
+    Pause,
+    /// Resume every vCPU (`PATCH /vm` Resumed).
+    Resume,
+    /// Stop the VM and podvm, flushing disks (`PUT /actions` Shutdown).
+    Shutdown,
+    /// Send the guest Ctrl+Alt+Del (`PUT /actions` SendCtrlAltDel).
+    CtrlAltDel,
+    /// `GET PATH`.
+    Get {
+        /// The API path, such as `/machine-config`.
+        path: String,
+    },
+    /// `PUT PATH` with a JSON body.
+    Put {
+        /// The API path, such as `/boot-source`.
+        path: String,
+        /// The JSON body, or `-` to read it from standard input.
+        json: String,
+    },
+    /// `PATCH PATH` with a JSON body.
+    Patch {
+        /// The API path, such as `/machine-config`.
+        path: String,
+        /// The JSON body, or `-` to read it from standard input.
+        json: String,
+    },
+}
+
+impl CtlCommand {
+    /// The request this command sends: method, path and body (`-` still
+    /// to be read from standard input).
+    fn request(&self) -> (Method, &str, &str) {
+        const START: &str = r#"{"action_type": "InstanceStart"}"#;
+        const SHUTDOWN: &str = r#"{"action_type": "Shutdown"}"#;
+        const CTRL_ALT_DEL: &str = r#"{"action_type": "SendCtrlAltDel"}"#;
+        match self {
+            CtlCommand::Info => (Method::Get, "/", ""),
+            CtlCommand::Config => (Method::Get, "/vm/config", ""),
+            CtlCommand::Start => (Method::Put, "/actions", START),
+            CtlCommand::Pause => (Method::Patch, "/vm", r#"{"state": "Paused"}"#),
+            CtlCommand::Resume => (Method::Patch, "/vm", r#"{"state": "Resumed"}"#),
+            CtlCommand::Shutdown => (Method::Put, "/actions", SHUTDOWN),
+            CtlCommand::CtrlAltDel => (Method::Put, "/actions", CTRL_ALT_DEL),
+            CtlCommand::Get { path } => (Method::Get, path, ""),
+            CtlCommand::Put { path, json } => (Method::Put, path, json),
+            CtlCommand::Patch { path, json } => (Method::Patch, path, json),
+        }
+    }
+}
+
+/// `podvm ctl`.
+pub fn run(args: CtlArgs) -> ExitCode {
+    match send(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Sends the request and prints the answer; `Err` is the one-line message.
+fn send(args: &CtlArgs) -> Result<(), String> {
+    let (method, path, body) = args.command.request();
+    let stdin_body;
+    let body = if body == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read the JSON body from standard input: {e}"))?;
+        stdin_body = text;
+        stdin_body.as_str()
+    } else {
+        body
+    };
+    let sock_err =
+        |e: &dyn std::fmt::Display| format!("--api-sock {}: {e}", args.api_sock.display());
+    let client = Client::new(&args.api_sock).map_err(|e| sock_err(&e))?;
+    let response = client
+        .request(method, path, body.as_bytes())
+        .map_err(|e| sock_err(&e))?;
+    if !response.is_success() {
+        return Err(response.fault_message());
+    }
+    let text = response.pretty_body();
+    if !text.is_empty() {
+        println!("{text}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn ctl(args: &[&str]) -> Result<CtlArgs, clap::Error> {
+        let argv = ["podvm", "ctl"].into_iter().chain(args.iter().copied());
+        match Cli::try_parse_from(argv)?.command {
+            Command::Ctl(c) => Ok(c),
+            c => panic!("not ctl: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_map_to_requests() {
+        let cases: [(&[&str], Method, &str, &str); 10] = [
+            (&["info"], Method::Get, "/", ""),
+            (&["config"], Method::Get, "/vm/config", ""),
+            (
+                &["start"],
+                Method::Put,
+                "/actions",
+                r#"{"action_type": "InstanceStart"}"#,
+            ),
+            (&["pause"], Method::Patch, "/vm", r#"{"state": "Paused"}"#),
+            (&["resume"], Method::Patch, "/vm", r#"{"state": "Resumed"}"#),
+            (
+                &["shutdown"],
+                Method::Put,
+                "/actions",
+                r#"{"action_type": "Shutdown"}"#,
+            ),
+            (
+                &["ctrl-alt-del"],
+                Method::Put,
+                "/actions",
+                r#"{"action_type": "SendCtrlAltDel"}"#,
+            ),
+            (&["get", "/version"], Method::Get, "/version", ""),
+            (&["put", "/entropy", "{}"], Method::Put, "/entropy", "{}"),
+            (
+                &["patch", "/machine-config", "-"],
+                Method::Patch,
+                "/machine-config",
+                "-",
+            ),
+        ];
+        for (args, method, path, body) in cases {
+            let mut argv = vec!["--api-sock", "/s"];
+            argv.extend_from_slice(args);
+            let c = ctl(&argv).unwrap();
+            assert_eq!(c.api_sock, PathBuf::from("/s"));
+            assert_eq!(c.command.request(), (method, path, body), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn bad_usage_is_a_clap_error() {
+        for args in [
+            &["info"][..],
+            &["--api-sock", "/s"],
+            &["--api-sock", "/s", "reboot"],
+            &["--api-sock", "/s", "get"],
+            &["--api-sock", "/s", "put", "/entropy"],
+        ] {
+            assert_eq!(ctl(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
+    }
+}
