@@ -132,6 +132,11 @@ pub struct RunArgs {
     /// A virtio entropy device fed from the host's getrandom.
     #[arg(long)]
     pub rng: bool,
+
+    /// Also serve the control API on this Unix socket while the VM runs
+    /// (pause, resume, Shutdown, state; as `podvm serve`).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
 }
 
 /// Splits `key=value,flag,...` into (key, optional value) pairs.
@@ -256,7 +261,16 @@ pub fn build_error_message(e: &BuildError) -> String {
 /// `podvm run`.
 pub fn run(args: RunArgs, start_time: Instant) -> ExitCode {
     match args.spec() {
-        Ok(spec) => run_spec(spec, SpecSource::Flags, start_time),
+        Ok(spec) => match &args.api_sock {
+            Some(sock) => crate::serve::serve_api(
+                sock,
+                "anonymous-instance".into(),
+                Some(spec),
+                SpecSource::Flags,
+                start_time,
+            ),
+            None => run_spec(spec, SpecSource::Flags, start_time),
+        },
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_USAGE)

@@ -16,12 +16,12 @@ use std::time::Instant;
 
 use clap::Args;
 use resources::action::{ActionError, ActionRequest, ActionResult, VmmAction};
-use resources::VmSpec;
+use resources::{SerialConfig, VmSpec};
 use vmm::controller::{serve_actions, ActionQueue, Controller, PendingConfig};
 use vmm::{BuildContext, ConsoleInput, EventLoop, Vmm};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::cli::{report_exit, run_spec, SpecSource};
+use crate::cli::{build_error_message, report_exit, run_spec, SpecSource};
 use crate::{terminal, EXIT_FAILURE, EXIT_USAGE};
 
 /// Flags of `podvm serve` (Firecracker's, with the same meaning).
@@ -117,7 +117,18 @@ pub fn serve(args: ServeArgs, start_time: Instant) -> ExitCode {
         let spec = spec.expect("clap requires --config-file with --no-api");
         return run_spec(spec, SpecSource::ConfigFile, start_time);
     };
+    serve_api(&sock, args.id, spec, SpecSource::ConfigFile, start_time)
+}
 
+/// Serves the control API on `sock` for instance `id`; a `spec` (from a
+/// config file or `run`'s flags) is built and started at once.
+pub fn serve_api(
+    sock: &Path,
+    id: String,
+    spec: Option<VmSpec>,
+    source: SpecSource,
+    start_time: Instant,
+) -> ExitCode {
     // The event loop first: it blocks the stop signals for every thread
     // created after it (the API thread, the vCPUs).
     let event_loop = match EventLoop::new() {
@@ -133,7 +144,11 @@ pub fn serve(args: ServeArgs, start_time: Instant) -> ExitCode {
         Some(spec) => match Vmm::build(spec, &BuildContext { start_time }) {
             Ok(vmm) => Some(vmm),
             Err(e) => {
-                eprintln!("error: {e}");
+                let msg = match source {
+                    SpecSource::Flags => build_error_message(&e),
+                    SpecSource::ConfigFile => e.to_string(),
+                };
+                eprintln!("error: {msg}");
                 return ExitCode::from(if e.is_config_error() {
                     EXIT_USAGE
                 } else {
@@ -143,14 +158,14 @@ pub fn serve(args: ServeArgs, start_time: Instant) -> ExitCode {
         },
         None => None,
     };
-    let listener = match bind_socket(&sock) {
+    let listener = match bind_socket(sock) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: --api-sock {}: {e}", sock.display());
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let _socket_file = SocketFile(sock.clone());
+    let _socket_file = SocketFile(sock.to_path_buf());
     let kick = match EventFd::new(EFD_NONBLOCK).and_then(|k| Ok((k.try_clone()?, k))) {
         Ok(pair) => pair,
         Err(e) => {
@@ -171,12 +186,20 @@ pub fn serve(args: ServeArgs, start_time: Instant) -> ExitCode {
         }
     };
 
-    let input = ConsoleInput::stdin().ok();
+    // Input is typed into the console only when the console is stdout.
+    let console_on_stdout = spec
+        .as_ref()
+        .is_none_or(|s| s.serial == SerialConfig::Stdout);
+    let input = if console_on_stdout {
+        ConsoleInput::stdin().ok()
+    } else {
+        None
+    };
     if input.as_ref().is_some_and(|i| i.tty) {
         terminal::enter_raw_mode();
     }
     let config = spec.map(PendingConfig::from_spec).unwrap_or_default();
-    let controller = Controller::new(args.id, config, start_time, input);
+    let controller = Controller::new(id, config, start_time, input);
     let queue = ActionQueue {
         requests: requests_rx,
         kick: kick.1,

@@ -333,3 +333,41 @@ fn the_logger_can_be_sent_to_a_file() {
         "{text:?}"
     );
 }
+
+#[test]
+fn run_can_serve_the_api_while_the_vm_runs() {
+    if !kvm_available("run_can_serve_the_api_while_the_vm_runs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(&dir);
+    let child = podvm()
+        .args([
+            "run",
+            "--kernel",
+            guest("counter").to_str().unwrap(),
+            "--api-sock",
+        ])
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut vm = KillOnDrop(child);
+    wait_for_path(&sock);
+    let (code, info) = http(&sock, "GET", "/", "");
+    assert_eq!(code, 200);
+    assert!(info.contains(r#""state":"Running""#), "{info}");
+    assert_eq!(http(&sock, "PATCH", "/vm", r#"{"state": "Paused"}"#).0, 204);
+    assert_eq!(
+        http(&sock, "PATCH", "/vm", r#"{"state": "Resumed"}"#).0,
+        204
+    );
+    assert_eq!(
+        http(&sock, "PUT", "/actions", r#"{"action_type": "Shutdown"}"#).0,
+        204
+    );
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    assert!(!sock.exists());
+}
