@@ -227,7 +227,13 @@ impl Controller {
                 .map(|()| VmmData::Empty)
                 .map_err(|e| ActionError(e.to_string())),
             VmmAction::InstanceStart => self.instance_start(event_loop),
-            VmmAction::SendCtrlAltDel => fail("SendCtrlAltDel is not supported yet"),
+            VmmAction::SendCtrlAltDel => match &self.running {
+                None => fail("cannot send Ctrl+Alt+Del: the VM is not running"),
+                Some(vm) => vm
+                    .send_ctrl_alt_del()
+                    .map(|()| VmmData::Empty)
+                    .map_err(|e| ActionError(format!("cannot send Ctrl+Alt+Del: {e}"))),
+            },
             VmmAction::FlushMetrics => fail("FlushMetrics: metrics are not configured"),
             VmmAction::Pause => match &mut self.running {
                 None => fail("cannot pause: the VM is not running"),
@@ -440,6 +446,12 @@ mod tests {
             Err(ActionError("cannot pause: the VM is not running".into()))
         );
         assert!(c.handle(VmmAction::Resume, &mut ev).is_err());
+        assert_eq!(
+            c.handle(VmmAction::SendCtrlAltDel, &mut ev),
+            Err(ActionError(
+                "cannot send Ctrl+Alt+Del: the VM is not running".into()
+            ))
+        );
         c.handle(
             VmmAction::PutBootSource(BootSourceConfig {
                 kernel_image_path: "/nonexistent/vmlinux".into(),

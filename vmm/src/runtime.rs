@@ -383,6 +383,16 @@ impl RunningVm {
         })
     }
 
+    /// Presses and releases Ctrl+Alt+Del on the guest's keyboard (the
+    /// i8042), raising IRQ 1; a Linux guest reboots in answer.
+    pub fn send_ctrl_alt_del(&self) -> Result<(), devices::legacy::I8042Error> {
+        self.legacy
+            .i8042
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .trigger_ctrl_alt_del()
+    }
+
     /// Whether the vCPUs are paused.
     pub fn is_paused(&self) -> bool {
         self.paused

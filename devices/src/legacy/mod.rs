@@ -1,12 +1,12 @@
-//! Legacy PC devices: the 8250 serial port, the i8042 controller (for its
-//! reset line) and the boot-timer port.
+//! Legacy PC devices: the 8250 serial port, the i8042 controller (its
+//! reset line and an injectable keyboard) and the boot-timer port.
 
 mod boot_timer;
 mod i8042;
 mod serial;
 
 pub use boot_timer::{BootTimer, BOOT_TIMER_MAGIC};
-pub use i8042::{COMMAND_OFFSET as I8042_COMMAND_OFFSET, I8042};
+pub use i8042::{I8042Error, COMMAND_OFFSET as I8042_COMMAND_OFFSET, I8042};
 pub use serial::{Serial, SerialInputEvents};
 
 /// Reads a device with one-byte registers: a wider access sees the

@@ -21,6 +21,8 @@ pub const SERIAL_IRQ: u32 = 4;
 pub const I8042_PORT: u64 = 0x60;
 /// i8042 ports 0x60..=0x64.
 pub const I8042_PORT_LEN: u64 = 5;
+/// The keyboard's ISA interrupt line.
+pub const I8042_KBD_IRQ: u32 = 1;
 /// The boot-timer port (Firecracker's `MAGIC_IOPORT_SIGNAL_GUEST_BOOT_COMPLETE`).
 pub const BOOT_TIMER_PORT: u64 = 0x3f0;
 
@@ -33,6 +35,8 @@ pub struct LegacyDevices {
     pub serial: Arc<Mutex<Serial<SerialOutput>>>,
     /// Written when the guest drained the serial input FIFO.
     pub serial_input_ready: EventFd,
+    /// The i8042 controller and its keyboard (Ctrl+Alt+Del injection).
+    pub i8042: Arc<Mutex<I8042>>,
     /// Written when the guest resets through the i8042.
     pub reset_evt: EventFd,
     /// The boot timer.
@@ -68,11 +72,14 @@ pub fn attach_legacy_devices(
         .map_err(|e| DeviceError::Bus("the serial port", e))?;
 
     let reset_evt = eventfd("the i8042 reset")?;
-    let i8042 = Arc::new(Mutex::new(I8042::new(EventFdTrigger::new(clone(
-        &reset_evt,
-        "the i8042 reset",
-    )?))));
-    pio.insert(I8042_PORT, I8042_PORT_LEN, i8042)
+    let kbd_irq = eventfd("the keyboard interrupt")?;
+    vm.register_irqfd(&kbd_irq, I8042_KBD_IRQ)
+        .map_err(|e| DeviceError::Irq("the i8042", e))?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(
+        EventFdTrigger::new(clone(&reset_evt, "the i8042 reset")?),
+        EventFdTrigger::new(kbd_irq),
+    )));
+    pio.insert(I8042_PORT, I8042_PORT_LEN, i8042.clone())
         .map_err(|e| DeviceError::Bus("the i8042", e))?;
 
     let boot_timer = Arc::new(Mutex::new(BootTimer::new(start)));
@@ -82,6 +89,7 @@ pub fn attach_legacy_devices(
     Ok(LegacyDevices {
         serial,
         serial_input_ready,
+        i8042,
         reset_evt,
         boot_timer,
     })
