@@ -371,3 +371,67 @@ fn run_can_serve_the_api_while_the_vm_runs() {
     assert_eq!(wait_exit(&mut vm.0), 0);
     assert!(!sock.exists());
 }
+
+#[test]
+fn a_running_drive_gets_a_new_backing_file() {
+    if !kvm_available("a_running_drive_gets_a_new_backing_file") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(&dir);
+    let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
+    std::fs::write(&a, vec![0u8; 4 * 512]).unwrap();
+    std::fs::write(&b, vec![0u8; 16 * 512]).unwrap();
+    let mut vm = spawn_serve(&sock, &[]);
+    let boot = format!(
+        r#"{{"kernel_image_path": "{}"}}"#,
+        guest("counter").display()
+    );
+    assert_eq!(http(&sock, "PUT", "/boot-source", &boot).0, 204);
+    let drive = format!(
+        r#"{{"drive_id": "data", "path_on_host": "{}", "is_root_device": false, "is_read_only": false}}"#,
+        a.display()
+    );
+    assert_eq!(http(&sock, "PUT", "/drives/data", &drive).0, 204);
+    assert_eq!(
+        http(
+            &sock,
+            "PUT",
+            "/actions",
+            r#"{"action_type": "InstanceStart"}"#
+        )
+        .0,
+        204
+    );
+
+    let patch = format!(
+        r#"{{"drive_id": "data", "path_on_host": "{}"}}"#,
+        b.display()
+    );
+    let (code, body) = http(&sock, "PATCH", "/drives/data", &patch);
+    assert_eq!(code, 204, "{body}");
+    let (_, config) = http(&sock, "GET", "/vm/config", "");
+    assert!(config.contains(&b.display().to_string()), "{config}");
+
+    let (code, body) = http(
+        &sock,
+        "PATCH",
+        "/drives/data",
+        r#"{"drive_id": "data", "path_on_host": "/nonexistent/c.img"}"#,
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("cannot open /nonexistent/c.img"), "{body}");
+    let (code, body) = http(
+        &sock,
+        "PATCH",
+        "/drives/other",
+        r#"{"drive_id": "other", "path_on_host": "/x"}"#,
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("no such drive"), "{body}");
+    assert_eq!(
+        http(&sock, "PUT", "/actions", r#"{"action_type": "Shutdown"}"#).0,
+        204
+    );
+    assert_eq!(wait_exit(&mut vm.0), 0);
+}

@@ -202,9 +202,7 @@ impl Controller {
                 }
                 Ok(VmmData::Empty)
             }
-            VmmAction::PatchDrive(_) => {
-                fail("PATCH /drives: swapping a drive's backing file is not supported yet")
-            }
+            VmmAction::PatchDrive(update) => self.patch_drive(update),
             VmmAction::PutNetworkInterface(n) => {
                 self.before_boot("network-interfaces")?;
                 match self
@@ -259,6 +257,24 @@ impl Controller {
                 result.map(|()| VmmData::Empty)
             }
         }
+    }
+
+    /// `PATCH /drives/{id}`: before boot, changes the configured path;
+    /// after boot, swaps the running drive's backing file.
+    fn patch_drive(&mut self, update: resources::action::DriveUpdate) -> ActionResult {
+        let id = update.drive_id;
+        let Some(path) = update.path_on_host else {
+            return Ok(VmmData::Empty);
+        };
+        let Some(drive) = self.config.drives.iter_mut().find(|d| d.drive_id == id) else {
+            return fail(format!("drive {id:?}: no such drive"));
+        };
+        if let Some(vm) = &self.running {
+            vm.swap_drive(&id, &path)
+                .map_err(|e| ActionError(e.to_string()))?;
+        }
+        drive.path_on_host = path;
+        Ok(VmmData::Empty)
     }
 
     /// Stops the VM, if one runs.

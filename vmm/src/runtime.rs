@@ -393,6 +393,16 @@ impl RunningVm {
             .trigger_ctrl_alt_del()
     }
 
+    /// Replaces drive `id`'s backing file with `path`; the guest gets a
+    /// config-change interrupt. Returns the new capacity in sectors.
+    pub fn swap_drive(
+        &self,
+        id: &str,
+        path: &std::path::Path,
+    ) -> Result<u64, crate::builder::SwapError> {
+        self.virtio.swap_drive(id, path)
+    }
+
     /// Whether the vCPUs are paused.
     pub fn is_paused(&self) -> bool {
         self.paused

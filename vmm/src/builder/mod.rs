@@ -42,7 +42,7 @@ mod virtio;
 
 pub use virtio::{
     attach_virtio_devices, open_device_backends, ordered_drives, virtio_layout, BackendError,
-    DeviceBackends, FlushError, VirtioDevices, VirtioSlotKind,
+    DeviceBackends, FlushError, SwapError, VirtioDevices, VirtioSlotKind,
 };
 
 /// Path of the KVM device.

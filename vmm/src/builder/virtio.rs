@@ -18,6 +18,7 @@ use vm_memory::GuestMemoryMmap;
 use super::BuildError;
 use crate::device_manager::{attach_virtio_device, DeviceError, MmioSlot, Subscriber};
 use crate::vstate::vm::Vm;
+use devices::virtio::MmioTransport;
 
 /// The kinds of virtio device, in the order they take MMIO slots.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,7 +131,7 @@ pub enum BackendError {
 /// FIFO; only regular files and block devices; locked (shared for
 /// read-only drives, exclusive otherwise) so that no other drive or
 /// process writes it at the same time.
-fn open_disk(d: &DriveConfig) -> Result<File, BackendError> {
+pub fn open_disk(d: &DriveConfig) -> Result<File, BackendError> {
     let id = || d.drive_id.clone();
     let path = || d.path_on_host.clone();
     let file = OpenOptions::new()
@@ -211,9 +212,54 @@ pub struct VirtioDevices {
     pub subscribers: Vec<Subscriber>,
     /// The block devices, flushed when the VM stops.
     pub blocks: Vec<Arc<Mutex<Block>>>,
+    /// The transport of each block device (same order), for config-change
+    /// interrupts.
+    pub block_transports: Vec<Arc<Mutex<MmioTransport>>>,
+}
+
+/// A drive's backing file could not be swapped.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    /// No drive has that id.
+    #[error("drive {0:?}: no such drive")]
+    NoDrive(String),
+    /// The new file cannot be used.
+    #[error("{0}")]
+    Backend(#[from] BackendError),
 }
 
 impl VirtioDevices {
+    /// Replaces the backing file of drive `id` with `path` (read-only if the
+    /// drive is) and tells the guest its configuration changed.
+    pub fn swap_drive(&self, id: &str, path: &std::path::Path) -> Result<u64, SwapError> {
+        let (block, transport) = self
+            .blocks
+            .iter()
+            .zip(&self.block_transports)
+            .find(|(b, _)| b.lock().unwrap_or_else(|e| e.into_inner()).id() == id)
+            .ok_or_else(|| SwapError::NoDrive(id.to_string()))?;
+        let mut b = block.lock().unwrap_or_else(|e| e.into_inner());
+        let config = DriveConfig {
+            drive_id: id.to_string(),
+            path_on_host: path.to_path_buf(),
+            is_root_device: false,
+            is_read_only: b.read_only(),
+        };
+        let file = open_disk(&config)?;
+        let capacity = b
+            .swap_backend(Box::new(file))
+            .map_err(|source| BackendError::Disk {
+                id: id.to_string(),
+                source,
+            })?;
+        drop(b);
+        transport
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .config_changed();
+        Ok(capacity)
+    }
+
     /// Writes every disk's data to stable storage. Every disk is flushed
     /// even when one fails; the first failure is returned.
     pub fn flush_disks(&self) -> Result<(), FlushError> {
@@ -269,9 +315,11 @@ pub fn attach_virtio_devices(
                         }
                     })?;
                 let block = Arc::new(Mutex::new(block));
-                attach_virtio_device(vm, mmio, mem, slot, "a block device", block.clone())?;
+                let transport =
+                    attach_virtio_device(vm, mmio, mem, slot, "a block device", block.clone())?;
                 out.subscribers.push(block.clone());
                 out.blocks.push(block);
+                out.block_transports.push(transport);
             }
             VirtioSlotKind::Net(i) => {
                 let n = &spec.net[i];
@@ -343,6 +391,7 @@ mod tests {
     fn stopping_flushes_every_writable_disk_and_reports_failures() {
         let flushes = Arc::new(AtomicUsize::new(0));
         let devices = VirtioDevices {
+            block_transports: Vec::new(),
             subscribers: Vec::new(),
             blocks: vec![
                 block("a", false, false, &flushes),
@@ -361,6 +410,7 @@ mod tests {
         assert_eq!(flushes.load(Ordering::SeqCst), 3);
 
         let ok = VirtioDevices {
+            block_transports: Vec::new(),
             subscribers: Vec::new(),
             blocks: vec![block("a", false, false, &flushes)],
         };

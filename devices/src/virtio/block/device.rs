@@ -445,9 +445,32 @@ impl Block {
         })
     }
 
+    /// Replaces the backing file (after flushing the old one) and updates
+    /// the capacity in the config space; returns the new capacity in
+    /// sectors. The caller tells the driver with a config-change interrupt.
+    pub fn swap_backend(&mut self, backend: Box<dyn DiskBackend>) -> Result<u64, BlockError> {
+        let read_only = self.disk.read_only();
+        let disk = Disk::new(self.disk.id().to_string(), backend, read_only)?;
+        if let Err(e) = self.disk.flush() {
+            log::error!(
+                "virtio-blk {:?}: cannot flush the old image: {e}",
+                self.disk.id()
+            );
+        }
+        let capacity = disk.capacity_sectors();
+        self.config[CONFIG_CAPACITY..CONFIG_CAPACITY + 8].copy_from_slice(&capacity.to_le_bytes());
+        self.disk = disk;
+        Ok(capacity)
+    }
+
     /// The drive id.
     pub fn id(&self) -> &str {
         self.disk.id()
+    }
+
+    /// Whether the guest may only read it.
+    pub fn read_only(&self) -> bool {
+        self.disk.read_only()
     }
 
     /// The size in 512-byte sectors.
@@ -850,6 +873,34 @@ mod tests {
         write_header(&m, HDR, VIRTIO_BLK_T_GET_ID, 0);
         let got = run(&m, &mut d, &[(HDR, 16, R), (DATA, 19, W), (STATUS, 1, W)]);
         assert_eq!(got, ioerr());
+    }
+
+    #[test]
+    fn a_swapped_backend_changes_capacity_and_content() {
+        struct Sized(u64);
+        impl DiskBackend for Sized {
+            fn read_at(&mut self, buf: &mut [u8], _offset: u64) -> io::Result<()> {
+                buf.fill(0x5a);
+                Ok(())
+            }
+            fn write_at(&mut self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+                Ok(())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+            fn size(&self) -> io::Result<u64> {
+                Ok(self.0)
+            }
+        }
+        let mut block = Block::with_backend("d".into(), Box::new(Sized(8 * 512)), false).unwrap();
+        assert_eq!(block.capacity_sectors(), 8);
+        assert_eq!(block.swap_backend(Box::new(Sized(32 * 512))).unwrap(), 32);
+        assert_eq!(block.capacity_sectors(), 32);
+        let mut cap = [0u8; 8];
+        block.read_config(0, &mut cap);
+        assert_eq!(u64::from_le_bytes(cap), 32);
+        assert_eq!(block.id(), "d");
     }
 
     #[test]
