@@ -435,3 +435,73 @@ fn a_running_drive_gets_a_new_backing_file() {
     );
     assert_eq!(wait_exit(&mut vm.0), 0);
 }
+
+#[test]
+fn metrics_are_flushed_as_json_lines() {
+    if !kvm_available("metrics_are_flushed_as_json_lines") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(&dir);
+    let metrics = dir.path().join("metrics.json");
+    let disk = dir.path().join("d.img");
+    std::fs::write(&disk, vec![0u8; 8 * 512]).unwrap();
+    let mut vm = spawn_serve(&sock, &[]);
+    let out = stream_stdout(&mut vm.0);
+    let (code, body) = http(
+        &sock,
+        "PUT",
+        "/actions",
+        r#"{"action_type": "FlushMetrics"}"#,
+    );
+    assert_eq!(code, 400, "not configured yet: {body}");
+    let cfg = format!(r#"{{"metrics_path": "{}"}}"#, metrics.display());
+    assert_eq!(http(&sock, "PUT", "/metrics", &cfg).0, 204);
+    let boot = format!(
+        r#"{{"kernel_image_path": "{}"}}"#,
+        guest("counter").display()
+    );
+    assert_eq!(http(&sock, "PUT", "/boot-source", &boot).0, 204);
+    let drive = format!(
+        r#"{{"drive_id": "data", "path_on_host": "{}", "is_root_device": false, "is_read_only": true}}"#,
+        disk.display()
+    );
+    assert_eq!(http(&sock, "PUT", "/drives/data", &drive).0, 204);
+    assert_eq!(
+        http(
+            &sock,
+            "PUT",
+            "/actions",
+            r#"{"action_type": "InstanceStart"}"#
+        )
+        .0,
+        204
+    );
+    let mut seen = String::new();
+    wait_output(&out, &mut seen, "tick 1\n");
+    assert_eq!(
+        http(
+            &sock,
+            "PUT",
+            "/actions",
+            r#"{"action_type": "FlushMetrics"}"#
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        http(&sock, "PUT", "/actions", r#"{"action_type": "Shutdown"}"#).0,
+        204
+    );
+    assert_eq!(wait_exit(&mut vm.0), 0);
+
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let line = text.lines().last().expect("one flush");
+    let m: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(m["api"]["instance_start"], 1, "{m}");
+    assert_eq!(m["api"]["flush_metrics"], 2, "{m}");
+    assert!(m["vcpu_exits"]["io_out"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["serial"]["bytes_out"].as_u64().unwrap() >= 14, "{m}");
+    assert_eq!(m["block"]["data"]["writes"], 0, "{m}");
+    assert!(m["utc_timestamp_ms"].as_u64().unwrap() > 0);
+}

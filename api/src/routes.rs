@@ -203,11 +203,7 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<VmmAction, ApiE
             return Err(ApiError::NotSupported("snapshots are not supported yet"))
         }
         ("/logger", "PUT") => VmmAction::PutLogger(parse("logger", body)?),
-        ("/metrics", "PUT") => {
-            return Err(ApiError::NotSupported(
-                "metrics configuration is not supported yet",
-            ))
-        }
+        ("/metrics", "PUT") => VmmAction::PutMetrics(parse("metrics", body)?),
         _ => unreachable!("ROUTES lists {method} {} without a handler", spec.path),
     };
     Ok(action)
@@ -534,12 +530,6 @@ mod tests {
                 "/snapshot/load",
                 "{}",
                 "snapshots are not supported yet",
-            ),
-            (
-                Method::PUT,
-                "/metrics",
-                "{}",
-                "metrics configuration is not supported yet",
             ),
         ];
         for (method, path, body, want) in cases {

@@ -58,6 +58,14 @@ pub struct LoggerConfig {
     pub module: Option<String>,
 }
 
+/// `PUT /metrics` (Firecracker's `Metrics`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// File or named pipe that receives one JSON object per flush.
+    pub metrics_path: std::path::PathBuf,
+}
+
 /// The VM's lifecycle state as `GET /` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InstanceState {
@@ -119,6 +127,8 @@ pub enum VmmAction {
     Shutdown,
     /// `PUT /logger`.
     PutLogger(LoggerConfig),
+    /// `PUT /metrics`.
+    PutMetrics(MetricsConfig),
     /// `PATCH /vm` `{"state": "Paused"}`.
     Pause,
     /// `PATCH /vm` `{"state": "Resumed"}`.
@@ -155,6 +165,33 @@ pub struct ActionRequest {
     pub action: VmmAction,
     /// Where the VMM thread sends the result.
     pub reply: Sender<ActionResult>,
+}
+
+impl VmmAction {
+    /// A short name for the action, for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VmmAction::DescribeInstance => "get_instance",
+            VmmAction::GetVersion => "get_version",
+            VmmAction::GetVmConfig => "get_vm_config",
+            VmmAction::GetMachineConfig => "get_machine_config",
+            VmmAction::PutMachineConfig(_) => "put_machine_config",
+            VmmAction::PatchMachineConfig(_) => "patch_machine_config",
+            VmmAction::PutBootSource(_) => "put_boot_source",
+            VmmAction::PutDrive(_) => "put_drive",
+            VmmAction::PatchDrive(_) => "patch_drive",
+            VmmAction::PutNetworkInterface(_) => "put_network_interface",
+            VmmAction::PutEntropy => "put_entropy",
+            VmmAction::PutLogger(_) => "put_logger",
+            VmmAction::PutMetrics(_) => "put_metrics",
+            VmmAction::InstanceStart => "instance_start",
+            VmmAction::SendCtrlAltDel => "send_ctrl_alt_del",
+            VmmAction::FlushMetrics => "flush_metrics",
+            VmmAction::Shutdown => "shutdown",
+            VmmAction::Pause => "pause",
+            VmmAction::Resume => "resume",
+        }
+    }
 }
 
 #[cfg(test)]

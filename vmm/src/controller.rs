@@ -7,6 +7,7 @@
 //! blocks on a client.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -89,6 +90,10 @@ impl PendingConfig {
 /// Answers actions: configures before boot, then drives the running VM.
 pub struct Controller {
     id: String,
+    /// Where metrics go, once configured.
+    metrics: Option<std::fs::File>,
+    /// API actions handled, by name.
+    api_counts: std::collections::BTreeMap<&'static str, u64>,
     config: PendingConfig,
     running: Option<RunningVm>,
     start_time: Instant,
@@ -110,6 +115,8 @@ impl Controller {
     ) -> Self {
         Controller {
             id,
+            metrics: None,
+            api_counts: std::collections::BTreeMap::new(),
             config,
             running: None,
             start_time,
@@ -154,6 +161,7 @@ impl Controller {
     /// Answers one action. `Shutdown` stops the VM (flushing its disks)
     /// before answering and records the VM's end in `event_loop`.
     pub fn handle(&mut self, action: VmmAction, event_loop: &mut EventLoop) -> ActionResult {
+        *self.api_counts.entry(action.name()).or_default() += 1;
         match action {
             VmmAction::DescribeInstance => Ok(VmmData::InstanceInfo(InstanceInfo {
                 id: self.id.clone(),
@@ -232,7 +240,28 @@ impl Controller {
                     .map(|()| VmmData::Empty)
                     .map_err(|e| ActionError(format!("cannot send Ctrl+Alt+Del: {e}"))),
             },
-            VmmAction::FlushMetrics => fail("FlushMetrics: metrics are not configured"),
+            VmmAction::PutMetrics(cfg) => {
+                if self.metrics.is_some() {
+                    return fail("metrics: already configured");
+                }
+                let file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                    .open(&cfg.metrics_path)
+                    .map_err(|e| {
+                        ActionError(format!(
+                            "metrics: cannot open {}: {e}",
+                            cfg.metrics_path.display()
+                        ))
+                    })?;
+                self.metrics = Some(file);
+                Ok(VmmData::Empty)
+            }
+            VmmAction::FlushMetrics => self
+                .flush_metrics()
+                .map(|()| VmmData::Empty)
+                .map_err(|e| ActionError(format!("FlushMetrics: {e}"))),
             VmmAction::Pause => match &mut self.running {
                 None => fail("cannot pause: the VM is not running"),
                 Some(vm) if vm.is_paused() => fail("cannot pause: the VM is already paused"),
@@ -277,6 +306,28 @@ impl Controller {
         Ok(VmmData::Empty)
     }
 
+    /// Writes one JSON object with every counter to the metrics file.
+    pub fn flush_metrics(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        let Some(file) = &mut self.metrics else {
+            return Err(std::io::Error::other(
+                "metrics are not configured (PUT /metrics)",
+            ));
+        };
+        let mut m = match &self.running {
+            Some(vm) => vm.metrics(),
+            None => serde_json::json!({}),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        m["utc_timestamp_ms"] = now.into();
+        m["api"] = serde_json::json!(self.api_counts);
+        let mut line = m.to_string();
+        line.push('\n');
+        file.write_all(line.as_bytes())
+    }
+
     /// Stops the VM, if one runs.
     pub fn stop(&mut self) -> Result<(), RunError> {
         match self.running.take() {
@@ -310,6 +361,36 @@ pub struct ActionQueue {
     pub requests: Receiver<ActionRequest>,
     /// Written by the API thread after each request.
     pub kick: EventFd,
+}
+
+/// How often metrics are flushed without being asked.
+const METRICS_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Marks a metrics flush as due every [`METRICS_PERIOD`].
+struct MetricsTimer {
+    timer: vmm_sys_util::timerfd::TimerFd,
+    due: Arc<AtomicBool>,
+}
+
+impl MetricsTimer {
+    fn new(due: Arc<AtomicBool>) -> std::io::Result<Self> {
+        let mut timer = vmm_sys_util::timerfd::TimerFd::new()?;
+        timer.reset(METRICS_PERIOD, Some(METRICS_PERIOD))?;
+        Ok(MetricsTimer { timer, due })
+    }
+}
+
+impl MutEventSubscriber for MetricsTimer {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.timer.wait();
+        self.due.store(true, Ordering::Release);
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.timer, EventSet::IN)) {
+            log::warn!("cannot watch the metrics timer: {e:?}");
+        }
+    }
 }
 
 /// Wakes the event loop when actions are waiting.
@@ -347,6 +428,12 @@ pub fn serve_actions(
         kick: queue.kick,
         pending: pending.clone(),
     })));
+    // Metrics are also flushed every minute (as Firecracker does).
+    let flush_due = Arc::new(AtomicBool::new(false));
+    match MetricsTimer::new(flush_due.clone()) {
+        Ok(t) => event_loop.add(Arc::new(Mutex::new(t))),
+        Err(e) => log::warn!("no periodic metrics: {e}"),
+    }
     if let Some(vmm) = prebuilt {
         let input = controller.serial_input.take();
         controller.running = Some(RunningVm::start(vmm, input, &mut event_loop)?);
@@ -357,6 +444,11 @@ pub fn serve_actions(
         }
         if let Err(e) = event_loop.run_once() {
             break Err(e);
+        }
+        if flush_due.swap(false, Ordering::AcqRel) && controller.metrics.is_some() {
+            if let Err(e) = controller.flush_metrics() {
+                log::warn!("cannot write metrics: {e}");
+            }
         }
         if pending.swap(false, Ordering::AcqRel) {
             while let Ok(req) = queue.requests.try_recv() {

@@ -403,6 +403,22 @@ impl RunningVm {
         self.virtio.swap_drive(id, path)
     }
 
+    /// The VM's counters: vCPU exits by reason, devices, console bytes.
+    pub fn metrics(&self) -> serde_json::Value {
+        let mut exits = serde_json::Map::new();
+        for h in &self.handles {
+            for (reason, n) in h.exits().snapshot() {
+                let total = exits.get(reason).and_then(|v| v.as_u64()).unwrap_or(0) + n;
+                exits.insert(reason.to_string(), total.into());
+            }
+        }
+        let mut v = self.virtio.metrics();
+        v["vcpu_exits"] = exits.into();
+        let serial = self.legacy.serial.lock().unwrap_or_else(|e| e.into_inner());
+        v["serial"] = serde_json::json!({ "bytes_out": serial.bytes_out() });
+        v
+    }
+
     /// Whether the vCPUs are paused.
     pub fn is_paused(&self) -> bool {
         self.paused

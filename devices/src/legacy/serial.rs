@@ -15,18 +15,25 @@ use crate::EventFdTrigger;
 #[derive(Debug)]
 pub struct SerialInputEvents {
     buffer_ready: EventFd,
+    bytes_out: std::sync::atomic::AtomicU64,
 }
 
 impl SerialInputEvents {
     /// `buffer_ready` is written whenever the input FIFO becomes empty.
     pub fn new(buffer_ready: EventFd) -> Self {
-        SerialInputEvents { buffer_ready }
+        SerialInputEvents {
+            buffer_ready,
+            bytes_out: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 }
 
 impl SerialEvents for SerialInputEvents {
     fn buffer_read(&self) {}
-    fn out_byte(&self) {}
+    fn out_byte(&self) {
+        self.bytes_out
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     fn tx_lost_byte(&self) {}
     fn in_buffer_empty(&self) {
         if let Err(e) = self.buffer_ready.write(1) {
@@ -60,6 +67,14 @@ impl<W: Write + Send> Serial<W> {
         self.inner
             .enqueue_raw_bytes(input)
             .map_err(|e| io::Error::other(format!("{e:?}")))
+    }
+
+    /// Bytes the guest has written to the console.
+    pub fn bytes_out(&self) -> u64 {
+        self.inner
+            .events()
+            .bytes_out
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The output sink.

@@ -215,6 +215,8 @@ pub struct VirtioDevices {
     /// The transport of each block device (same order), for config-change
     /// interrupts.
     pub block_transports: Vec<Arc<Mutex<MmioTransport>>>,
+    /// The network devices, for metrics.
+    pub nets: Vec<Arc<Mutex<Net>>>,
 }
 
 /// A drive's backing file could not be swapped.
@@ -229,6 +231,41 @@ pub enum SwapError {
 }
 
 impl VirtioDevices {
+    /// The devices' counters, by device id.
+    pub fn metrics(&self) -> serde_json::Value {
+        let lock = |m: &Mutex<Block>| {
+            let b = m.lock().unwrap_or_else(|e| e.into_inner());
+            let c = b.counters();
+            (
+                b.id().to_string(),
+                serde_json::json!({
+                    "reads": c.reads, "writes": c.writes,
+                    "read_bytes": c.read_bytes, "write_bytes": c.write_bytes,
+                    "flushes": c.flushes, "errors": c.errors,
+                }),
+            )
+        };
+        let block: serde_json::Map<_, _> = self.blocks.iter().map(|b| lock(b)).collect();
+        let net: serde_json::Map<_, _> = self
+            .nets
+            .iter()
+            .map(|n| {
+                let n = n.lock().unwrap_or_else(|e| e.into_inner());
+                let c = n.counters();
+                (
+                    n.id().to_string(),
+                    serde_json::json!({
+                        "rx_frames": c.rx.frames, "rx_bytes": c.rx.bytes,
+                        "rx_dropped": c.rx.dropped, "rx_malformed": c.rx.malformed,
+                        "tx_frames": c.tx.frames, "tx_bytes": c.tx.bytes,
+                        "tx_malformed": c.tx.malformed, "tx_errors": c.tx.errors,
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({ "block": block, "net": net })
+    }
+
     /// Replaces the backing file of drive `id` with `path` (read-only if the
     /// drive is) and tells the guest its configuration changed.
     pub fn swap_drive(&self, id: &str, path: &std::path::Path) -> Result<u64, SwapError> {
@@ -332,7 +369,8 @@ pub fn attach_virtio_devices(
                     })?;
                 let net = Arc::new(Mutex::new(net));
                 attach_virtio_device(vm, mmio, mem, slot, "a network device", net.clone())?;
-                out.subscribers.push(net);
+                out.subscribers.push(net.clone());
+                out.nets.push(net);
             }
         }
     }
@@ -391,6 +429,7 @@ mod tests {
     fn stopping_flushes_every_writable_disk_and_reports_failures() {
         let flushes = Arc::new(AtomicUsize::new(0));
         let devices = VirtioDevices {
+            nets: Vec::new(),
             block_transports: Vec::new(),
             subscribers: Vec::new(),
             blocks: vec![
@@ -410,6 +449,7 @@ mod tests {
         assert_eq!(flushes.load(Ordering::SeqCst), 3);
 
         let ok = VirtioDevices {
+            nets: Vec::new(),
             block_transports: Vec::new(),
             subscribers: Vec::new(),
             blocks: vec![block("a", false, false, &flushes)],

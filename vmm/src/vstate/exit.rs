@@ -1,6 +1,8 @@
 //! vCPU exit handling: a free function from a KVM exit to what the vCPU
 //! does next, so that it is tested without KVM.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use devices::Bus;
 use kvm_bindings::{KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::VcpuExit;
@@ -38,6 +40,47 @@ pub enum ExitAction {
     Continue,
     /// Stop this vCPU and report why.
     Stop(StopKind),
+}
+
+/// How many exits of each kind a vCPU took, for metrics.
+#[derive(Debug, Default)]
+pub struct ExitCounters {
+    /// Port reads.
+    pub io_in: AtomicU64,
+    /// Port writes.
+    pub io_out: AtomicU64,
+    /// MMIO reads.
+    pub mmio_read: AtomicU64,
+    /// MMIO writes.
+    pub mmio_write: AtomicU64,
+    /// Every other exit.
+    pub other: AtomicU64,
+}
+
+impl ExitCounters {
+    /// Counts `exit`.
+    pub fn record(&self, exit: &VcpuExit<'_>) {
+        let c = match exit {
+            VcpuExit::IoIn(..) => &self.io_in,
+            VcpuExit::IoOut(..) => &self.io_out,
+            VcpuExit::MmioRead(..) => &self.mmio_read,
+            VcpuExit::MmioWrite(..) => &self.mmio_write,
+            _ => &self.other,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts as (reason, count) pairs.
+    pub fn snapshot(&self) -> [(&'static str, u64); 5] {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("io_in", g(&self.io_in)),
+            ("io_out", g(&self.io_out)),
+            ("mmio_read", g(&self.mmio_read)),
+            ("mmio_write", g(&self.mmio_write)),
+            ("other", g(&self.other)),
+        ]
+    }
 }
 
 /// Byte an unclaimed read returns: the floating bus of a PC.

@@ -25,7 +25,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use super::exit::{handle_exit, ExitAction, IoBuses, StopKind};
+use super::exit::{handle_exit, ExitAction, ExitCounters, IoBuses, StopKind};
 use crate::arch::x86_64::cpuid::{filter_cpuid, Topology};
 use crate::arch::x86_64::interrupts::set_lint;
 use crate::arch::x86_64::msr::supported_boot_msrs;
@@ -147,6 +147,7 @@ pub struct Vcpu {
     index: u8,
     io: Arc<IoBuses>,
     mem: GuestMemoryMmap,
+    exits: Arc<ExitCounters>,
 }
 
 impl Vcpu {
@@ -161,7 +162,13 @@ impl Vcpu {
         let fd = vm
             .create_vcpu(u64::from(index))
             .map_err(|e| VcpuError::Create(index, e))?;
-        Ok(Vcpu { fd, index, io, mem })
+        Ok(Vcpu {
+            fd,
+            index,
+            io,
+            mem,
+            exits: Arc::default(),
+        })
     }
 
     /// This vCPU's index and APIC id.
@@ -223,6 +230,7 @@ impl Vcpu {
     ) -> Result<VcpuHandle, VcpuError> {
         install_kick_handler()?;
         let control = Arc::new(VcpuControl::default());
+        let exits = self.exits.clone();
         let thread_control = control.clone();
         let index = self.index;
         let thread = std::thread::Builder::new()
@@ -239,7 +247,11 @@ impl Vcpu {
                 }
             })
             .map_err(|e| VcpuError::Spawn(index, e))?;
-        Ok(VcpuHandle { thread, control })
+        Ok(VcpuHandle {
+            thread,
+            control,
+            exits,
+        })
     }
 
     fn run_loop(&mut self, control: &VcpuControl) -> VcpuStopReason {
@@ -249,7 +261,10 @@ impl Vcpu {
                 break VcpuStopReason::Stopped;
             }
             let action = match self.fd.run() {
-                Ok(exit) => handle_exit(exit, &self.io),
+                Ok(exit) => {
+                    self.exits.record(&exit);
+                    handle_exit(exit, &self.io)
+                }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.fd.set_kvm_immediate_exit(0);
                     continue;
@@ -395,9 +410,15 @@ impl VcpuControl {
 pub struct VcpuHandle {
     thread: JoinHandle<()>,
     control: Arc<VcpuControl>,
+    exits: Arc<ExitCounters>,
 }
 
 impl VcpuHandle {
+    /// The vCPU's exits so far.
+    pub fn exits(&self) -> &ExitCounters {
+        &self.exits
+    }
+
     fn kick(&self) {
         if let Err(e) = self.thread.kill(vcpu_kick_signal()) {
             // The thread may have ended already.

@@ -83,6 +83,24 @@ pub struct Disk {
     bounce: Vec<u8>,
     /// Requests that failed, for rate-limited logs.
     errors: u64,
+    counters: BlockCounters,
+}
+
+/// What a block device has served, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockCounters {
+    /// Read (IN) requests served.
+    pub reads: u64,
+    /// Write (OUT) requests served.
+    pub writes: u64,
+    /// Bytes read for the guest.
+    pub read_bytes: u64,
+    /// Bytes written for the guest.
+    pub write_bytes: u64,
+    /// Flush requests served.
+    pub flushes: u64,
+    /// Requests answered with an error status (or dropped).
+    pub errors: u64,
 }
 
 impl Disk {
@@ -112,6 +130,7 @@ impl Disk {
             bufs: RequestBuffers::new(),
             bounce: Vec::new(),
             errors: 0,
+            counters: BlockCounters::default(),
         })
     }
 
@@ -163,6 +182,7 @@ impl Disk {
         let (status, written) = match self.execute(mem) {
             Ok(done) => done,
             Err(e) => {
+                self.counters.errors += 1;
                 if log_this(&mut self.errors) {
                     log::warn!(
                         "virtio-blk \"{}\": {e} ({} failed requests)",
@@ -198,6 +218,8 @@ impl Disk {
                 only_direction("IN", readable_data, "device-readable")?;
                 let offset = self.disk_range(header.sector, writable_data)?;
                 self.read(mem, offset, writable_data)?;
+                self.counters.reads += 1;
+                self.counters.read_bytes += writable_data;
                 // `writable_data` < 4 GiB (see `serve`).
                 Ok((VIRTIO_BLK_S_OK, writable_data as u32))
             }
@@ -208,12 +230,15 @@ impl Disk {
                 }
                 let offset = self.disk_range(header.sector, readable_data)?;
                 self.write(mem, offset, readable_data)?;
+                self.counters.writes += 1;
+                self.counters.write_bytes += readable_data;
                 Ok((VIRTIO_BLK_S_OK, 0))
             }
             VIRTIO_BLK_T_FLUSH => {
                 // Data in a flush is a driver mistake (§5.2.6.1 "SHOULD
                 // NOT"), harmless: ignored.
                 self.backend.flush().map_err(RequestError::FlushDisk)?;
+                self.counters.flushes += 1;
                 Ok((VIRTIO_BLK_S_OK, 0))
             }
             VIRTIO_BLK_T_GET_ID => {
@@ -471,6 +496,11 @@ impl Block {
     /// Whether the guest may only read it.
     pub fn read_only(&self) -> bool {
         self.disk.read_only()
+    }
+
+    /// What it has served so far.
+    pub fn counters(&self) -> BlockCounters {
+        self.disk.counters
     }
 
     /// The size in 512-byte sectors.

@@ -12,8 +12,8 @@ mod request;
 
 pub use backend::{DiskBackend, GuestBuffers};
 pub use device::{
-    process_requestq, Block, BlockError, Disk, BLOCK_QUEUE_SIZE, VIRTIO_BLK_F_BLK_SIZE,
-    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
+    process_requestq, Block, BlockCounters, BlockError, Disk, BLOCK_QUEUE_SIZE,
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
 };
 pub use request::{
     RequestError, SECTOR_SIZE, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
