@@ -505,3 +505,135 @@ fn metrics_are_flushed_as_json_lines() {
     assert_eq!(m["block"]["data"]["writes"], 0, "{m}");
     assert!(m["utc_timestamp_ms"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn every_body_endpoint_refuses_every_class_of_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(&dir);
+    let mut vm = spawn_serve(&sock, &[]);
+    // (method, path, a body with a wrong type, one missing a required
+    // field, the field the error must name).
+    let endpoints = [
+        (
+            "PUT",
+            "/machine-config",
+            r#"{"vcpu_count": "two", "mem_size_mib": 128}"#,
+            r#"{"vcpu_count": 1}"#,
+            "mem_size_mib",
+        ),
+        (
+            "PATCH",
+            "/machine-config",
+            r#"{"vcpu_count": "two"}"#,
+            "",
+            "",
+        ),
+        (
+            "PUT",
+            "/boot-source",
+            r#"{"kernel_image_path": 7}"#,
+            r#"{"boot_args": "x"}"#,
+            "kernel_image_path",
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            r#"{"drive_id": "rootfs", "path_on_host": 1, "is_root_device": true}"#,
+            r#"{"drive_id": "rootfs", "path_on_host": "/x"}"#,
+            "is_root_device",
+        ),
+        (
+            "PATCH",
+            "/drives/rootfs",
+            r#"{"drive_id": 5}"#,
+            r#"{"path_on_host": "/x"}"#,
+            "drive_id",
+        ),
+        (
+            "PUT",
+            "/network-interfaces/eth0",
+            r#"{"iface_id": "eth0", "host_dev_name": 3}"#,
+            r#"{"iface_id": "eth0"}"#,
+            "host_dev_name",
+        ),
+        (
+            "PUT",
+            "/actions",
+            r#"{"action_type": 1}"#,
+            "{}",
+            "action_type",
+        ),
+        ("PATCH", "/vm", r#"{"state": true}"#, "{}", "state"),
+        ("PUT", "/logger", r#"{"level": 3}"#, "", ""),
+        (
+            "PUT",
+            "/metrics",
+            r#"{"metrics_path": 3}"#,
+            "{}",
+            "metrics_path",
+        ),
+    ];
+    let still_serving = |what: &str| {
+        let (code, body) = http(&sock, "GET", "/", "");
+        assert_eq!(code, 200, "not serving after {what}: {body}");
+    };
+    for (method, path, wrong_type, missing, field) in endpoints {
+        let mut cases = vec![("malformed JSON", "{".to_string(), String::new())];
+        cases.push(("wrong type", wrong_type.to_string(), String::new()));
+        // An unknown field next to a valid-looking one.
+        cases.push((
+            "unknown field",
+            r#"{"definitely_not_a_field": 1}"#.to_string(),
+            "definitely_not_a_field".to_string(),
+        ));
+        if !missing.is_empty() {
+            cases.push(("missing field", missing.to_string(), field.to_string()));
+        }
+        for (class, body, must_name) in cases {
+            let what = format!("{method} {path} ({class})");
+            let (code, reply) = http(&sock, method, path, &body);
+            assert_eq!(code, 400, "{what}: {reply}");
+            let v: serde_json::Value = serde_json::from_str(&reply)
+                .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {reply}"));
+            let msg = v["fault_message"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: {reply}"));
+            assert!(
+                msg.contains(&must_name),
+                "{what}: {msg:?} does not name {must_name:?}"
+            );
+            still_serving(&what);
+        }
+    }
+    // Ids that disagree with the path.
+    for (method, path, body) in [
+        (
+            "PUT",
+            "/drives/a",
+            r#"{"drive_id": "b", "path_on_host": "/x", "is_root_device": false}"#,
+        ),
+        (
+            "PUT",
+            "/network-interfaces/a",
+            r#"{"iface_id": "b", "host_dev_name": "t"}"#,
+        ),
+    ] {
+        let (code, reply) = http(&sock, method, path, body);
+        assert_eq!(code, 400, "{path}: {reply}");
+        let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        let msg = v["fault_message"].as_str().unwrap();
+        assert!(msg.contains("\"b\"") && msg.contains("\"a\""), "{msg}");
+        still_serving(path);
+    }
+    // Wrong method, unknown path, too large a body.
+    assert_eq!(http(&sock, "DELETE", "/machine-config", "").0, 405);
+    assert_eq!(http(&sock, "GET", "/nope", "").0, 404);
+    let huge = format!(r#"{{"kernel_image_path": "{}"}}"#, "x".repeat(60_000));
+    assert_eq!(http(&sock, "PUT", "/boot-source", &huge).0, 413);
+    still_serving("413");
+    assert_eq!(
+        http(&sock, "PUT", "/actions", r#"{"action_type": "Shutdown"}"#).0,
+        204
+    );
+    assert_eq!(wait_exit(&mut vm.0), 0);
+}
