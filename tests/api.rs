@@ -9,9 +9,15 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::netns::{NetNs, TAP};
 use common::*;
 
 fn spawn_serve(sock: &Path, extra: &[&str]) -> KillOnDrop {
+    spawn_serve_in(None, sock, extra)
+}
+
+/// `podvm serve`, inside network namespace `ns` when given.
+fn spawn_serve_in(ns: Option<&NetNs>, sock: &Path, extra: &[&str]) -> KillOnDrop {
     let mut args = vec![
         "serve",
         "--api-sock",
@@ -20,7 +26,15 @@ fn spawn_serve(sock: &Path, extra: &[&str]) -> KillOnDrop {
         "pod-7",
     ];
     args.extend_from_slice(extra);
-    let child = podvm()
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_podvm")]);
+            c
+        }
+        None => podvm(),
+    };
+    let child = cmd
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -89,7 +103,9 @@ fn go_sdk_call_order_boots_the_guest() {
     let sock = sock_in(&dir);
     let disk = dir.path().join("rootfs.img");
     std::fs::write(&disk, vec![0u8; 64 * 512]).unwrap();
-    let mut vm = spawn_serve(&sock, &[]);
+    // The network interface's tap lives in a namespace the test makes.
+    let ns = NetNs::with_tap("go_sdk_call_order_boots_the_guest (network part)");
+    let mut vm = spawn_serve_in(ns.as_ref(), &sock, &[]);
     let out = stream_stdout(&mut vm.0);
 
     let (code, body) = http(&sock, "GET", "/", "");
@@ -99,15 +115,29 @@ fn go_sdk_call_order_boots_the_guest() {
     assert_eq!(info["state"], "Not started");
     assert_eq!(info["app_name"], "podvm");
 
-    let calls = [
+    // firecracker-go-sdk's order: logger, metrics, machine-config,
+    // boot-source, drives, network-interfaces, InstanceStart.
+    let log = dir.path().join("podvm.log");
+    let metrics = dir.path().join("metrics.json");
+    let mut calls = vec![
         (
             "PUT",
-            "/machine-config",
+            "/logger".to_string(),
+            format!(r#"{{"log_path": "{}", "level": "Info"}}"#, log.display()),
+        ),
+        (
+            "PUT",
+            "/metrics".to_string(),
+            format!(r#"{{"metrics_path": "{}"}}"#, metrics.display()),
+        ),
+        (
+            "PUT",
+            "/machine-config".to_string(),
             r#"{"vcpu_count": 2, "mem_size_mib": 128, "smt": false}"#.to_string(),
         ),
         (
             "PUT",
-            "/boot-source",
+            "/boot-source".to_string(),
             format!(
                 r#"{{"kernel_image_path": "{}", "boot_args": "console=ttyS0 blk.read=0:1"}}"#,
                 guest("virtio_blk").display()
@@ -115,18 +145,25 @@ fn go_sdk_call_order_boots_the_guest() {
         ),
         (
             "PUT",
-            "/drives/rootfs",
+            "/drives/rootfs".to_string(),
             format!(
                 r#"{{"drive_id": "rootfs", "path_on_host": "{}", "is_root_device": true, "is_read_only": false}}"#,
                 disk.display()
             ),
         ),
-        (
-            "PUT",
-            "/actions",
-            r#"{"action_type": "InstanceStart"}"#.to_string(),
-        ),
     ];
+    if ns.is_some() {
+        calls.push((
+            "PUT",
+            "/network-interfaces/eth0".to_string(),
+            format!(r#"{{"iface_id": "eth0", "guest_mac": "06:00:ac:10:00:02", "host_dev_name": "{TAP}"}}"#),
+        ));
+    }
+    calls.push((
+        "PUT",
+        "/actions".to_string(),
+        r#"{"action_type": "InstanceStart"}"#.to_string(),
+    ));
     for (method, path, body) in &calls {
         let (code, reply) = http(&sock, method, path, body);
         assert_eq!(code, 204, "{method} {path}: {reply}");

@@ -6,79 +6,15 @@ mod common;
 
 use std::ffi::CString;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::time::Duration;
 
+use common::netns::{NetNs, TAP};
 use common::*;
 
 /// EtherType the guest and the test use (IEEE 802 local experimental).
 const ETHERTYPE: u16 = 0x88b5;
 const GUEST_MAC: [u8; 6] = [0x06, 0x00, 0x00, 0x00, 0x00, 0x2a];
-const TAP: &str = "podvmtap0";
-
-/// A network namespace, deleted on drop.
-struct NetNs {
-    name: String,
-}
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-impl NetNs {
-    /// A namespace holding an up tap named [`TAP`], or `None` (with a
-    /// SKIPPED message) when this host cannot make one.
-    fn with_tap(test: &str) -> Option<NetNs> {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        if !root || !ip(&["-V"]) || !std::path::Path::new("/dev/net/tun").exists() {
-            eprintln!("SKIPPED {test}: needs root, iproute2 and /dev/net/tun");
-            return None;
-        }
-        let name = format!(
-            "podvm-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        assert!(ip(&["netns", "add", &name]), "ip netns add {name}");
-        let ns = NetNs { name };
-        // No IPv6 autoconfiguration chatter on the tap.
-        let _ = ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        let _ = ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-        assert!(ns.exec(&["ip", "tuntap", "add", "dev", TAP, "mode", "tap"]));
-        assert!(ns.exec(&["ip", "link", "set", TAP, "up"]));
-        Some(ns)
-    }
-
-    fn exec(&self, cmd: &[&str]) -> bool {
-        let mut args = vec!["netns", "exec", &self.name];
-        args.extend_from_slice(cmd);
-        ip(&args)
-    }
-
-    /// Moves the calling thread into the namespace.
-    fn enter(&self) {
-        let path = format!("/run/netns/{}", self.name);
-        let f = std::fs::File::open(&path).unwrap();
-        use std::os::fd::AsRawFd;
-        // SAFETY: setns on a namespace fd only changes this thread's
-        // network namespace.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        ip(&["netns", "del", &self.name]);
-    }
-}
 
 /// A raw packet socket on the tap (inside the namespace the calling
 /// thread is in).
