@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::netns::{NetNs, TAP};
 use common::*;
@@ -43,51 +41,6 @@ fn spawn_serve_in(ns: Option<&NetNs>, sock: &Path, extra: &[&str]) -> KillOnDrop
         .unwrap();
     wait_for_path(sock);
     KillOnDrop(child)
-}
-
-/// Streams a child's stdout into a channel of chunks.
-fn stream_stdout(child: &mut Child) -> mpsc::Receiver<String> {
-    let mut out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0
-                || tx
-                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                    .is_err()
-            {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_output(rx: &mpsc::Receiver<String>, seen: &mut String, needle: &str) {
-    let deadline = Instant::now() + DEADLINE;
-    while !seen.contains(needle) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("{needle:?} never appeared; output ends {:?}", tail(seen)));
-        seen.push_str(&chunk);
-    }
-}
-
-fn tail(s: &str) -> &str {
-    &s[s.len().saturating_sub(200)..]
-}
-
-fn wait_exit(child: &mut Child) -> i32 {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code().expect("an exit code");
-        }
-        assert!(start.elapsed() < DEADLINE, "podvm did not exit");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn sock_in(dir: &tempfile::TempDir) -> PathBuf {

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::*;
 
@@ -77,17 +76,6 @@ fn fault(out: &RunOutput) -> &str {
         .trim_end()
         .strip_prefix("error: ")
         .unwrap_or_else(|| panic!("no `error: ` prefix: {out:?}"))
-}
-
-fn wait_exit(child: &mut Child) -> i32 {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code().expect("an exit code");
-        }
-        assert!(start.elapsed() < DEADLINE, "podvm did not exit");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]
@@ -172,36 +160,6 @@ fn bad_usage_exits_2() {
         let out = run_podvm(args);
         assert_eq!(out.code(), 2, "{args:?}: {out:?}");
         assert_eq!(out.stdout, "", "{out:?}");
-    }
-}
-
-/// Streams a child's stdout into a channel of chunks.
-fn stream_stdout(child: &mut Child) -> mpsc::Receiver<String> {
-    let mut out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0
-                || tx
-                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                    .is_err()
-            {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_output(rx: &mpsc::Receiver<String>, seen: &mut String, needle: &str) {
-    let deadline = Instant::now() + DEADLINE;
-    while !seen.contains(needle) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("{needle:?} never appeared in {seen:?}"));
-        seen.push_str(&chunk);
     }
 }
 

@@ -8,6 +8,7 @@ pub mod netns;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -188,5 +189,53 @@ pub fn wait_for_path(path: &std::path::Path) {
             path.display()
         );
         thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Streams a child's stdout into a channel of chunks.
+pub fn stream_stdout(child: &mut Child) -> mpsc::Receiver<String> {
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0
+                || tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Collects chunks until `seen` contains `needle` (bounded by [`DEADLINE`]).
+pub fn wait_output(rx: &mpsc::Receiver<String>, seen: &mut String, needle: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("{needle:?} never appeared; output ends {:?}", tail(seen)));
+        seen.push_str(&chunk);
+    }
+}
+
+/// The last 200 bytes of `s`.
+pub fn tail(s: &str) -> &str {
+    &s[s.len().saturating_sub(200)..]
+}
+
+/// Waits (bounded by [`DEADLINE`]) for `child` to exit; its exit code.
+pub fn wait_exit(child: &mut Child) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().expect("an exit code");
+        }
+        assert!(start.elapsed() < DEADLINE, "podvm did not exit");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
