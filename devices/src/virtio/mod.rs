@@ -53,6 +53,32 @@ pub(crate) fn log_this(counter: &mut u64) -> bool {
     counter.is_power_of_two()
 }
 
+/// Acts on the result of a bounded pass over a queue: a pass that stopped
+/// at its budget kicks the queue's own event, so the event loop comes back
+/// to it after other work; a broken ring is logged, rate-limited through
+/// `errors`. `device` names the device and queue, and is only built when
+/// something is logged.
+pub(crate) fn finish_pass(
+    result: Result<bool, virtio_queue::Error>,
+    queue_evt: &vmm_sys_util::eventfd::EventFd,
+    errors: &mut u64,
+    device: impl FnOnce() -> String,
+) {
+    match result {
+        Ok(false) => {}
+        Ok(true) => {
+            if let Err(e) = queue_evt.write(1) {
+                log::warn!("{}: cannot reschedule the queue: {e}", device());
+            }
+        }
+        Err(e) => {
+            if log_this(errors) {
+                log::warn!("{}: {e}", device());
+            }
+        }
+    }
+}
+
 /// Whether the driver wants an interrupt for the chains just used. With
 /// VIRTIO_F_EVENT_IDX that is `Queue::needs_notification`; without it the
 /// driver may set VRING_AVAIL_F_NO_INTERRUPT in the available ring's

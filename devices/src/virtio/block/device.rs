@@ -17,7 +17,7 @@ use crate::virtio::state::DeviceState;
 use crate::virtio::{
     device_type, ActivateError, Activation, IrqLine, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
 };
-use crate::virtio::{log_this, should_interrupt};
+use crate::virtio::{finish_pass, log_this, should_interrupt};
 
 /// Size of the one request queue.
 pub const BLOCK_QUEUE_SIZE: u16 = 256;
@@ -431,6 +431,8 @@ pub struct Block {
     avail_features: u64,
     acked_features: u64,
     config: [u8; CONFIG_LEN],
+    /// Broken-ring errors, for rate-limited logs.
+    queue_errors: u64,
 }
 
 impl Block {
@@ -467,6 +469,7 @@ impl Block {
             avail_features,
             acked_features: 0,
             config,
+            queue_errors: 0,
         })
     }
 
@@ -527,18 +530,11 @@ impl Block {
         else {
             return;
         };
-        match process_requestq(&mut queues[0], mem, &mut self.disk, irq) {
-            Ok(false) => {}
-            Ok(true) => {
-                if let Err(e) = queue_evts[0].write(1) {
-                    log::warn!(
-                        "virtio-blk \"{}\": cannot reschedule the request queue: {e}",
-                        self.disk.id
-                    );
-                }
-            }
-            Err(e) => log::warn!("virtio-blk \"{}\": {e}", self.disk.id),
-        }
+        let result = process_requestq(&mut queues[0], mem, &mut self.disk, irq);
+        let id = &self.disk.id;
+        finish_pass(result, &queue_evts[0], &mut self.queue_errors, || {
+            format!("virtio-blk {id:?} request queue")
+        });
     }
 }
 

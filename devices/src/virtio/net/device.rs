@@ -11,7 +11,9 @@ use virtio_bindings::virtio_net::{
 use super::{process_rxq, process_txq, NetBackend, Rx, RxCounters, Tap, Tx, TxCounters};
 use super::{RX_QUEUE, TX_QUEUE};
 use crate::virtio::state::DeviceState;
-use crate::virtio::{device_type, ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::virtio::{
+    device_type, finish_pass, ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1,
+};
 
 /// Size of each of the two queues.
 pub const NET_QUEUE_SIZE: u16 = 256;
@@ -128,26 +130,20 @@ impl<B: NetBackend> Net<B> {
         else {
             return;
         };
-        match process_txq(
+        let result = process_txq(
             &mut queues[TX_QUEUE],
             mem,
             &mut self.backend,
             &mut self.tx,
             irq,
-        ) {
-            // Stopped at its budget: come back after the other events.
-            Ok(true) => {
-                if let Err(e) = queue_evts[TX_QUEUE].write(1) {
-                    log::warn!("net {:?}: cannot reschedule transmission: {e}", self.id);
-                }
-            }
-            Ok(false) => {}
-            Err(e) => {
-                if crate::virtio::log_this(&mut self.queue_errors) {
-                    log::warn!("net {:?}: transmit queue: {e}", self.id);
-                }
-            }
-        }
+        );
+        let id = &self.id;
+        finish_pass(
+            result,
+            &queue_evts[TX_QUEUE],
+            &mut self.queue_errors,
+            || format!("net {id:?} transmit queue"),
+        );
     }
 
     /// Moves waiting frames from the backend into the driver's receive
@@ -162,25 +158,20 @@ impl<B: NetBackend> Net<B> {
         else {
             return;
         };
-        match process_rxq(
+        let result = process_rxq(
             &mut queues[RX_QUEUE],
             mem,
             &mut self.backend,
             &mut self.rx,
             irq,
-        ) {
-            Ok(true) => {
-                if let Err(e) = queue_evts[RX_QUEUE].write(1) {
-                    log::warn!("net {:?}: cannot reschedule reception: {e}", self.id);
-                }
-            }
-            Ok(false) => {}
-            Err(e) => {
-                if crate::virtio::log_this(&mut self.queue_errors) {
-                    log::warn!("net {:?}: receive queue: {e}", self.id);
-                }
-            }
-        }
+        );
+        let id = &self.id;
+        finish_pass(
+            result,
+            &queue_evts[RX_QUEUE],
+            &mut self.queue_errors,
+            || format!("net {id:?} receive queue"),
+        );
     }
 }
 

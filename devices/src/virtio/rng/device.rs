@@ -9,7 +9,7 @@ use crate::virtio::state::DeviceState;
 use crate::virtio::{
     device_type, ActivateError, Activation, IrqLine, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
 };
-use crate::virtio::{log_this, should_interrupt};
+use crate::virtio::{finish_pass, log_this, should_interrupt};
 
 /// Size of the one request queue.
 pub const RNG_QUEUE_SIZE: u16 = 256;
@@ -71,6 +71,8 @@ pub struct Rng {
     pub(super) state: DeviceState,
     entropy: Entropy,
     acked_features: u64,
+    /// Broken-ring errors, for rate-limited logs.
+    queue_errors: u64,
 }
 
 impl Rng {
@@ -85,6 +87,7 @@ impl Rng {
             state: DeviceState::new()?,
             entropy: Entropy::new(source),
             acked_features: 0,
+            queue_errors: 0,
         })
     }
 
@@ -101,15 +104,10 @@ impl Rng {
         else {
             return;
         };
-        match process_requestq(&mut queues[0], mem, &mut self.entropy, irq) {
-            Ok(false) => {}
-            Ok(true) => {
-                if let Err(e) = queue_evts[0].write(1) {
-                    log::warn!("virtio-rng: cannot reschedule the request queue: {e}");
-                }
-            }
-            Err(e) => log::warn!("virtio-rng: {e}"),
-        }
+        let result = process_requestq(&mut queues[0], mem, &mut self.entropy, irq);
+        finish_pass(result, &queue_evts[0], &mut self.queue_errors, || {
+            "virtio-rng request queue".to_string()
+        });
     }
 }
 
