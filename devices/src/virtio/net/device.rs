@@ -10,6 +10,7 @@ use virtio_bindings::virtio_net::{
 
 use super::{process_rxq, process_txq, NetBackend, Rx, RxCounters, Tap, Tx, TxCounters};
 use super::{RX_QUEUE, TX_QUEUE};
+use crate::virtio::rng::host_entropy;
 use crate::virtio::state::DeviceState;
 use crate::virtio::{
     device_type, finish_pass, ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1,
@@ -268,28 +269,16 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
 /// (IEEE 802: bit 1 of the first byte set, bit 0 clear).
 pub fn random_mac() -> [u8; 6] {
     let mut mac = [0u8; 6];
-    let mut filled = 0;
-    while filled < mac.len() {
-        let rest = &mut mac[filled..];
-        // SAFETY: writes at most `rest.len()` bytes into `rest`.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            // getrandom fails only on kernels without it (before 3.17);
-            // std's hasher keys come from the OS's randomness too.
-            log::warn!("getrandom failed ({e}); generating a MAC address from std's hasher");
-            use std::hash::{BuildHasher, Hasher};
-            let bytes = std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish()
-                .to_le_bytes();
-            mac.copy_from_slice(&bytes[..6]);
-            break;
-        }
-        filled += n as usize;
+    if let Err(e) = host_entropy(&mut mac) {
+        // getrandom fails only on kernels without it (before 3.17); std's
+        // hasher keys come from the OS's randomness too.
+        log::warn!("getrandom failed ({e}); generating a MAC address from std's hasher");
+        use std::hash::{BuildHasher, Hasher};
+        let bytes = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+            .to_le_bytes();
+        mac.copy_from_slice(&bytes[..6]);
     }
     mac[0] = 0x02;
     mac

@@ -4,4 +4,4 @@
 mod device;
 mod event_handler;
 
-pub use device::{process_requestq, Entropy, Rng, RNG_QUEUE_SIZE};
+pub use device::{host_entropy, process_requestq, Entropy, EntropySource, Rng, RNG_QUEUE_SIZE};
