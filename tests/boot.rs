@@ -82,8 +82,12 @@ fn boot_params_carry_e820_cmdline_and_initrd() {
         .collect();
     assert_eq!(
         e820,
-        ["0x0 0xa0000 1", "0xf0000 0x10000 2", "0x100000 0x5f00000 1"]
+        ["0x0 0xa0000 1", "0xe0000 0x20000 2", "0x100000 0x5f00000 1"]
     );
+    // The ACPI tables: the kernel is told where the RSDP is, and it is
+    // there (where a scanning kernel also finds it).
+    assert_eq!(out.value("acpi-rsdp"), Some("0xe0000"), "{out:?}");
+    assert_eq!(out.value("acpi-rsdp-sig"), Some("RSD PTR "), "{out:?}");
     // The initrd sits page-aligned at the top of RAM, with its content.
     let initrd_line = out.value("initrd").expect("initrd line");
     let size = content.len() as u64;
@@ -281,6 +285,8 @@ fn pvh_kernels_enter_in_32_bit_mode_with_start_info() {
     );
     assert_eq!(out.value("modules"), Some("1"));
     assert_eq!(out.value("module"), Some("0xcffff000 0x17"));
+    assert_eq!(out.value("rsdp"), Some("0xe0000"), "{out:?}");
+    assert_eq!(out.value("rsdp-sig"), Some("RSD PTR "), "{out:?}");
     assert!(out.lines().contains(&"pvh-done"));
 }
 

@@ -20,6 +20,8 @@
 #   initrd: <addr hex> <size hex>                  (ramdisk_image/size + ext_ high bits)
 #   initrd-head: <first min(size,16) bytes, 2 hex digits each, no spaces>
 #       (only if size > 0; "initrd-head-unmapped" if not inside the first GiB)
+#   acpi-rsdp: <acpi_rsdp_addr, u64 at 0x70, hex>
+#   acpi-rsdp-sig: <the 8 bytes there as text>    (only if the address is not 0)
 #   bootparams-done
 # then resets.
         .include "lib.inc"
@@ -191,7 +193,19 @@ main:
         call newline
 
 .Ldone:
-        PRINT "bootparams-done\n"
+        mov r12, [r15 + BP_ACPI_RSDP_ADDR]
+        PRINT "acpi-rsdp: "
+        mov rax, r12
+        call put_hex64
+        call newline
+        test r12, r12
+        jz 5f
+        PRINT "acpi-rsdp-sig: "
+        mov rsi, r12
+        mov ecx, 8
+        call put_printable
+        call newline
+5:      PRINT "bootparams-done\n"
         jmp reset
 
         .section .rodata

@@ -31,6 +31,8 @@
 #   modules: <nr_modules, decimal>
 #   module: <paddr hex> <size hex>      (the first module; only if nr_modules > 0)
 #       (instead: "module-unmapped" if modlist_paddr is 0 or not below 4 GiB)
+#   rsdp: <rsdp_paddr, hex>
+#   rsdp-sig: <the 8 bytes there as text>    (only if rsdp_paddr is not 0 and below 4 GiB)
 #   pvh-done
 # then resets.
         .include "lib.inc"
@@ -230,7 +232,23 @@ pvh_main:
         call pm_newline
 
 .Ldone:
-        PM_PRINT "pvh-done\n"
+        PM_PRINT "rsdp: "
+        mov eax, [ebp + SI_RSDP_PADDR]
+        mov edx, [ebp + SI_RSDP_PADDR + 4]
+        call pm_put_hex64
+        call pm_newline
+        test edx, edx
+        jnz 1f
+        mov esi, [ebp + SI_RSDP_PADDR]
+        test esi, esi
+        jz 1f
+        cmp esi, 0x100000000 - 8
+        ja 1f
+        PM_PRINT "rsdp-sig: "
+        mov ecx, 8
+        call pm_puts_max
+        call pm_newline
+1:      PM_PRINT "pvh-done\n"
         jmp pm_reset
 
 # ---------------------------------------------------------------------------

@@ -19,6 +19,9 @@ use resources::{
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::arch::x86_64::acpi::{
+    create_acpi_tables, AcpiError, AcpiPlatform, MmioDevice, PioDevice,
+};
 use crate::arch::x86_64::boot_params::{
     e820_map, linux_boot_params, write_pvh_start_info, InitrdPlacement,
 };
@@ -27,7 +30,10 @@ use crate::arch::x86_64::layout::{IDENTITY_MAPPED_END, ZERO_PAGE_START};
 use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
 use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables, BootEntry};
 use crate::console::{own_description, ConsoleDrain, ConsoleOutput};
-use crate::device_manager::{attach_legacy_devices, DeviceError, MmioSlot, SerialOutput};
+use crate::device_manager::{
+    attach_legacy_devices, DeviceError, MmioSlot, SerialOutput, I8042_KBD_IRQ, I8042_PORT,
+    SERIAL_IRQ, SERIAL_PORT, SERIAL_PORT_LEN,
+};
 use crate::loader::{
     check_kernel_fits, load_cmdline, load_initrd, load_kernel, place_initrd, probe_kernel,
     KernelInfo, LoaderError,
@@ -37,6 +43,7 @@ use crate::vstate::exit::IoBuses;
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
 use crate::Vmm;
+use devices::virtio::MMIO_REGION_SIZE;
 
 mod virtio;
 
@@ -90,6 +97,9 @@ pub enum BuildError {
         #[source]
         source: vm_memory::GuestMemoryError,
     },
+    /// The ACPI tables could not be written.
+    #[error("{0}")]
+    Acpi(#[from] AcpiError),
     /// The MP table could not be written.
     #[error("{0}")]
     Mptable(#[from] MptableError),
@@ -275,21 +285,57 @@ pub fn load_guest(
     load_cmdline(mem, cmdline)?;
 
     let e820 = e820_map(spec.machine.mem_size_bytes());
+    let acpi = create_acpi_tables(&acpi_platform(spec, &virtio_slots(spec)))?;
+    acpi.write_to(mem)?;
+    let rsdp = acpi.rsdp_addr();
     let write_err = |what| move |source| BuildError::BootSetup { what, source };
     match kernel.entry {
         BootEntry::Linux64 { .. } => {
-            let params = linux_boot_params(&e820, cmdline.len(), initrd, kernel.setup_header);
+            let params = linux_boot_params(&e820, cmdline.len(), initrd, kernel.setup_header, rsdp);
             mem.write_obj(params, GuestAddress(ZERO_PAGE_START))
                 .map_err(write_err("the zero page"))?;
             setup_page_tables(mem).map_err(write_err("the page tables"))?;
         }
         BootEntry::Pvh { .. } => {
-            write_pvh_start_info(mem, &e820, initrd).map_err(write_err("the PVH start info"))?;
+            write_pvh_start_info(mem, &e820, initrd, rsdp)
+                .map_err(write_err("the PVH start info"))?;
         }
     }
     setup_gdt_idt(mem, kernel.entry).map_err(write_err("the GDT"))?;
     setup_mptable(mem, spec.machine.vcpu_count)?;
     Ok(kernel.entry)
+}
+
+/// The virtio-mmio windows of `spec`'s devices, in slot order.
+fn virtio_slots(spec: &VmSpec) -> Vec<MmioDevice> {
+    (0..virtio_layout(spec).len())
+        .map(|i| {
+            let slot = MmioSlot::nth(i);
+            MmioDevice {
+                base: slot.base,
+                len: MMIO_REGION_SIZE,
+                gsi: slot.gsi,
+            }
+        })
+        .collect()
+}
+
+/// What the ACPI tables describe for `spec`: its vCPUs, `virtio`, and the
+/// legacy devices [`attach_legacy_devices`] creates.
+fn acpi_platform<'a>(spec: &VmSpec, virtio: &'a [MmioDevice]) -> AcpiPlatform<'a> {
+    AcpiPlatform {
+        vcpu_count: spec.machine.vcpu_count,
+        virtio,
+        serial: PioDevice {
+            ports: &[(SERIAL_PORT as u16, SERIAL_PORT_LEN as u8)],
+            irq: SERIAL_IRQ,
+        },
+        i8042: PioDevice {
+            // The data and the command/status port; 0x61–0x63 are not its.
+            ports: &[(I8042_PORT as u16, 1), (I8042_PORT as u16 + 4, 1)],
+            irq: I8042_KBD_IRQ,
+        },
+    }
 }
 
 /// Creates and configures every vCPU.

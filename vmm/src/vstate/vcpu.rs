@@ -31,6 +31,18 @@ use crate::arch::x86_64::interrupts::set_lint;
 use crate::arch::x86_64::msr::supported_boot_msrs;
 use crate::arch::x86_64::regs::{boot_fpu, boot_regs, boot_sregs, BootEntry};
 
+/// `CLOCK_MONOTONIC` in nanoseconds (the clock `std::time::Instant` reads).
+pub fn monotonic_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always
+    // exists on Linux, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
 /// The signal that kicks a vCPU thread out of `KVM_RUN`.
 pub fn vcpu_kick_signal() -> i32 {
     SIGRTMIN()
@@ -256,6 +268,14 @@ impl Vcpu {
 
     fn run_loop(&mut self, control: &VcpuControl) -> VcpuStopReason {
         KVM_RUN_PTR.with(|p| p.set(self.fd.get_kvm_run() as *mut kvm_run));
+        if self.index == 0 && log::log_enabled!(log::Level::Debug) {
+            // An absolute clock, so that whoever started this process can
+            // tell how long it took to reach the guest's first instruction.
+            log::debug!(
+                "vcpu 0: entering the guest (CLOCK_MONOTONIC {} ns)",
+                monotonic_ns()
+            );
+        }
         let reason = loop {
             if control.wanted() != WANT_RUN && !control.park_while_paused() {
                 break VcpuStopReason::Stopped;

@@ -84,13 +84,18 @@ pub struct InitrdPlacement {
 /// The Linux zero page for a kernel entered through the 64-bit boot
 /// protocol. `setup_header` is the header a bzImage carries (copied into
 /// the zero page as the protocol asks); ELF kernels have none.
+/// `rsdp_addr` is where the ACPI RSDP is (0: no ACPI tables).
 pub fn linux_boot_params(
     e820: &[E820Entry],
     cmdline_len: usize,
     initrd: Option<InitrdPlacement>,
     setup_header: Option<setup_header>,
+    rsdp_addr: u64,
 ) -> boot_params {
-    let mut params = boot_params::default();
+    let mut params = boot_params {
+        acpi_rsdp_addr: rsdp_addr,
+        ..Default::default()
+    };
     if let Some(hdr) = setup_header {
         params.hdr = hdr;
     } else {
@@ -127,6 +132,7 @@ pub fn linux_boot_params(
 pub fn pvh_start_info(
     e820: &[E820Entry],
     initrd: Option<InitrdPlacement>,
+    rsdp_addr: u64,
 ) -> (
     hvm_start_info,
     Vec<hvm_memmap_table_entry>,
@@ -158,6 +164,7 @@ pub fn pvh_start_info(
         cmdline_paddr: CMDLINE_START,
         memmap_paddr: PVH_MEMMAP_START,
         memmap_entries: memmap.len() as u32,
+        rsdp_paddr: rsdp_addr,
         ..Default::default()
     };
     (info, memmap, module)
@@ -168,8 +175,9 @@ pub fn write_pvh_start_info<M: GuestMemoryBackend>(
     mem: &M,
     e820: &[E820Entry],
     initrd: Option<InitrdPlacement>,
+    rsdp_addr: u64,
 ) -> vm_memory::guest_memory::Result<()> {
-    let (info, memmap, module) = pvh_start_info(e820, initrd);
+    let (info, memmap, module) = pvh_start_info(e820, initrd, rsdp_addr);
     mem.write_obj(info, GuestAddress(PVH_INFO_START))?;
     if let Some(module) = module {
         mem.write_obj(module, GuestAddress(PVH_MODLIST_START))?;
@@ -210,8 +218,8 @@ mod tests {
                     kind: E820_RAM
                 },
                 E820Entry {
-                    addr: 0xf0000,
-                    size: 0x10000,
+                    addr: 0xe0000,
+                    size: 0x20000,
                     kind: E820_RESERVED
                 },
                 E820Entry {
@@ -253,7 +261,7 @@ mod tests {
             addr: 0x3f0_0000,
             size: 0x1234,
         };
-        let p = linux_boot_params(&map, 42, Some(initrd), None);
+        let p = linux_boot_params(&map, 42, Some(initrd), None, 0xe0000);
         assert_eq!({ p.hdr.boot_flag }, 0xaa55);
         assert_eq!({ p.hdr.header }, HDRS_MAGIC);
         assert_eq!({ p.hdr.type_of_loader }, 0xff);
@@ -265,6 +273,7 @@ mod tests {
         assert_eq!({ p.e820_table[2].addr }, MIB);
         assert_eq!({ p.e820_table[2].size }, 63 * MIB);
         assert_eq!({ p.e820_table[1].r#type }, E820_RESERVED);
+        assert_eq!({ p.acpi_rsdp_addr }, 0xe0000);
     }
 
     #[test]
@@ -275,7 +284,7 @@ mod tests {
             loadflags: 1,
             ..Default::default()
         };
-        let p = linux_boot_params(&e820_map(64 * MIB), 1, None, Some(hdr));
+        let p = linux_boot_params(&e820_map(64 * MIB), 1, None, Some(hdr), 0);
         assert_eq!(p.hdr.setup_sects, 7);
         assert_eq!({ p.hdr.version }, 0x020f);
         assert_eq!({ p.hdr.type_of_loader }, 0xff);
@@ -291,6 +300,7 @@ mod tests {
                 addr: 0x800_0000,
                 size: 4096,
             }),
+            0xe0000,
         );
         assert_eq!(info.magic, PVH_START_MAGIC);
         assert_eq!(info.version, 1);
@@ -300,8 +310,12 @@ mod tests {
         assert_eq!(info.memmap_entries, 3);
         assert_eq!(memmap[2].size, 255 * MIB);
         assert_eq!(module.unwrap().paddr, 0x800_0000);
-        let (info, _, module) = pvh_start_info(&map, None);
-        assert_eq!((info.nr_modules, info.modlist_paddr), (0, 0));
+        assert_eq!(info.rsdp_paddr, 0xe0000);
+        let (info, _, module) = pvh_start_info(&map, None, 0);
+        assert_eq!(
+            (info.nr_modules, info.modlist_paddr, info.rsdp_paddr),
+            (0, 0, 0)
+        );
         assert!(module.is_none());
     }
 
@@ -310,7 +324,7 @@ mod tests {
         let mem =
             vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let map = e820_map(64 * MIB);
-        write_pvh_start_info(&mem, &map, None).unwrap();
+        write_pvh_start_info(&mem, &map, None, 0).unwrap();
         let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
         assert_eq!(info.memmap_entries, 3);
         let third: hvm_memmap_table_entry = mem

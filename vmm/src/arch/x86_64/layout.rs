@@ -30,13 +30,14 @@ pub const CMDLINE_START: u64 = 0x20000;
 pub const CMDLINE_MAX_SIZE: usize = 2048;
 /// End of conventional ("low") memory below the legacy VGA hole.
 pub const LOW_RAM_END: u64 = 0xa0000;
-/// The BIOS area at the top of the first MiB: the MP table lives here,
-/// where guests scan for it, and the e820 map marks it reserved.
-pub const BIOS_AREA_START: u64 = 0xf0000;
+/// The BIOS area at the top of the first MiB: the ACPI tables (from
+/// 0xe0000) and the MP table (from 0xf0000) live here, where guests scan
+/// for them, and the e820 map marks it reserved.
+pub const BIOS_AREA_START: u64 = 0xe0000;
 /// End of the BIOS area (and of the first MiB).
 pub const BIOS_AREA_END: u64 = 0x10_0000;
 /// The MP floating pointer and configuration table.
-pub const MPTABLE_START: u64 = BIOS_AREA_START;
+pub const MPTABLE_START: u64 = 0xf0000;
 /// Start of memory above the first MiB, where kernels are loaded.
 pub const HIGH_MEMORY_START: u64 = 0x10_0000;
 /// Start of the MMIO gap below 4 GiB (virtio-mmio devices live here).

@@ -1,7 +1,8 @@
 //! x86_64 guest platform: memory layout, boot structures (GDT, page
-//! tables, `boot_params`, PVH start info, MP table) and vCPU setup (CPUID,
+//! tables, `boot_params`, PVH start info, ACPI tables, MP table) and vCPU setup (CPUID,
 //! MSRs, registers, LAPIC).
 
+pub mod acpi;
 pub mod boot_params;
 pub mod cpuid;
 pub mod gdt;
