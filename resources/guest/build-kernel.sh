@@ -1,0 +1,115 @@
+#!/bin/sh
+# Build podvm's minimal pod-VM kernel: an uncompressed x86_64 `vmlinux`
+# from Debian's kernel source package, configured by `make allnoconfig`
+# plus podvm-kernel.config (no modules, no PCI, virtio-mmio, PVH entry).
+#
+#   build-kernel.sh OUTDIR
+#
+# OUTDIR receives the source .deb, the unpacked tree (src/), the build
+# tree (build/), and the results: OUTDIR/vmlinux and OUTDIR/config.
+# Re-running reuses all of these: only what changed is rebuilt.
+# PODVM_KERNEL_SOURCE names another source package (default
+# linux-source-6.12; if no configured apt source has it, bookworm-backports
+# is tried, then linux-source-6.1 is used, with a warning).
+# Needs root (or sudo) only to install the build tools when missing.
+set -eu
+
+step() { echo "==> $*"; }
+die() { echo "error: $*" >&2; exit 1; }
+
+[ $# -eq 1 ] || die "usage: $0 OUTDIR"
+HERE=$(cd "$(dirname "$0")" && pwd)
+FRAGMENT=$HERE/podvm-kernel.config
+mkdir -p "$1" || die "cannot create $1"
+OUT=$(cd "$1" && pwd)
+SRC_PKG=${PODVM_KERNEL_SOURCE:-linux-source-6.12}
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+T0=$(date +%s)
+
+# Build tools: command → Debian package.
+missing=""
+for pair in make:make gcc:gcc bc:bc bison:bison flex:flex xz:xz-utils \
+    perl:perl dpkg-deb:dpkg; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
+done
+for pkg in libelf-dev libssl-dev libc6-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    step "installing build tools:$missing"
+    $SUDO apt-get update -q >/dev/null || die "apt-get update failed"
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends $missing >/dev/null ||
+        die "cannot install:$missing"
+fi
+
+# The source package: as asked, from bookworm-backports, or 6.1.
+have_pkg() { apt-cache show "$1" >/dev/null 2>&1; }
+if ! ls "$OUT/${SRC_PKG}_"*.deb >/dev/null 2>&1 && ! have_pkg "$SRC_PKG"; then
+    step "apt-get update (looking for $SRC_PKG)"
+    $SUDO apt-get update -q >/dev/null || die "apt-get update failed"
+    if ! have_pkg "$SRC_PKG"; then
+        list=/etc/apt/sources.list.d/podvm-bookworm-backports.list
+        step "adding bookworm-backports ($list) to find $SRC_PKG"
+        echo "deb http://deb.debian.org/debian bookworm-backports main" |
+            $SUDO tee "$list" >/dev/null || die "cannot write $list"
+        $SUDO apt-get update -q >/dev/null || die "apt-get update failed"
+    fi
+    if ! have_pkg "$SRC_PKG"; then
+        echo "warning: $SRC_PKG is not available; building linux-source-6.1 instead" >&2
+        SRC_PKG=linux-source-6.1
+        have_pkg "$SRC_PKG" || die "no $SRC_PKG package in the apt sources"
+    fi
+fi
+
+cd "$OUT"
+if ls "${SRC_PKG}_"*.deb >/dev/null 2>&1; then
+    step "using cached $(ls "${SRC_PKG}_"*.deb | tail -n 1)"
+else
+    step "apt-get download $SRC_PKG"
+    apt-get download -q "$SRC_PKG" >/dev/null 2>&1 || die "apt-get download $SRC_PKG failed"
+fi
+DEB=$(ls "${SRC_PKG}_"*.deb | tail -n 1)
+VERSION=${SRC_PKG#linux-source-}
+SRC=$OUT/src/linux-source-$VERSION
+
+if [ ! -f "$SRC/.podvm-unpacked" ] || [ "$(cat "$SRC/.podvm-unpacked")" != "$DEB" ]; then
+    step "unpacking $DEB into $OUT/src"
+    rm -rf "$OUT/src" "$OUT/pkg" "$OUT/build"
+    dpkg-deb -x "$DEB" "$OUT/pkg" || die "dpkg-deb -x $DEB failed"
+    tarball=$(ls "$OUT"/pkg/usr/src/linux-source-*.tar.* 2>/dev/null | head -n 1)
+    [ -n "$tarball" ] || die "$DEB has no /usr/src/linux-source-*.tar.*"
+    mkdir -p "$OUT/src"
+    tar -xf "$tarball" -C "$OUT/src" || die "cannot unpack $tarball"
+    rm -rf "$OUT/pkg"
+    [ -f "$SRC/Makefile" ] || die "$tarball did not unpack to $SRC"
+    echo "$DEB" >"$SRC/.podvm-unpacked"
+fi
+
+step "configuring: make allnoconfig + $(basename "$FRAGMENT")"
+mkdir -p "$OUT/build"
+make -s -C "$SRC" O="$OUT/build" KCONFIG_ALLCONFIG="$FRAGMENT" allnoconfig \
+    >"$OUT/config.log" 2>&1 || die "configuration failed: see $OUT/config.log"
+
+# Every option of the fragment must have survived (a dependency that is
+# off silently drops an option in Kconfig).
+lost=""
+while IFS= read -r line; do
+    case "$line" in
+    CONFIG_*)
+        grep -qxF "$line" "$OUT/build/.config" || lost="$lost ${line%%=*}" ;;
+    "# CONFIG_"*" is not set")
+        opt=${line#\# }
+        opt=${opt%% *}
+        if grep -q "^$opt=" "$OUT/build/.config"; then lost="$lost $opt"; fi ;;
+    esac
+done <"$FRAGMENT"
+[ -z "$lost" ] || die "options of $(basename "$FRAGMENT") not in the final .config:$lost"
+
+step "building vmlinux (make -j$(nproc) vmlinux; log in $OUT/build.log)"
+make -C "$SRC" O="$OUT/build" -j"$(nproc)" vmlinux >"$OUT/build.log" 2>&1 ||
+    die "kernel build failed: see the end of $OUT/build.log"
+cp "$OUT/build/vmlinux" "$OUT/vmlinux.tmp" && mv "$OUT/vmlinux.tmp" "$OUT/vmlinux"
+cp "$OUT/build/.config" "$OUT/config"
+step "done in $(($(date +%s) - T0)) s: $OUT/vmlinux ($(du -h "$OUT/vmlinux" | cut -f1), $SRC_PKG from $DEB)"

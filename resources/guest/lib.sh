@@ -1,0 +1,49 @@
+# Helpers shared by podvm's guest image scripts (sourced, not run).
+
+step() { echo "==> $*"; }
+die() { echo "error: $*" >&2; exit 1; }
+
+# ensure_tools CMD:PACKAGE... installs the Debian packages of the commands
+# that are missing (with sudo when not root).
+ensure_tools() {
+    _missing=""
+    for _pair in "$@"; do
+        _cmd=${_pair%%:*}
+        if [ "${_cmd#/}" != "$_cmd" ]; then
+            [ -e "$_cmd" ] || _missing="$_missing ${_pair#*:}"
+        else
+            command -v "$_cmd" >/dev/null 2>&1 || _missing="$_missing ${_pair#*:}"
+        fi
+    done
+    [ -n "$_missing" ] || return 0
+    _sudo=""
+    [ "$(id -u)" -eq 0 ] || _sudo=sudo
+    step "installing:$_missing"
+    $_sudo apt-get update -q >/dev/null 2>&1 || die "apt-get update failed"
+    # shellcheck disable=SC2086
+    $_sudo apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends \
+        $_missing >/dev/null 2>&1 || die "apt-get install$_missing failed"
+}
+
+# stage_busybox DIR puts the static busybox in DIR/bin with a link for
+# each applet at the place busybox names (bin/sh, sbin/ifconfig, ...).
+stage_busybox() {
+    mkdir -p "$1/bin" "$1/sbin" "$1/usr/bin" "$1/usr/sbin"
+    cp /bin/busybox "$1/bin/busybox"
+    for _applet in $(/bin/busybox --list-full); do
+        case "$_applet" in
+        */busybox | linuxrc) continue ;;
+        esac
+        [ -e "$1/$_applet" ] || ln -s /bin/busybox "$1/$_applet"
+    done
+}
+
+# stage_init DIR PATH builds the tiny init into DIR/PATH.
+stage_init() {
+    _tmp=$(mktemp -d)
+    sh "$GUEST_DIR/init/build.sh" "$_tmp" || { rm -rf "$_tmp"; die "building the tiny init failed"; }
+    mkdir -p "$(dirname "$1/$2")"
+    rm -f "$1/$2"
+    cp "$_tmp/podvm-init" "$1/$2"
+    rm -rf "$_tmp"
+}
