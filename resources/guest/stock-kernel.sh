@@ -40,21 +40,26 @@ u32() { od -An -tu4 -j "$2" -N4 "$1" | tr -d ' '; }
 # Its last 4 bytes are the uncompressed size.
 extract_vmlinux() {
     _bz=$1
+    [ -f "$_bz" ] && [ "$(stat -c %s "$_bz")" -ge $((0x250)) ] ||
+        die "$_bz is not a bzImage (missing or too short)"
     _off=$(( ($(u8 "$_bz" $((0x1f1))) + 1) * 512 + $(u32 "$_bz" $((0x248))) ))
     _len=$(u32 "$_bz" $((0x24c)))
-    if [ "$(od -An -tx1 -j "$_off" -N4 "$_bz" | tr -d ' ')" != "02214c18" ]; then
-        # Not where the header says: search for the LZ4 legacy-frame magic.
+    _size=""
+    if [ "$(od -An -tx1 -j "$_off" -N4 "$_bz" | tr -d ' ')" = "02214c18" ]; then
+        _size=$(u32 "$_bz" $((_off + _len - 4)))
+    else
+        # Not where the header says: search for the LZ4 legacy-frame magic
+        # and decompress to the end (the size word is then unknown).
         _off=$(LC_ALL=C grep -obUaP '\x02\x21\x4c\x18' "$_bz" | head -n 1 | cut -d: -f1)
         [ -n "$_off" ] || die "no LZ4 payload in $_bz (magic 02 21 4c 18)"
         _len=$(($(stat -c %s "$_bz") - _off))
     fi
-    _size=$(u32 "$_bz" $((_off + _len - 4)))
     # lz4 reads the trailing size word as one more block and fails on it:
     # the output is checked instead of the exit status.
     tail -c +$((_off + 1)) "$_bz" | head -c "$_len" | lz4 -dc >"$2.tmp" 2>/dev/null || true
     [ "$(head -c 4 "$2.tmp" | od -An -tx1 | tr -d ' ')" = "7f454c46" ] ||
         { rm -f "$2.tmp"; die "the LZ4 payload of $_bz is not an ELF file"; }
-    [ "$(stat -c %s "$2.tmp")" -eq "$_size" ] ||
+    [ -z "$_size" ] || [ "$(stat -c %s "$2.tmp")" -eq "$_size" ] ||
         { rm -f "$2.tmp"; die "vmlinux is $(stat -c %s "$2.tmp") bytes, the bzImage says $_size"; }
     # XEN_ELFNOTE_PHYS32_ENTRY (18): the PVH entry point podvm uses.
     readelf -n "$2.tmp" 2>/dev/null | grep -q 'Xen.*(0x00000012)' ||
