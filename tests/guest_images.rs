@@ -327,6 +327,80 @@ fn init_parses_the_kernel_command_line() {
     }
 }
 
+#[test]
+fn init_runs_its_checks_as_pid_1_of_a_namespace() {
+    if !have_tools(
+        "init_runs_its_checks_as_pid_1_of_a_namespace",
+        &["gcc", "unshare"],
+    ) {
+        return;
+    }
+    // PID 1 of new user, PID, mount and network namespaces, chrooted into a
+    // directory holding the init, a "disk" and its command line. The user
+    // namespace keeps ioperm (port 0x3f0) and devtmpfs out of reach: both
+    // fail there, the second with a FAIL line.
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(init_binary(), root.path().join("init")).expect("copy init");
+    let disk = pattern(100_000, 7);
+    std::fs::write(root.path().join("disk"), &disk).expect("write disk");
+    std::fs::write(
+        root.path().join("cmdline"),
+        "console=ttyS0 reboot=k podvm.check_disk=/disk podvm.iface=lo \
+         podvm.ip=127.0.0.2/8 podvm.exec=/nonexistent\n",
+    )
+    .expect("write cmdline");
+    let out = run(Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--pid",
+            "--fork",
+            "--mount",
+            "--net",
+        ])
+        .arg(format!("--root={}", root.path().display()))
+        .args(["/init", "--cmdline-file", "/cmdline"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !stdout.contains("podvm-init: ready") && stderr.starts_with("unshare:") {
+        if std::env::var_os("PODVM_REQUIRE_GUEST_TOOLS").is_some_and(|v| v == "1") {
+            panic!("cannot run init in namespaces: {out:?}");
+        }
+        eprintln!("SKIPPED init_runs_its_checks_as_pid_1_of_a_namespace: {stderr}");
+        return;
+    }
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = |want: &str| {
+        lines
+            .iter()
+            .position(|l| *l == want)
+            .unwrap_or_else(|| panic!("no {want:?} in:\n{stdout}"))
+    };
+    let ready = at("podvm-init: ready");
+    let disk_line = at(&format!(
+        "podvm-init: disk /disk bytes={} fnv1a64={:016x}",
+        disk.len(),
+        fnv1a64(&disk)
+    ));
+    let net = at("podvm-init: net lo 127.0.0.2/8 up");
+    let failed = at("podvm-init: failed 1");
+    let exec = at("podvm-init: exec /nonexistent");
+    let exec_failed = at("podvm-init: FAIL exec /nonexistent: errno 2");
+    assert!(
+        ready < disk_line && disk_line < net && net < failed,
+        "{stdout}"
+    );
+    assert!(failed < exec && exec < exec_failed, "{stdout}");
+    assert!(
+        stdout.contains("podvm-init: FAIL mount /dev: errno 1"),
+        "{stdout}"
+    );
+    // reboot(RESTART) in a PID namespace ends its init with SIGHUP, which
+    // unshare passes on.
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(1), "{out:?}");
+}
+
 /// `debugfs -R REQUEST IMAGE`'s output.
 fn debugfs(image: &Path, request: &str) -> String {
     run_ok(Command::new("debugfs").args(["-R", request]).arg(image))

@@ -28,6 +28,8 @@
  * Not PID 1, it is a host tool for tests of the same code:
  *   podvm-init --checksum FILE         the line the disk check prints
  *   podvm-init --parse-cmdline STRING  the plan that command line gives
+ * and as PID 1 of a test's PID namespace, `podvm-init --cmdline-file FILE`
+ * reads its command line from FILE instead of /proc/cmdline.
  */
 
 typedef unsigned long u64;
@@ -541,11 +543,11 @@ static void mount_fs(const char *type, const char *dir)
 
 static char cmdline[4096];
 
-static void read_cmdline(void)
+static void read_cmdline(const char *path)
 {
-	i64 fd = SYSCALL3(SYS_open, "/proc/cmdline", O_RDONLY, 0);
+	i64 fd = SYSCALL3(SYS_open, path, O_RDONLY, 0);
 	if (fd < 0) {
-		fail("open", "/proc/cmdline", fd);
+		fail("open", path, fd);
 		return;
 	}
 	u64 len = 0;
@@ -570,7 +572,7 @@ static void reboot_now(void)
 	SYSCALL3(SYS_exit, 1, 0, 0);
 }
 
-static void run_as_pid1(char **envp)
+static void run_as_pid1(const char *cmdline_path, char **envp)
 {
 	/* 1. The boot-timer signal, before anything else. */
 	if (SYSCALL3(SYS_ioperm, BOOT_TIMER_PORT, 1, 1) == 0)
@@ -598,7 +600,7 @@ static void run_as_pid1(char **envp)
 
 	/* 4. */
 	struct plan plan;
-	read_cmdline();
+	read_cmdline(cmdline_path);
 	parse_cmdline(cmdline, &plan);
 	if (plan.disk[0])
 		check_disk(plan.disk);
@@ -632,7 +634,13 @@ int main(int argc, char **argv, char **envp)
 {
 	if (SYSCALL3(SYS_getpid, 0, 0, 0) == 1) {
 		host_mode = 0;
-		run_as_pid1(envp);
+		/* Tests run the PID 1 path in a PID namespace with a command
+		 * line of their own (the kernel gives init's arguments only
+		 * from after " -- " or from unknown undotted parameters). */
+		if (argc == 3 && starts_with(argv[1], "--cmdline-file") && !argv[1][14])
+			run_as_pid1(argv[2], envp);
+		else
+			run_as_pid1("/proc/cmdline", envp);
 		return 1;
 	}
 	if (argc == 3 && starts_with(argv[1], "--checksum") && !argv[1][10]) {
