@@ -112,4 +112,4 @@ make -C "$SRC" O="$OUT/build" -j"$(nproc)" vmlinux >"$OUT/build.log" 2>&1 ||
     die "kernel build failed: see the end of $OUT/build.log"
 cp "$OUT/build/vmlinux" "$OUT/vmlinux.tmp" && mv "$OUT/vmlinux.tmp" "$OUT/vmlinux"
 cp "$OUT/build/.config" "$OUT/config"
-step "done in $(($(date +%s) - T0)) s: $OUT/vmlinux ($(du -h "$OUT/vmlinux" | cut -f1), $SRC_PKG from $DEB)"
+step "done in $(($(date +%s) - T0)) s: $OUT/vmlinux ($(($(stat -c %s "$OUT/vmlinux") >> 20)) MiB, $SRC_PKG from $DEB)"

@@ -174,4 +174,4 @@ mknod -m 600 initramfs.d/dev/console c 5 1 2>/dev/null || true
 mv initramfs.cpio.tmp initramfs.cpio
 rm -rf pkg initramfs.d
 
-step "done in $(($(date +%s) - T0)) s: $OUT/vmlinux ($(du -h vmlinux | cut -f1), $KVER), $OUT/initramfs.cpio ($(du -h initramfs.cpio | cut -f1))"
+step "done in $(($(date +%s) - T0)) s: $OUT/vmlinux ($(($(stat -c %s vmlinux) >> 20)) MiB, $KVER), $OUT/initramfs.cpio ($(($(stat -c %s initramfs.cpio) >> 10)) KiB)"
