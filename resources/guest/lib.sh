@@ -28,6 +28,10 @@ ensure_tools() {
 # stage_busybox DIR puts the static busybox in DIR/bin with a link for
 # each applet at the place busybox names (bin/sh, sbin/ifconfig, ...).
 stage_busybox() {
+    # The dynamic build (package busybox) installs the same path.
+    if readelf -l /bin/busybox 2>/dev/null | grep -q 'program interpreter'; then
+        die "/bin/busybox is dynamically linked: apt-get install busybox-static"
+    fi
     mkdir -p "$1/bin" "$1/sbin" "$1/usr/bin" "$1/usr/sbin"
     cp /bin/busybox "$1/bin/busybox"
     for _applet in $(/bin/busybox --list-full); do

@@ -18,7 +18,7 @@ GUEST_DIR=$(cd "$(dirname "$0")" && pwd)
 OUT=$1
 SIZE=${2:-16}
 case "$SIZE" in '' | *[!0-9]*) die "SIZE_MIB must be a number of MiB, not $SIZE" ;; esac
-ensure_tools /bin/busybox:busybox-static mkfs.ext4:e2fsprogs gcc:gcc
+ensure_tools /bin/busybox:busybox-static mkfs.ext4:e2fsprogs gcc:gcc readelf:binutils
 
 STAGING=$(mktemp -d)
 trap 'rm -rf "$STAGING"' EXIT
