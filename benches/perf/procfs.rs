@@ -1,0 +1,298 @@
+//! Parsing of the `/proc` files the suite reads: `smaps_rollup` and `smaps`
+//! (a VMM's own memory, minus its guest RAM), `status` (peak RSS),
+//! `meminfo` (host memory) and the per-thread `schedstat` (CPU time).
+
+use std::io;
+use std::path::Path;
+
+/// `Rss` and `Pss` of a process or a mapping, in KiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Resident set size.
+    pub rss_kib: u64,
+    /// Proportional set size (shared pages divided among their users).
+    pub pss_kib: u64,
+}
+
+/// One mapping of `/proc/PID/smaps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// Start address.
+    pub start: u64,
+    /// `Size` in KiB (the virtual size).
+    pub size_kib: u64,
+    /// What is mapped (a path, `[heap]`, …), empty for anonymous memory.
+    pub name: String,
+    /// Its resident memory.
+    pub usage: Usage,
+}
+
+/// The value in KiB of a `Key:   N kB` line of `text`.
+pub fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// `Rss` and `Pss` from the text of `/proc/PID/smaps_rollup`.
+pub fn parse_rollup(text: &str) -> Option<Usage> {
+    Some(Usage {
+        rss_kib: kib_field(text, "Rss")?,
+        pss_kib: kib_field(text, "Pss")?,
+    })
+}
+
+/// Every mapping in the text of `/proc/PID/smaps`.
+pub fn parse_smaps(text: &str) -> Vec<Mapping> {
+    let mut out: Vec<Mapping> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        // A mapping header is "start-end perms offset dev inode [name]";
+        // the field lines are "Key: value".
+        if let Some((start, _end)) = first.split_once('-') {
+            if !first.ends_with(':') {
+                if let Ok(start) = u64::from_str_radix(start, 16) {
+                    let name = words.skip(4).collect::<Vec<_>>().join(" ");
+                    out.push(Mapping {
+                        start,
+                        size_kib: 0,
+                        name,
+                        usage: Usage::default(),
+                    });
+                    continue;
+                }
+            }
+        }
+        let Some(m) = out.last_mut() else { continue };
+        let value = || words.clone().next().and_then(|v| v.parse::<u64>().ok());
+        match first {
+            "Size:" => m.size_kib = value().unwrap_or(0),
+            "Rss:" => m.usage.rss_kib = value().unwrap_or(0),
+            "Pss:" => m.usage.pss_kib = value().unwrap_or(0),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The mappings that hold a guest RAM of `guest_mib` MiB: every mapping
+/// whose size lies between the RAM's size and 2 MiB more (room for guard
+/// pages), anonymous or a memfd. VMMs map guest RAM in one piece per
+/// region, and below 3.25 GiB a guest has one region.
+pub fn guest_mappings(maps: &[Mapping], guest_mib: u64) -> Vec<&Mapping> {
+    let want = guest_mib * 1024;
+    maps.iter()
+        .filter(|m| m.size_kib >= want && m.size_kib <= want + 2048)
+        .filter(|m| m.name.is_empty() || m.name.starts_with("/memfd:"))
+        .collect()
+}
+
+/// `VmHWM` (peak resident set size) in KiB from `/proc/PID/status` text.
+pub fn peak_rss_kib(status: &str) -> Option<u64> {
+    kib_field(status, "VmHWM")
+}
+
+/// `MemAvailable` in KiB from `/proc/meminfo` text.
+pub fn mem_available_kib(meminfo: &str) -> Option<u64> {
+    kib_field(meminfo, "MemAvailable")
+}
+
+/// The first field of a `/proc/…/schedstat` line: nanoseconds on a CPU.
+pub fn schedstat_ns(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// A process's memory minus its guest RAM: what the VMM itself costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmmMemory {
+    /// The whole process.
+    pub total: Usage,
+    /// The guest RAM mappings.
+    pub guest: Usage,
+    /// Peak RSS of the whole process (`VmHWM`), guest pages included.
+    pub peak_rss_kib: u64,
+}
+
+impl VmmMemory {
+    /// RSS without the guest RAM, KiB.
+    pub fn rss_overhead_kib(&self) -> u64 {
+        self.total.rss_kib.saturating_sub(self.guest.rss_kib)
+    }
+
+    /// PSS without the guest RAM, KiB.
+    pub fn pss_overhead_kib(&self) -> u64 {
+        self.total.pss_kib.saturating_sub(self.guest.pss_kib)
+    }
+}
+
+fn invalid(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// Reads `/proc/PID/{smaps_rollup,smaps,status}` of `pid`, whose guest has
+/// `guest_mib` MiB of RAM.
+pub fn vmm_memory(pid: u32, guest_mib: u64) -> io::Result<VmmMemory> {
+    let dir = Path::new("/proc").join(pid.to_string());
+    let rollup = std::fs::read_to_string(dir.join("smaps_rollup"))?;
+    let total = parse_rollup(&rollup).ok_or_else(|| invalid(format!("{pid}: smaps_rollup")))?;
+    let maps = parse_smaps(&std::fs::read_to_string(dir.join("smaps"))?);
+    let guest = guest_mappings(&maps, guest_mib);
+    if guest.is_empty() {
+        return Err(invalid(format!(
+            "no {guest_mib} MiB guest memory mapping in /proc/{pid}/smaps"
+        )));
+    }
+    let guest = guest.iter().fold(Usage::default(), |a, m| Usage {
+        rss_kib: a.rss_kib + m.usage.rss_kib,
+        pss_kib: a.pss_kib + m.usage.pss_kib,
+    });
+    let status = std::fs::read_to_string(dir.join("status"))?;
+    let peak_rss_kib =
+        peak_rss_kib(&status).ok_or_else(|| invalid(format!("{pid}: VmHWM in status")))?;
+    Ok(VmmMemory {
+        total,
+        guest,
+        peak_rss_kib,
+    })
+}
+
+/// Whole-process memory (`smaps_rollup`) of `pid`.
+pub fn rollup(pid: u32) -> io::Result<Usage> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    parse_rollup(&text).ok_or_else(|| invalid(format!("{pid}: smaps_rollup")))
+}
+
+/// The host's `MemAvailable`, KiB.
+pub fn host_available_kib() -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo")?;
+    mem_available_kib(&text).ok_or_else(|| invalid("MemAvailable in /proc/meminfo".into()))
+}
+
+/// CPU time of every thread of `pid` so far, in nanoseconds (the sum of
+/// `/proc/PID/task/*/schedstat`: finer than the clock ticks of `stat`).
+pub fn cpu_ns(pid: u32) -> io::Result<u64> {
+    let mut sum = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(text) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            continue; // the thread ended meanwhile
+        };
+        sum += schedstat_ns(&text).unwrap_or(0);
+    }
+    Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROLLUP: &str = "\
+55d0c0a00000-7ffd1e5f2000 ---p 00000000 00:00 0                          [rollup]
+Rss:              135232 kB
+Pss:              133021 kB
+Pss_Dirty:        131072 kB
+Shared_Clean:       2360 kB
+";
+
+    const SMAPS: &str = "\
+55d0c0a00000-55d0c0c4e000 r--p 00000000 fe:01 1234                       /usr/bin/podvm
+Size:               2360 kB
+KernelPageSize:        4 kB
+Rss:                1800 kB
+Pss:                 900 kB
+VmFlags: rd mr mw me sd
+7f1200000000-7f1208000000 rw-p 00000000 00:00 0 
+Size:             131072 kB
+Rss:              130000 kB
+Pss:              130000 kB
+VmFlags: rd wr mr mw me nr sd
+7f1300000000-7f1300021000 rw-p 00000000 00:00 0                          [heap]
+Size:                132 kB
+Rss:                  40 kB
+Pss:                  40 kB
+7f1400000000-7f1402000000 rw-s 00000000 00:01 99                         /memfd:guest_mem (deleted)
+Size:              32768 kB
+Rss:                 100 kB
+Pss:                 100 kB
+";
+
+    #[test]
+    fn rollup_fields() {
+        assert_eq!(
+            parse_rollup(ROLLUP),
+            Some(Usage {
+                rss_kib: 135232,
+                pss_kib: 133021
+            })
+        );
+        // "Pss_Dirty" must not be mistaken for "Pss".
+        assert_eq!(kib_field("Pss_Dirty: 5 kB\nPss: 7 kB\n", "Pss"), Some(7));
+        assert_eq!(parse_rollup("Rss: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn smaps_mappings() {
+        let maps = parse_smaps(SMAPS);
+        assert_eq!(maps.len(), 4);
+        assert_eq!(maps[0].name, "/usr/bin/podvm");
+        assert_eq!(maps[0].size_kib, 2360);
+        assert_eq!(
+            maps[0].usage,
+            Usage {
+                rss_kib: 1800,
+                pss_kib: 900
+            }
+        );
+        assert_eq!(maps[1].start, 0x7f1200000000);
+        assert_eq!(maps[1].name, "");
+        assert_eq!(maps[2].name, "[heap]");
+        assert_eq!(maps[3].name, "/memfd:guest_mem (deleted)");
+    }
+
+    #[test]
+    fn guest_ram_is_found_by_size() {
+        let maps = parse_smaps(SMAPS);
+        let g = guest_mappings(&maps, 128);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].start, 0x7f1200000000);
+        let g = guest_mappings(&maps, 32);
+        assert_eq!(g.len(), 1, "a memfd counts as guest RAM");
+        assert!(guest_mappings(&maps, 64).is_empty());
+    }
+
+    #[test]
+    fn overhead_subtracts_the_guest() {
+        let m = VmmMemory {
+            total: Usage {
+                rss_kib: 135232,
+                pss_kib: 133021,
+            },
+            guest: Usage {
+                rss_kib: 130000,
+                pss_kib: 130000,
+            },
+            peak_rss_kib: 140000,
+        };
+        assert_eq!(m.rss_overhead_kib(), 5232);
+        assert_eq!(m.pss_overhead_kib(), 3021);
+    }
+
+    #[test]
+    fn status_meminfo_schedstat() {
+        let status = "Name:\tpodvm\nVmPeak:\t  20000 kB\nVmHWM:\t    4321 kB\nVmRSS:\t 4000 kB\n";
+        assert_eq!(peak_rss_kib(status), Some(4321));
+        let meminfo = "MemTotal:       24000000 kB\nMemFree:        20000000 kB\nMemAvailable:   22000000 kB\n";
+        assert_eq!(mem_available_kib(meminfo), Some(22000000));
+        assert_eq!(schedstat_ns("123456789 2000 17\n"), Some(123456789));
+        assert_eq!(schedstat_ns(""), None);
+    }
+
+    #[test]
+    fn this_process_can_be_read() {
+        let pid = std::process::id();
+        assert!(rollup(pid).unwrap().rss_kib > 0);
+        assert!(cpu_ns(pid).unwrap() > 0);
+        assert!(host_available_kib().unwrap() > 0);
+    }
+}

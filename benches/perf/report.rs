@@ -1,0 +1,420 @@
+//! Output: the terminal table, the JSON file with every sample, and one
+//! SVG box plot per scenario.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{json, Value as Json};
+
+use crate::results::{ScenarioResult, Side, Status};
+use crate::stats::Summary;
+
+/// A number with about three significant digits.
+pub fn num(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1000.0 {
+        format!("{x:.0}")
+    } else if a >= 100.0 {
+        format!("{x:.1}")
+    } else if a >= 10.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+fn status_text(s: &Status) -> Option<String> {
+    match s {
+        Status::Ran => None,
+        Status::Unsupported(r) => Some(format!("not available: {r}")),
+        Status::Skipped(r) => Some(format!("skipped: {r}")),
+        Status::Failed(r) => Some(format!("FAILED: {r}")),
+    }
+}
+
+fn cells(side: Option<&Side>, name: &str) -> String {
+    let Some(side) = side else {
+        return String::new();
+    };
+    if side.status != Status::Ran {
+        return format!("{:>39}", "(see above)");
+    }
+    match side.figure(name) {
+        Some(f) if f.unsupported.is_some() => format!("{:>39}", "unsupported"),
+        Some(f) => match f.summary() {
+            Some(s) => format!(
+                "{:>9} {:>9} {:>9} {:>9}",
+                num(s.min),
+                num(s.median),
+                num(s.p90),
+                num(s.max)
+            ),
+            None => format!("{:>39}", "no samples"),
+        },
+        None => format!("{:>39}", "-"),
+    }
+}
+
+/// The table a person reads: per scenario, per figure, min / median / p90
+/// / max of each VMM and the ratio of the medians.
+pub fn table(results: &[ScenarioResult]) -> String {
+    let mut out = String::new();
+    let two = results.iter().any(|r| r.sides.len() == 2);
+    for r in results {
+        let _ = writeln!(out, "\n== {} ({} reps): {}", r.name, r.reps, r.about);
+        for side in &r.sides {
+            if let Some(t) = status_text(&side.status) {
+                let _ = writeln!(out, "   {}: {t}", side.label);
+            }
+        }
+        let names = r.figure_names();
+        if names.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "   {:<34} {:<9} {:>39}",
+            "figure", "unit", "podvm: min / median / p90 / max"
+        );
+        if two {
+            let _ = write!(
+                out,
+                " | {:>39} | podvm/target",
+                "target: min / median / p90 / max"
+            );
+        }
+        out.push('\n');
+        for (name, unit) in names {
+            let _ = write!(
+                out,
+                "   {:<34} {:<9} {}",
+                name,
+                unit.name,
+                cells(r.sides.first(), &name)
+            );
+            if two {
+                let ratio = match r.ratio(&name) {
+                    Some(x) => {
+                        let better = if unit.higher_is_better {
+                            x > 1.0
+                        } else {
+                            x < 1.0
+                        };
+                        format!("{} {}", num(x), if better { "(better)" } else { "(worse)" })
+                    }
+                    None => "n/a".into(),
+                };
+                let _ = write!(out, " | {} | {ratio}", cells(r.sides.get(1), &name));
+            }
+            out.push('\n');
+        }
+        for side in &r.sides {
+            for f in &side.figures {
+                if let Some(why) = &f.unsupported {
+                    let _ = writeln!(out, "   ({}: {} unsupported: {why})", side.label, f.name);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn summary_json(s: &Summary) -> Json {
+    json!({"n": s.n, "min": s.min, "p25": s.p25, "median": s.median, "p75": s.p75,
+           "p90": s.p90, "p99": s.p99, "max": s.max})
+}
+
+fn status_json(s: &Status) -> Json {
+    match s {
+        Status::Ran => json!({"status": "ran"}),
+        Status::Unsupported(r) => json!({"status": "unsupported", "reason": r}),
+        Status::Skipped(r) => json!({"status": "skipped", "reason": r}),
+        Status::Failed(r) => json!({"status": "failed", "reason": r}),
+    }
+}
+
+/// Every sample and summary, with `meta` (command, host, VMMs) on top.
+pub fn json(results: &[ScenarioResult], meta: Json) -> Json {
+    let scenarios: Vec<Json> = results
+        .iter()
+        .map(|r| {
+            let figures: Vec<Json> = r
+                .figure_names()
+                .into_iter()
+                .map(|(name, unit)| {
+                    let mut fig = json!({"name": name, "unit": unit.name,
+                                         "higher_is_better": unit.higher_is_better});
+                    for side in &r.sides {
+                        let v = match side.figure(&name) {
+                            Some(f) => match &f.unsupported {
+                                Some(why) => json!({"unsupported": why}),
+                                None => json!({"samples": f.samples,
+                                               "summary": f.summary().as_ref().map(summary_json)}),
+                            },
+                            None => Json::Null,
+                        };
+                        fig[side.label] = v;
+                    }
+                    if let Some(x) = r.ratio(&name) {
+                        fig["ratio_podvm_over_target"] = json!(x);
+                    }
+                    fig
+                })
+                .collect();
+            let sides: serde_json::Map<String, Json> = r
+                .sides
+                .iter()
+                .map(|s| (s.label.to_string(), status_json(&s.status)))
+                .collect();
+            json!({"name": r.name, "about": r.about, "reps": r.reps,
+                   "vmms": sides, "figures": figures})
+        })
+        .collect();
+    let mut doc = meta;
+    doc["scenarios"] = Json::Array(scenarios);
+    doc
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Colours of the VMMs' boxes.
+const COLOURS: [&str; 2] = ["#1f77b4", "#ff7f0e"];
+
+/// One SVG of horizontal box plots: a panel per figure with its own scale,
+/// a box (p25–p75) with the median, whiskers to min and max, and a tick at
+/// p90, one row per VMM.
+pub fn svg(r: &ScenarioResult) -> String {
+    const W: f64 = 900.0;
+    const LEFT: f64 = 250.0;
+    const RIGHT: f64 = 130.0;
+    const ROW: f64 = 22.0;
+    let names = r.figure_names();
+    let panel = ROW * r.sides.len() as f64 + 30.0;
+    let h = 60.0 + panel * names.len().max(1) as f64;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="20" font-size="15" font-weight="bold">{} ({} reps)</text>"#,
+        esc(r.name),
+        r.reps
+    );
+    let legend: Vec<String> = r
+        .sides
+        .iter()
+        .enumerate()
+        .map(|(i, side)| {
+            let note = status_text(&side.status).unwrap_or_default();
+            format!(
+                r#"<tspan fill="{}">■ {}</tspan> {}"#,
+                COLOURS[i % 2],
+                side.label,
+                esc(&note)
+            )
+        })
+        .collect();
+    let _ = writeln!(s, r#"<text x="10" y="40">{}</text>"#, legend.join("  "));
+    let mut y = 60.0;
+    let plot_w = W - LEFT - RIGHT;
+    for (name, unit) in &names {
+        let sums: Vec<Option<Summary>> = r
+            .sides
+            .iter()
+            .map(|side| side.figure(name).and_then(|f| f.summary()))
+            .collect();
+        let lo = sums
+            .iter()
+            .flatten()
+            .map(|s| s.min)
+            .fold(f64::INFINITY, f64::min);
+        let hi = sums
+            .iter()
+            .flatten()
+            .map(|s| s.max)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = if lo.is_finite() && hi > lo {
+            let pad = (hi - lo) * 0.05;
+            ((lo - pad).max(0.0), hi + pad)
+        } else if lo.is_finite() {
+            ((lo * 0.9).max(0.0), lo * 1.1 + 1e-9)
+        } else {
+            (0.0, 1.0)
+        };
+        let x = |v: f64| LEFT + (v - lo) / (hi - lo) * plot_w;
+        let _ = writeln!(
+            s,
+            r#"<text x="10" y="{}" font-weight="bold">{} ({})</text>"#,
+            y + 12.0,
+            esc(name),
+            esc(unit.name)
+        );
+        let _ = writeln!(
+            s,
+            r##"<text x="{LEFT}" y="{}" fill="#666" font-size="10">{}</text><text x="{}" y="{}" fill="#666" font-size="10" text-anchor="end">{}</text>"##,
+            y + 12.0,
+            num(lo),
+            LEFT + plot_w,
+            y + 12.0,
+            num(hi)
+        );
+        for (i, sum) in sums.iter().enumerate() {
+            let cy = y + 18.0 + ROW * i as f64 + ROW / 2.0;
+            let c = COLOURS[i % 2];
+            let _ = writeln!(
+                s,
+                r#"<text x="30" y="{}" fill="{c}">{}</text>"#,
+                cy + 4.0,
+                r.sides[i].label
+            );
+            let Some(m) = sum else {
+                let why = r.sides[i]
+                    .figure(name)
+                    .and_then(|f| f.unsupported.clone())
+                    .unwrap_or_else(|| "no samples".into());
+                let _ = writeln!(
+                    s,
+                    r##"<text x="{LEFT}" y="{}" fill="#999">{}</text>"##,
+                    cy + 4.0,
+                    esc(&why)
+                );
+                continue;
+            };
+            let (bh, t) = (ROW * 0.6, cy - ROW * 0.3);
+            let _ = writeln!(
+                s,
+                r#"<line x1="{:.1}" x2="{:.1}" y1="{cy}" y2="{cy}" stroke="{c}"/>"#,
+                x(m.min),
+                x(m.max)
+            );
+            let _ = writeln!(
+                s,
+                r#"<rect x="{:.1}" y="{t:.1}" width="{:.1}" height="{bh:.1}" fill="{c}" fill-opacity="0.35" stroke="{c}"/>"#,
+                x(m.p25),
+                (x(m.p75) - x(m.p25)).max(1.0)
+            );
+            let _ = writeln!(
+                s,
+                r#"<line x1="{0:.1}" x2="{0:.1}" y1="{t:.1}" y2="{1:.1}" stroke="{c}" stroke-width="2.5"/>"#,
+                x(m.median),
+                t + bh
+            );
+            let _ = writeln!(
+                s,
+                r#"<line x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="{c}" stroke-dasharray="2,2"/>"#,
+                x(m.p90),
+                t - 2.0,
+                t + bh + 2.0
+            );
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" fill="{c}">median {}</text>"#,
+                LEFT + plot_w + 8.0,
+                cy + 4.0,
+                num(m.median)
+            );
+        }
+        y += panel;
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="10" y="{}" fill="#666" font-size="10">box: p25-p75, thick line: median, dashed: p90, whiskers: min-max</text>"##,
+        h - 6.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Writes `DIR/<scenario>.svg` for every scenario.
+pub fn write_plots(dir: &Path, results: &[ScenarioResult]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for r in results {
+        std::fs::write(dir.join(format!("{}.svg", r.name)), svg(r))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenarios::{Sample, MS, PER_S};
+
+    fn result() -> ScenarioResult {
+        let mut p = Side::new("podvm");
+        let mut t = Side::new("target");
+        for i in 0..4 {
+            p.record(vec![
+                Sample::new("lat", MS, 1.0 + f64::from(i)),
+                Sample::new("rate", PER_S, 100.0),
+                Sample::unsupported("nope", MS, "x"),
+            ]);
+            t.record(vec![
+                Sample::new("lat", MS, 5.0),
+                Sample::new("rate", PER_S, 50.0),
+            ]);
+        }
+        ScenarioResult {
+            name: "demo",
+            about: "a <demo>",
+            reps: 4,
+            sides: vec![p, t],
+        }
+    }
+
+    #[test]
+    fn numbers_keep_three_digits() {
+        assert_eq!(num(1.23456), "1.235");
+        assert_eq!(num(12.3456), "12.35");
+        assert_eq!(num(123.456), "123.5");
+        assert_eq!(num(12345.6), "12346");
+    }
+
+    #[test]
+    fn table_has_ratios_and_marks() {
+        let t = table(&[result()]);
+        assert!(t.contains("== demo (4 reps)"), "{t}");
+        let lat = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("lat "))
+            .unwrap();
+        assert!(lat.contains("0.500 (better)"), "{lat}");
+        let rate = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("rate "))
+            .unwrap();
+        assert!(rate.contains("2.000 (better)"), "{rate}");
+        assert!(t.contains("podvm: nope unsupported: x"), "{t}");
+    }
+
+    #[test]
+    fn json_has_every_sample() {
+        let j = json(&[result()], json!({"tool": "podvm-perf"}));
+        assert_eq!(j["tool"], "podvm-perf");
+        let f = &j["scenarios"][0]["figures"][0];
+        assert_eq!(f["name"], "lat");
+        assert_eq!(f["podvm"]["samples"].as_array().unwrap().len(), 4);
+        assert_eq!(f["podvm"]["summary"]["median"], 2.5);
+        assert_eq!(f["ratio_podvm_over_target"], 0.5);
+        assert_eq!(j["scenarios"][0]["figures"][2]["podvm"]["unsupported"], "x");
+    }
+
+    #[test]
+    fn svg_is_well_formed_enough() {
+        let s = svg(&result());
+        assert!(s.starts_with("<svg"));
+        assert!(s.trim_end().ends_with("</svg>"));
+        assert!(s.contains("a &lt;demo&gt;") || !s.contains("<demo>"));
+        assert_eq!(
+            s.matches("<rect x=").count(),
+            4,
+            "2 figures x 2 VMMs have boxes"
+        );
+    }
+}
