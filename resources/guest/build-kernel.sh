@@ -3,11 +3,12 @@
 # from Debian's kernel source package, configured by `make allnoconfig`
 # plus podvm-kernel.config (no modules, no PCI, virtio-mmio, PVH entry).
 #
-#   build-kernel.sh OUTDIR
+#   build-kernel.sh [--config-only] OUTDIR
 #
 # OUTDIR receives the source .deb, the unpacked tree (src/), the build
 # tree (build/), and the results: OUTDIR/vmlinux and OUTDIR/config.
 # Re-running reuses all of these: only what changed is rebuilt.
+# --config-only stops after checking the configuration (OUTDIR/config).
 # PODVM_KERNEL_SOURCE names another source package (default
 # linux-source-6.12; if no configured apt source has it, bookworm-backports
 # is tried, then linux-source-6.1 is used, with a warning).
@@ -17,7 +18,12 @@ set -eu
 step() { echo "==> $*"; }
 die() { echo "error: $*" >&2; exit 1; }
 
-[ $# -eq 1 ] || die "usage: $0 OUTDIR"
+CONFIG_ONLY=""
+if [ "${1:-}" = "--config-only" ]; then
+    CONFIG_ONLY=yes
+    shift
+fi
+[ $# -eq 1 ] || die "usage: $0 [--config-only] OUTDIR"
 HERE=$(cd "$(dirname "$0")" && pwd)
 FRAGMENT=$HERE/podvm-kernel.config
 mkdir -p "$1" || die "cannot create $1"
@@ -106,10 +112,14 @@ while IFS= read -r line; do
     esac
 done <"$FRAGMENT"
 [ -z "$lost" ] || die "options of $(basename "$FRAGMENT") not in the final .config:$lost"
+cp "$OUT/build/.config" "$OUT/config"
+if [ -n "$CONFIG_ONLY" ]; then
+    step "done in $(($(date +%s) - T0)) s: $OUT/config ($SRC_PKG), every option of the fragment kept"
+    exit 0
+fi
 
 step "building vmlinux (make -j$(nproc) vmlinux; log in $OUT/build.log)"
 make -C "$SRC" O="$OUT/build" -j"$(nproc)" vmlinux >"$OUT/build.log" 2>&1 ||
     die "kernel build failed: see the end of $OUT/build.log"
 cp "$OUT/build/vmlinux" "$OUT/vmlinux.tmp" && mv "$OUT/vmlinux.tmp" "$OUT/vmlinux"
-cp "$OUT/build/.config" "$OUT/config"
 step "done in $(($(date +%s) - T0)) s: $OUT/vmlinux ($(($(stat -c %s "$OUT/vmlinux") >> 20)) MiB, $SRC_PKG from $DEB)"
