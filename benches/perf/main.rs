@@ -158,6 +158,16 @@ fn host_json() -> serde_json::Value {
            "cpus": cpus, "mem_total_kib": mem})
 }
 
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
 fn run_scenario(
     sc: &dyn scenarios::Scenario,
     ctx: &Ctx,
@@ -267,6 +277,12 @@ fn main() -> ExitCode {
         quick: args.quick,
         density: args.density.clone(),
     };
+    let load_start = loadavg();
+    if load_start.first().is_some_and(|l| *l > 0.5) {
+        eprintln!(
+            "warning: the machine is not idle (load average {load_start:?}): numbers will be noisy"
+        );
+    }
     let mut results = Vec::new();
     for sc in &all {
         if !args.scenarios.is_empty() && !args.scenarios.iter().any(|n| n == sc.name()) {
@@ -275,6 +291,13 @@ fn main() -> ExitCode {
         let reps = if sc.slow() { args.slow_reps } else { args.reps };
         results.push(run_scenario(sc.as_ref(), &ctx, &vmms, reps.max(1)));
     }
+    println!(
+        "podvm-perf: {} reps ({} for slow scenarios), load average {:?} at start, {:?} at end",
+        args.reps,
+        args.slow_reps,
+        load_start,
+        loadavg()
+    );
     print!("{}", report::table(&results));
     let mut ok = true;
     if let Some(path) = &args.json {
@@ -286,6 +309,8 @@ fn main() -> ExitCode {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             "host": host_json(),
+            "loadavg_start": load_start,
+            "loadavg_end": loadavg(),
             "reps": args.reps,
             "slow_reps": args.slow_reps,
             "quick": args.quick,

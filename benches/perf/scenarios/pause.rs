@@ -1,7 +1,6 @@
 //! `pause` / `resume`: `PATCH /vm` round trips on one keep-alive
-//! connection while the `counter` guest runs, with 1 and 4 vCPUs. The
-//! counter guest keeps its boot vCPU busy; the other vCPUs of the 4-vCPU
-//! VM wait for a SIPI inside `KVM_RUN`, as a booting guest's would.
+//! connection while the `perf_spin` guest keeps every vCPU busy (1 and 4
+//! vCPUs): the boot vCPU prints ticks, the others spin in a loop.
 
 use std::time::Instant;
 
@@ -22,18 +21,20 @@ impl Scenario for Pause {
     }
 
     fn about(&self) -> &'static str {
-        "PATCH /vm Paused and Resumed round trips, 1 and 4 vCPUs (5 pairs per repetition)"
+        "PATCH /vm Paused / Resumed round trips, 1 and 4 busy vCPUs (5 pairs per repetition)"
     }
 
     fn run(&self, ctx: &Ctx, vmm: &Vmm) -> Result<Vec<Sample>, PerfError> {
         let mut out = Vec::new();
         for vcpus in [1u8, 4] {
-            let mut cfg = VmConfig::new(ctx.guest("counter")?, 128);
+            let mut cfg = VmConfig::new(ctx.guest("perf_spin")?, 128);
             cfg.vcpus = vcpus;
+            cfg.extra_args = format!("perf.cpus={vcpus}");
             let file = ctx.path(vmm, "json");
             cfg.write_config(&file)?;
             let sock = ctx.path(vmm, "sock");
             let mut vm = Instance::spawn(vmm.api_command(&sock, Some(&file)), Some(sock))?;
+            vm.wait_output(&format!("spin-ready: {vcpus}\n"))?;
             vm.wait_output("tick 1\n")?;
             let mut conn = vm.conn()?;
             for i in 0..PAIRS {
