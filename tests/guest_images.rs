@@ -473,26 +473,28 @@ fn data_disk_checksum_is_what_init_prints() {
     );
 }
 
-/// A made-up bzImage: `setup_sects` 1, the LZ4 payload (legacy frames plus
-/// the uncompressed size, as the kernel's build appends it) at 1 KiB +
-/// `payload_offset`, and trailing bytes after it.
-fn fake_bzimage(dir: &Path, payload: &[u8], header_right: bool) -> PathBuf {
+/// A made-up bzImage: `setup_sects` 1, the payload compressed by `format`
+/// ("lz4": legacy frames, as Debian's cloud kernel; "xz", as its generic
+/// kernel) plus the uncompressed size, as the kernel's build appends it, at
+/// 1 KiB + `payload_offset`, and trailing bytes after it. With
+/// `header_right` false the header points elsewhere.
+fn fake_bzimage(dir: &Path, payload: &[u8], format: &str, header_right: bool) -> PathBuf {
     let raw = dir.join("payload");
     std::fs::write(&raw, payload).expect("write payload");
-    let compressed = dir.join("payload.lz4");
-    run_ok(
-        Command::new("lz4")
-            .args(["-l", "-q", "-f", "-9"])
-            .arg(&raw)
-            .arg(&compressed),
-    );
-    let mut lz4 = std::fs::read(&compressed).expect("lz4 output");
-    assert_eq!(
-        &lz4[..4],
-        [0x02, 0x21, 0x4c, 0x18],
-        "not an LZ4 legacy frame"
-    );
-    lz4.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let out = match format {
+        "lz4" => run(Command::new("lz4").args(["-l", "-c"]).arg(&raw)),
+        "xz" => run(Command::new("xz").args(["--check=crc32", "-c"]).arg(&raw)),
+        _ => unreachable!("no such format {format}"),
+    };
+    assert!(out.status.success(), "{format}: {out:?}");
+    let mut compressed = out.stdout;
+    let magic: &[u8] = if format == "lz4" {
+        &[0x02, 0x21, 0x4c, 0x18]
+    } else {
+        &[0xfd, b'7', b'z', b'X', b'Z', 0]
+    };
+    assert!(compressed.starts_with(magic), "{format}: unexpected magic");
+    compressed.extend_from_slice(&(payload.len() as u32).to_le_bytes());
 
     let payload_offset = 100u32;
     let mut image = vec![0u8; 1024 + payload_offset as usize];
@@ -500,8 +502,8 @@ fn fake_bzimage(dir: &Path, payload: &[u8], header_right: bool) -> PathBuf {
     image[0x202..0x206].copy_from_slice(b"HdrS");
     let header_offset = if header_right { payload_offset } else { 7 };
     image[0x248..0x24c].copy_from_slice(&header_offset.to_le_bytes());
-    image[0x24c..0x250].copy_from_slice(&(lz4.len() as u32).to_le_bytes());
-    image.extend_from_slice(&lz4);
+    image[0x24c..0x250].copy_from_slice(&(compressed.len() as u32).to_le_bytes());
+    image.extend_from_slice(&compressed);
     if header_right {
         image.extend_from_slice(&[0xa5; 300]);
     }
@@ -511,40 +513,45 @@ fn fake_bzimage(dir: &Path, payload: &[u8], header_right: bool) -> PathBuf {
 }
 
 #[test]
-fn stock_kernel_unpacks_the_lz4_payload_of_a_bzimage() {
-    let tools = ["gcc", "lz4", "readelf", "od"];
-    if !have_tools("stock_kernel_unpacks_the_lz4_payload_of_a_bzimage", &tools) {
+fn stock_kernel_unpacks_the_payload_of_a_bzimage() {
+    let tools = ["gcc", "lz4", "xz", "readelf", "od"];
+    if !have_tools("stock_kernel_unpacks_the_payload_of_a_bzimage", &tools) {
         return;
     }
     // Any ELF file stands for the kernel: the tiny init, made larger than
     // one 8 MiB LZ4 legacy block so that several frames are read.
     let mut elf = std::fs::read(init_binary()).expect("init");
-    elf.extend(pattern(9 << 20, 42).iter().map(|b| b & 0x0f));
+    // (A repeated 4 KiB block: quick to compress, yet not all alike.)
+    elf.extend(pattern(4096, 42).repeat(9 * 256));
     let script = guest_dir().join("stock-kernel.sh");
-    for header_right in [true, false] {
+    // Without a right header only LZ4 is searched for.
+    for (format, header_right) in [("lz4", true), ("lz4", false), ("xz", true)] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let bz = fake_bzimage(dir.path(), &elf, header_right);
+        let bz = fake_bzimage(dir.path(), &elf, format, header_right);
         let out = dir.path().join("vmlinux");
         let res = run(Command::new(&script)
             .arg("--extract-vmlinux")
             .arg(&bz)
             .arg(&out));
+        let what = format!("{format}, header_right={header_right}");
         assert!(
             res.status.success(),
-            "header_right={header_right}: {}",
+            "{what}: {}",
             String::from_utf8_lossy(&res.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&res.stdout),
+            format!("{}\n", format.to_uppercase()),
+            "{what}"
         );
         // The tiny init has no PVH note: the script says so.
         assert!(String::from_utf8_lossy(&res.stderr).contains("no PVH entry note"));
-        assert!(
-            std::fs::read(&out).expect("vmlinux") == elf,
-            "header_right={header_right}"
-        );
+        assert!(std::fs::read(&out).expect("vmlinux") == elf, "{what}");
     }
 
     // A payload that is not an ELF file is refused.
     let dir = tempfile::tempdir().expect("tempdir");
-    let bz = fake_bzimage(dir.path(), b"not an elf file at all", true);
+    let bz = fake_bzimage(dir.path(), b"not an elf file at all", "lz4", true);
     let out = dir.path().join("vmlinux");
     let res = run(Command::new(&script)
         .arg("--extract-vmlinux")

@@ -5,14 +5,18 @@
 #
 # downloads linux-image-*-cloud-amd64 with `apt-get download`, and writes
 #   OUTDIR/vmlinux         the uncompressed kernel (ELF with a PVH note),
-#                          unpacked from the bzImage's LZ4 payload;
+#                          unpacked from the bzImage's payload (LZ4 in the
+#                          cloud kernel, XZ in the generic one);
 #   OUTDIR/initramfs.cpio  an uncompressed initramfs: the tiny init as /init,
 #                          the virtio-mmio, block, net, rng and vsock modules
 #                          (with their dependencies) listed in load order in
 #                          /etc/podvm-modules, and busybox-static.
 # The .deb stays in OUTDIR: a second run downloads nothing.
 #
-# PODVM_STOCK_KERNEL   the package (default: what linux-image-cloud-amd64
+# PODVM_STOCK_META     the metapackage whose kernel is meant (default
+#                      linux-image-cloud-amd64; linux-image-amd64 gives
+#                      Debian's generic kernel, which also reads MP tables)
+# PODVM_STOCK_KERNEL   the package itself (default: what the metapackage
 #                      depends on, e.g. linux-image-6.1.0-56-cloud-amd64)
 # PODVM_STOCK_MODULES  the modules to load (default below)
 #
@@ -20,7 +24,7 @@
 # command line, so this kernel finds podvm's devices in its ACPI tables.
 #
 # Its two steps also run alone (tests/guest_images.rs uses them):
-#   stock-kernel.sh --extract-vmlinux BZIMAGE OUT
+#   stock-kernel.sh --extract-vmlinux BZIMAGE OUT   (prints the format)
 #   stock-kernel.sh --stage-modules MODDIR DESTDIR "NAME..."
 #       copies NAME.ko and what it depends on from MODDIR (a
 #       lib/modules/VERSION tree) to DESTDIR/NAME.ko, decompressed, and
@@ -29,7 +33,8 @@ set -eu
 GUEST_DIR=$(cd "$(dirname "$0")" && pwd)
 . "$GUEST_DIR/lib.sh"
 
-DEFAULT_MODULES="virtio_mmio virtio_blk virtio_net virtio_rng vmw_vsock_virtio_transport"
+# ext4 and crc32c are built into the cloud kernel, modules of the generic one.
+DEFAULT_MODULES="virtio_mmio virtio_blk virtio_net virtio_rng vmw_vsock_virtio_transport ext4 crc32c_generic"
 
 u8() { od -An -tu1 -j "$2" -N1 "$1" | tr -d ' '; }
 u32() { od -An -tu4 -j "$2" -N4 "$1" | tr -d ' '; }
@@ -37,34 +42,40 @@ u32() { od -An -tu4 -j "$2" -N4 "$1" | tr -d ' '; }
 # extract_vmlinux BZIMAGE OUT: the bzImage's setup header
 # (Documentation/arch/x86/boot.rst) says where the compressed payload is:
 # setup_sects (0x1f1), payload_offset (0x248), payload_length (0x24c).
-# Its last 4 bytes are the uncompressed size.
+# Its last 4 bytes are the uncompressed size. Debian's cloud kernel is LZ4
+# (legacy frames), its generic kernel XZ; gzip and zstd are known too.
 extract_vmlinux() {
     _bz=$1
     [ -f "$_bz" ] && [ "$(stat -c %s "$_bz")" -ge $((0x250)) ] ||
         die "$_bz is not a bzImage (missing or too short)"
     _off=$(( ($(u8 "$_bz" $((0x1f1))) + 1) * 512 + $(u32 "$_bz" $((0x248))) ))
     _len=$(u32 "$_bz" $((0x24c)))
-    _size=""
-    if [ "$(od -An -tx1 -j "$_off" -N4 "$_bz" | tr -d ' ')" = "02214c18" ]; then
-        _size=$(u32 "$_bz" $((_off + _len - 4)))
-    else
+    _size=$(u32 "$_bz" $((_off + _len - 4)) 2>/dev/null || true)
+    case "$(od -An -tx1 -j "$_off" -N6 "$_bz" | tr -d ' ')" in
+    02214c18*) _fmt=LZ4 _unpack="lz4 -dc" ;;
+    fd377a585a00) _fmt=XZ _unpack="xz -dc --single-stream" ;;
+    28b52ffd*) _fmt=ZSTD _unpack="zstd -dc" ;;
+    1f8b*) _fmt=gzip _unpack="gzip -dc" ;;
+    *)
         # Not where the header says: search for the LZ4 legacy-frame magic
         # and decompress to the end (the size word is then unknown).
         _off=$(LC_ALL=C grep -obUaP '\x02\x21\x4c\x18' "$_bz" | head -n 1 | cut -d: -f1)
-        [ -n "$_off" ] || die "no LZ4 payload in $_bz (magic 02 21 4c 18)"
+        [ -n "$_off" ] || die "no LZ4, XZ, ZSTD or gzip payload in $_bz"
         _len=$(($(stat -c %s "$_bz") - _off))
-    fi
-    # lz4 reads the trailing size word as one more block and fails on it:
-    # the output is checked instead of the exit status.
-    tail -c +$((_off + 1)) "$_bz" | head -c "$_len" | lz4 -dc >"$2.tmp" 2>/dev/null || true
+        _size="" _fmt=LZ4 _unpack="lz4 -dc" ;;
+    esac
+    # The decompressors read the trailing size word as more input and may
+    # fail on it: the output is checked instead of their exit status.
+    tail -c +$((_off + 1)) "$_bz" | head -c "$_len" | $_unpack >"$2.tmp" 2>/dev/null || true
     [ "$(head -c 4 "$2.tmp" | od -An -tx1 | tr -d ' ')" = "7f454c46" ] ||
-        { rm -f "$2.tmp"; die "the LZ4 payload of $_bz is not an ELF file"; }
+        { rm -f "$2.tmp"; die "the $_fmt payload of $_bz is not an ELF file"; }
     [ -z "$_size" ] || [ "$(stat -c %s "$2.tmp")" -eq "$_size" ] ||
         { rm -f "$2.tmp"; die "vmlinux is $(stat -c %s "$2.tmp") bytes, the bzImage says $_size"; }
     # XEN_ELFNOTE_PHYS32_ENTRY (18): the PVH entry point podvm uses.
     readelf -n "$2.tmp" 2>/dev/null | grep -q 'Xen.*(0x00000012)' ||
         echo "warning: $2 has no PVH entry note; podvm will use the 64-bit boot protocol" >&2
     mv "$2.tmp" "$2"
+    echo "$_fmt"
 }
 
 # stage_modules MODDIR DESTDIR NAMES: each module after its dependencies
@@ -128,14 +139,17 @@ ensure_tools /bin/busybox:busybox-static lz4:lz4 cpio:cpio objcopy:binutils \
     readelf:binutils xz:xz-utils zstd:zstd gcc:gcc
 
 cd "$OUT"
+META=${PODVM_STOCK_META:-linux-image-cloud-amd64}
 PKG=${PODVM_STOCK_KERNEL:-}
 if [ -z "$PKG" ]; then
-    PKG=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-        sed -n 's/^ *Depends: \(linux-image-[^ ]*-cloud-amd64\)$/\1/p' | head -n 1)
+    PKG=$(apt-cache depends "$META" 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
     if [ -z "$PKG" ]; then
-        ls linux-image-*-cloud-amd64_*.deb >/dev/null 2>&1 ||
-            die "cannot resolve linux-image-cloud-amd64 (run apt-get update, or set PODVM_STOCK_KERNEL)"
-        PKG=$(ls linux-image-*-cloud-amd64_*.deb | tail -n 1)
+        # Offline: the newest package of that flavour already here.
+        flavour=${META#linux-image}
+        ls linux-image-[0-9]*"${flavour}"_*.deb >/dev/null 2>&1 ||
+            die "cannot resolve $META (run apt-get update, or set PODVM_STOCK_KERNEL)"
+        PKG=$(ls linux-image-[0-9]*"${flavour}"_*.deb | tail -n 1)
         PKG=${PKG%%_*}
     fi
 fi
@@ -154,8 +168,8 @@ BZIMAGE=$(ls pkg/boot/vmlinuz-* 2>/dev/null | head -n 1)
 [ -n "$BZIMAGE" ] || die "$DEB has no /boot/vmlinuz-*"
 KVER=${BZIMAGE##*/vmlinuz-}
 
-step "unpacking vmlinux from $(basename "$BZIMAGE") (LZ4)"
-extract_vmlinux "$BZIMAGE" vmlinux
+step "unpacking vmlinux from $(basename "$BZIMAGE")"
+FORMAT=$(extract_vmlinux "$BZIMAGE" vmlinux)
 
 step "resolving modules: $MODULES"
 stage_modules "pkg/lib/modules/$KVER" initramfs.d/lib/modules "$MODULES"
@@ -174,4 +188,4 @@ mknod -m 600 initramfs.d/dev/console c 5 1 2>/dev/null || true
 mv initramfs.cpio.tmp initramfs.cpio
 rm -rf pkg initramfs.d
 
-step "done in $(($(date +%s) - T0)) s: $OUT/vmlinux ($(($(stat -c %s vmlinux) >> 20)) MiB, $KVER), $OUT/initramfs.cpio ($(($(stat -c %s initramfs.cpio) >> 10)) KiB)"
+step "done in $(($(date +%s) - T0)) s: $OUT/vmlinux ($(($(stat -c %s vmlinux) >> 20)) MiB, $KVER, was $FORMAT), $OUT/initramfs.cpio ($(($(stat -c %s initramfs.cpio) >> 10)) KiB)"
