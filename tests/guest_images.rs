@@ -722,6 +722,7 @@ fn guest_scripts_are_valid_posix_sh() {
         "stock-kernel.sh",
         "rootfs.sh",
         "data-disk.sh",
+        "prepare.sh",
         "lib.sh",
         "init/build.sh",
     ] {
