@@ -169,6 +169,36 @@ fn boot_timer_reports_the_guest_boot_time() {
 }
 
 #[test]
+fn acpi_power_off_and_reset_end_the_vm_cleanly() {
+    if !kvm_available("acpi_power_off_and_reset_end_the_vm_cleanly") {
+        return;
+    }
+    for (op, last, logged) in [
+        ("off", "acpi-poweroff", "podvm: info: guest powered off"),
+        ("reset", "acpi-reset-write", "podvm: info: guest reset"),
+    ] {
+        let cmdline = format!("acpi.op={op}");
+        let out = run_guest(
+            "acpi_power",
+            &["--log-level", "info", "--cmdline", &cmdline],
+        );
+        assert_eq!(out.code(), 0, "{op}: {out:?}");
+        // The guest found the ports in the FADT and S5 in the DSDT.
+        assert_eq!(
+            out.lines(),
+            [
+                "acpi-sleep-control: 0x600",
+                "acpi-reset: 0x602 0x1",
+                "acpi-s5: 0x5",
+                last
+            ],
+            "{op}: {out:?}"
+        );
+        assert!(out.stderr.lines().any(|l| l == logged), "{op}: {out:?}");
+    }
+}
+
+#[test]
 fn triple_fault_exits_3_with_the_rip() {
     if !kvm_available("triple_fault_exits_3_with_the_rip") {
         return;

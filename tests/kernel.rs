@@ -155,9 +155,8 @@ fn stock_kernel_finds_the_acpi_tables_and_every_vcpu() {
     let all = lines.join("\n");
     // Our exact command line: the user's, then one entry per virtio
     // device (the disk is not a root device).
-    let cmdline = format!(
-        "{EARLY} virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
-    );
+    let cmdline =
+        format!("{EARLY} virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6");
     assert_eq!(
         line_with(&lines, "Command line: "),
         Some(format!("Command line: {cmdline}").as_str()),

@@ -168,9 +168,10 @@ fn set_outcome(outcome: &Outcome, exit: VmExit) {
     o.get_or_insert(exit);
 }
 
-/// Watches the i8042 reset line and the vCPUs' reports.
+/// Watches the reset and power-off lines and the vCPUs' reports.
 struct ExitMonitor {
     reset_evt: EventFd,
+    power_off_evt: EventFd,
     vcpu_exit_evt: EventFd,
     reports: Receiver<VcpuStopped>,
     outcome: Outcome,
@@ -181,6 +182,9 @@ impl MutEventSubscriber for ExitMonitor {
         if events.fd() == self.reset_evt.as_raw_fd() {
             let _ = self.reset_evt.read();
             set_outcome(&self.outcome, VmExit::Reset);
+        } else if events.fd() == self.power_off_evt.as_raw_fd() {
+            let _ = self.power_off_evt.read();
+            set_outcome(&self.outcome, VmExit::PowerOff);
         } else if events.fd() == self.vcpu_exit_evt.as_raw_fd() {
             let _ = self.vcpu_exit_evt.read();
             while let Ok(stopped) = self.reports.try_recv() {
@@ -192,7 +196,7 @@ impl MutEventSubscriber for ExitMonitor {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        for evt in [&self.reset_evt, &self.vcpu_exit_evt] {
+        for evt in [&self.reset_evt, &self.power_off_evt, &self.vcpu_exit_evt] {
             if let Err(e) = ops.add(Events::new(evt, EventSet::IN)) {
                 log::error!("cannot watch a VM exit event: {e:?}");
             }
@@ -336,6 +340,10 @@ impl RunningVm {
         let (report_tx, report_rx) = channel();
         let monitor = ExitMonitor {
             reset_evt: legacy.reset_evt.try_clone().map_err(RunError::EventFd)?,
+            power_off_evt: legacy
+                .power_off_evt
+                .try_clone()
+                .map_err(RunError::EventFd)?,
             vcpu_exit_evt: vcpu_exit_evt.try_clone().map_err(RunError::EventFd)?,
             reports: report_rx,
             outcome: outcome.clone(),

@@ -1,10 +1,18 @@
 //! Legacy PC devices: the 8250 serial port, the i8042 controller (its
-//! reset line and an injectable keyboard) and the boot-timer port.
+//! reset line and an injectable keyboard), the boot-timer port and the
+//! ACPI power-control ports.
 
+mod acpi_power;
 mod boot_timer;
 mod i8042;
 mod serial;
 
+pub use acpi_power::{
+    AcpiPowerControl, ACPI_POWER_PORTS, RESET_OFFSET as ACPI_RESET_OFFSET,
+    RESET_VALUE as ACPI_RESET_VALUE, S5_SLEEP_TYPE,
+    SLEEP_CONTROL_OFFSET as ACPI_SLEEP_CONTROL_OFFSET,
+    SLEEP_STATUS_OFFSET as ACPI_SLEEP_STATUS_OFFSET,
+};
 pub use boot_timer::{BootTimer, BOOT_TIMER_MAGIC};
 pub use i8042::{I8042Error, COMMAND_OFFSET as I8042_COMMAND_OFFSET, I8042};
 pub use serial::{Serial, SerialInputEvents};

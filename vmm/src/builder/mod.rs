@@ -20,7 +20,7 @@ use resources::{
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::x86_64::acpi::{
-    create_acpi_tables, AcpiError, AcpiPlatform, MmioDevice, PioDevice,
+    create_acpi_tables, AcpiError, AcpiPlatform, MmioDevice, PioDevice, PowerPorts,
 };
 use crate::arch::x86_64::boot_params::{
     e820_map, linux_boot_params, write_pvh_start_info, InitrdPlacement,
@@ -31,8 +31,8 @@ use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
 use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables, BootEntry};
 use crate::console::{own_description, ConsoleDrain, ConsoleOutput};
 use crate::device_manager::{
-    attach_legacy_devices, DeviceError, MmioSlot, SerialOutput, I8042_KBD_IRQ, I8042_PORT,
-    SERIAL_IRQ, SERIAL_PORT, SERIAL_PORT_LEN,
+    attach_legacy_devices, DeviceError, MmioSlot, SerialOutput, ACPI_POWER_PORT, I8042_KBD_IRQ,
+    I8042_PORT, SERIAL_IRQ, SERIAL_PORT, SERIAL_PORT_LEN,
 };
 use crate::loader::{
     check_kernel_fits, load_cmdline, load_initrd, load_kernel, place_initrd, probe_kernel,
@@ -43,6 +43,10 @@ use crate::vstate::exit::IoBuses;
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
 use crate::Vmm;
+use devices::legacy::{
+    ACPI_RESET_OFFSET, ACPI_RESET_VALUE, ACPI_SLEEP_CONTROL_OFFSET, ACPI_SLEEP_STATUS_OFFSET,
+    S5_SLEEP_TYPE,
+};
 use devices::virtio::MMIO_REGION_SIZE;
 
 mod virtio;
@@ -334,6 +338,13 @@ fn acpi_platform<'a>(spec: &VmSpec, virtio: &'a [MmioDevice]) -> AcpiPlatform<'a
             // The data and the command/status port; 0x61–0x63 are not its.
             ports: &[(I8042_PORT as u16, 1), (I8042_PORT as u16 + 4, 1)],
             irq: I8042_KBD_IRQ,
+        },
+        power: PowerPorts {
+            sleep_control: (ACPI_POWER_PORT + u64::from(ACPI_SLEEP_CONTROL_OFFSET)) as u16,
+            sleep_status: (ACPI_POWER_PORT + u64::from(ACPI_SLEEP_STATUS_OFFSET)) as u16,
+            reset: (ACPI_POWER_PORT + u64::from(ACPI_RESET_OFFSET)) as u16,
+            reset_value: ACPI_RESET_VALUE,
+            s5_sleep_type: S5_SLEEP_TYPE,
         },
     }
 }

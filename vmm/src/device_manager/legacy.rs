@@ -4,7 +4,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use devices::legacy::{BootTimer, Serial, SerialInputEvents, I8042};
+use devices::legacy::{
+    AcpiPowerControl, BootTimer, Serial, SerialInputEvents, ACPI_POWER_PORTS, I8042,
+};
 use devices::{Bus, EventFdTrigger};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -25,6 +27,9 @@ pub const I8042_PORT_LEN: u64 = 5;
 pub const I8042_KBD_IRQ: u32 = 1;
 /// The boot-timer port (Firecracker's `MAGIC_IOPORT_SIGNAL_GUEST_BOOT_COMPLETE`).
 pub const BOOT_TIMER_PORT: u64 = 0x3f0;
+/// The ACPI power-control ports (sleep control, sleep status, reset), which
+/// the FADT points at; free in the PC's port map.
+pub const ACPI_POWER_PORT: u64 = 0x600;
 
 /// Where the serial console writes.
 pub type SerialOutput = Box<dyn Write + Send>;
@@ -37,8 +42,10 @@ pub struct LegacyDevices {
     pub serial_input_ready: EventFd,
     /// The i8042 controller and its keyboard (Ctrl+Alt+Del injection).
     pub i8042: Arc<Mutex<I8042>>,
-    /// Written when the guest resets through the i8042.
+    /// Written when the guest resets through the i8042 or ACPI.
     pub reset_evt: EventFd,
+    /// Written when the guest powers off through ACPI.
+    pub power_off_evt: EventFd,
     /// The boot timer.
     pub boot_timer: Arc<Mutex<BootTimer>>,
 }
@@ -82,6 +89,14 @@ pub fn attach_legacy_devices(
     pio.insert(I8042_PORT, I8042_PORT_LEN, i8042.clone())
         .map_err(|e| DeviceError::Bus("the i8042", e))?;
 
+    let power_off_evt = eventfd("the ACPI power-off")?;
+    let acpi_power = Arc::new(Mutex::new(AcpiPowerControl::new(
+        EventFdTrigger::new(clone(&reset_evt, "the ACPI reset")?),
+        EventFdTrigger::new(clone(&power_off_evt, "the ACPI power-off")?),
+    )));
+    pio.insert(ACPI_POWER_PORT, u64::from(ACPI_POWER_PORTS), acpi_power)
+        .map_err(|e| DeviceError::Bus("the ACPI power control", e))?;
+
     let boot_timer = Arc::new(Mutex::new(BootTimer::new(start)));
     pio.insert(BOOT_TIMER_PORT, 1, boot_timer.clone())
         .map_err(|e| DeviceError::Bus("the boot timer", e))?;
@@ -91,6 +106,7 @@ pub fn attach_legacy_devices(
         serial_input_ready,
         i8042,
         reset_evt,
+        power_off_evt,
         boot_timer,
     })
 }

@@ -16,9 +16,11 @@
 //! `boot_params`, `rsdp_paddr` in the PVH start info).
 
 use acpi_tables::aml::{
-    self, Device, EISAName, Interrupt, Memory32Fixed, Name, Path, ResourceTemplate, Scope, IO,
+    self, Device, EISAName, Interrupt, Memory32Fixed, Name, Package, Path, ResourceTemplate, Scope,
+    IO,
 };
 use acpi_tables::fadt::{FADTBuilder, Flags};
+use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{
     EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT,
 };
@@ -92,6 +94,22 @@ pub struct PioDevice {
     pub irq: u32,
 }
 
+/// The power-control ports the FADT points at (see
+/// `devices::legacy::AcpiPowerControl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PowerPorts {
+    /// The sleep control register's port.
+    pub sleep_control: u16,
+    /// The sleep status register's port.
+    pub sleep_status: u16,
+    /// The reset register's port.
+    pub reset: u16,
+    /// The value that resets when written to `reset`.
+    pub reset_value: u8,
+    /// The `SLP_TYP` of S5 (soft-off), for the DSDT's `\_S5` package.
+    pub s5_sleep_type: u8,
+}
+
 /// What the tables describe.
 #[derive(Clone, Debug)]
 pub struct AcpiPlatform<'a> {
@@ -103,6 +121,8 @@ pub struct AcpiPlatform<'a> {
     pub serial: PioDevice,
     /// The i8042 (keyboard controller, used for reset).
     pub i8042: PioDevice,
+    /// How the guest powers off and resets through ACPI.
+    pub power: PowerPorts,
 }
 
 /// Errors writing the ACPI tables.
@@ -237,16 +257,34 @@ fn set_checksum(bytes: &mut [u8], offset: usize) {
     bytes[offset] = sum.wrapping_neg();
 }
 
-/// The FADT of a hardware-reduced platform pointing at the DSDT.
-fn fadt(dsdt_addr: u64) -> Vec<u8> {
+/// A one-byte register at I/O port `port`.
+fn io_byte_register(port: u16) -> GAS {
+    GAS::new(
+        AddressSpace::SystemIo,
+        8,
+        0,
+        AccessSize::ByteAccess,
+        u64::from(port),
+    )
+}
+
+/// The FADT of a hardware-reduced platform pointing at the DSDT, with the
+/// sleep registers (power-off through `\_S5`) and the reset register.
+/// There are no fixed power or sleep buttons.
+fn fadt(dsdt_addr: u64, power: &PowerPorts) -> Vec<u8> {
     let mut builder = FADTBuilder::new(OEM_ID, table_id(b"FACP"), OEM_REVISION)
         .dsdt_64(dsdt_addr)
         .flag(Flags::HwReducedAcpi)
+        .flag(Flags::ResetRegSup)
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton);
     builder.iapc_boot_arch =
         (IAPC_8042 | IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED | IAPC_CMOS_RTC_NOT_PRESENT)
             .into();
+    builder.sleep_control_reg = io_byte_register(power.sleep_control);
+    builder.sleep_status_reg = io_byte_register(power.sleep_status);
+    builder.reset_reg = io_byte_register(power.reset);
+    builder.reset_value = power.reset_value;
     aml_bytes(&builder.finalize())
 }
 
@@ -304,6 +342,10 @@ fn dsdt(platform: &AcpiPlatform) -> Vec<u8> {
     );
     let raw: Vec<RawAml> = devices.into_iter().map(RawAml).collect();
     let children: Vec<&dyn Aml> = raw.iter().map(|r| r as &dyn Aml).collect();
+    // \_S5: the SLP_TYP values (a and b) that soft-off writes.
+    let s5_type = platform.power.s5_sleep_type;
+    let s5_package = Package::new(vec![&s5_type, &s5_type]);
+    let s5 = Name::new("_S5_".into(), &s5_package);
     let mut sdt = Sdt::new(
         *b"DSDT",
         36,
@@ -312,6 +354,7 @@ fn dsdt(platform: &AcpiPlatform) -> Vec<u8> {
         table_id(b"DSDT"),
         OEM_REVISION,
     );
+    s5.to_aml_bytes(&mut sdt);
     Scope::new("\\_SB_".into(), children).to_aml_bytes(&mut sdt);
     sdt.update_checksum();
     sdt.as_slice().to_vec()
@@ -336,7 +379,7 @@ pub fn create_acpi_tables(platform: &AcpiPlatform) -> Result<AcpiTables, AcpiErr
     let dsdt = dsdt(platform);
     let dsdt_addr = align(ACPI_START + rsdp_len);
     let fadt_addr = align(dsdt_addr + dsdt.len() as u64);
-    let fadt = fadt(dsdt_addr);
+    let fadt = fadt(dsdt_addr, &platform.power);
     let madt_addr = align(fadt_addr + fadt.len() as u64);
     let madt = madt(platform);
     let xsdt_addr = align(madt_addr + madt.len() as u64);
@@ -373,12 +416,21 @@ mod tests {
         irq: 1,
     };
 
+    const POWER: PowerPorts = PowerPorts {
+        sleep_control: 0x600,
+        sleep_status: 0x601,
+        reset: 0x602,
+        reset_value: 1,
+        s5_sleep_type: 5,
+    };
+
     fn platform(vcpu_count: u8, virtio: &[MmioDevice]) -> AcpiTables {
         create_acpi_tables(&AcpiPlatform {
             vcpu_count,
             virtio,
             serial: SERIAL,
             i8042: I8042,
+            power: POWER,
         })
         .unwrap()
     }
@@ -475,6 +527,13 @@ mod tests {
             IAPC_8042 | IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED | IAPC_CMOS_RTC_NOT_PRESENT
         );
         assert_eq!(u32_at(&fadt, 40), 0, "32-bit DSDT pointer unused");
+        assert_ne!(flags & (1 << 10), 0, "RESET_REG_SUP");
+        // Generic addresses: space 1 (I/O), 8 bits, offset 0, byte access.
+        let gas = |off: usize| (fadt[off..off + 4].to_vec(), u64_at(&fadt, off + 4));
+        assert_eq!(gas(116), (vec![1, 8, 0, 1], 0x602), "RESET_REG");
+        assert_eq!(fadt[128], 1, "RESET_VALUE");
+        assert_eq!(gas(244), (vec![1, 8, 0, 1], 0x600), "SLEEP_CONTROL_REG");
+        assert_eq!(gas(256), (vec![1, 8, 0, 1], 0x601), "SLEEP_STATUS_REG");
     }
 
     /// The MADT's interrupt-controller structures as (type, bytes).
@@ -532,6 +591,9 @@ mod tests {
         assert_eq!(dsdt[8], DSDT_REVISION);
         let body = &dsdt[36..];
         // Scope (\_SB_) opens the body.
+        // Name (_S5_, Package (2) {5, 5}), then Scope (\_SB_).
+        assert_eq!(&body[..12], b"\x08_S5_\x12\x06\x02\x0a\x05\x0a\x05");
+        let body = &body[12..];
         assert_eq!(body[0], 0x10, "ScopeOp");
         assert!(contains(body, b"\\_SB_"));
         for (i, d) in devices.iter().enumerate() {
