@@ -244,3 +244,157 @@ fn stock_kernel_without_acpi_uses_the_mp_table() {
         "{all}"
     );
 }
+
+/// Whether guests run on hardware virtualization here, as `podvm doctor`
+/// measures it. Where they do not, says why the caller skips.
+fn hardware_accelerated(test: &str) -> bool {
+    let out = podvm().arg("doctor").output().expect("run podvm doctor");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let fast = report
+        .lines()
+        .any(|l| l.contains("guest execution: hardware-accelerated"));
+    if !fast {
+        eprintln!(
+            "SKIPPED {test}: podvm doctor reports that KVM emulates guests on this host \
+             (HOST.md), so a Linux guest cannot reach user space here"
+        );
+    }
+    fast
+}
+
+/// FNV-1a 64, the checksum the tiny init prints for a disk.
+fn fnv1a64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The init's line for `disk`, `dev` being its name in the guest.
+fn disk_line(dev: &str, disk: &PathBuf) -> String {
+    let data = std::fs::read(disk).unwrap();
+    format!(
+        "podvm-init: disk {dev} bytes={} fnv1a64={:016x}",
+        data.len(),
+        fnv1a64(&data)
+    )
+}
+
+/// Boots `args` to the end inside a fresh network namespace holding the
+/// tap; returns the console and the boot time podvm logged.
+fn full_boot(test: &str, args: &[String]) -> Option<(String, u64)> {
+    let ns = common::netns::NetNs::with_tap(test)?;
+    let child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            env!("CARGO_BIN_EXE_podvm"),
+            "run",
+        ])
+        .args(args)
+        .args(["--log-level", "info", "--net"])
+        .arg(format!("tap={}", common::netns::TAP))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn podvm");
+    let out = common::wait_with_deadline(child);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let boot_us = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("podvm: info: guest-boot-time = "))
+        .and_then(|v| v.strip_suffix(" us"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no boot time logged: {out:?}"));
+    Some((out.stdout, boot_us))
+}
+
+/// The init's checks, in the order it prints them.
+fn assert_init_ran(console: &str, disk: &str) {
+    let lines: Vec<&str> = console.lines().map(strip_timestamp).collect();
+    let pos = |want: &str| {
+        lines
+            .iter()
+            .position(|l| l.trim_end() == want)
+            .unwrap_or_else(|| panic!("{want:?} not on the console:\n{console}"))
+    };
+    let ready = pos("podvm-init: ready");
+    let disk = pos(disk);
+    let net = pos("podvm-init: net eth0 10.0.0.2/24 up");
+    let done = pos("podvm-init: done");
+    assert!(ready < disk && disk < net && net < done, "{console}");
+}
+
+const INIT_CHECKS: &str = "podvm.ip=10.0.0.2/24";
+
+#[test]
+#[ignore = "slow suite: needs hardware virtualization"]
+fn stock_kernel_boots_to_the_init_with_disk_and_network() {
+    let test = "stock_kernel_boots_to_the_init_with_disk_and_network";
+    if !kvm_available(test) || !hardware_accelerated(test) {
+        return;
+    }
+    let kernel = stock_cloud_kernel();
+    let data = image("data.ext4");
+    let args: Vec<String> = vec![
+        "--kernel".into(),
+        kernel.display().to_string(),
+        "--initrd".into(),
+        image("stock/initramfs.cpio").display().to_string(),
+        "--memory".into(),
+        "256".into(),
+        "--vcpus".into(),
+        "2".into(),
+        "--disk".into(),
+        format!("path={},ro", data.display()),
+        "--cmdline".into(),
+        format!(
+            "console=ttyS0 reboot=k panic=1 i8042.noaux podvm.check_disk=/dev/vda {INIT_CHECKS}"
+        ),
+    ];
+    let Some((console, boot_us)) = full_boot(test, &args) else {
+        return;
+    };
+    assert_init_ran(&console, &disk_line("/dev/vda", &data));
+    eprintln!("stock kernel: guest-boot-time = {boot_us} us");
+}
+
+#[test]
+#[ignore = "slow suite: needs hardware virtualization and the minimal kernel"]
+fn minimal_kernel_boots_to_the_init_with_disk_and_network() {
+    let test = "minimal_kernel_boots_to_the_init_with_disk_and_network";
+    if !kvm_available(test) || !hardware_accelerated(test) {
+        return;
+    }
+    let kernel = images().join("podvm-kernel/vmlinux");
+    assert!(
+        kernel.exists(),
+        "{} is missing: run resources/guest/prepare.sh --kernel",
+        kernel.display()
+    );
+    let rootfs = image("rootfs.ext4");
+    let data = image("data.ext4");
+    let args: Vec<String> = vec![
+        "--kernel".into(),
+        kernel.display().to_string(),
+        "--memory".into(),
+        "256".into(),
+        "--vcpus".into(),
+        "2".into(),
+        "--disk".into(),
+        format!("path={},ro,root", rootfs.display()),
+        "--disk".into(),
+        format!("path={},ro", data.display()),
+        "--cmdline".into(),
+        format!(
+            "console=ttyS0 reboot=k panic=1 i8042.noaux podvm.check_disk=/dev/vdb {INIT_CHECKS}"
+        ),
+    ];
+    let Some((console, boot_us)) = full_boot(test, &args) else {
+        return;
+    };
+    assert_init_ran(&console, &disk_line("/dev/vdb", &data));
+    eprintln!("minimal kernel: guest-boot-time = {boot_us} us");
+}
