@@ -1,7 +1,8 @@
 //! `boot`: configuration calls + `InstanceStart` → first serial byte of
 //! the `hello` guest (1 vCPU, 128 MiB); exec → first serial byte with a
 //! config file and no API; and exec → exit of that VM (the guest resets at
-//! once).
+//! once), and first serial byte → exit (about the guest's reset → exit: the
+//! VMM's own exit path, which `destroy`'s `Shutdown` figure compares with).
 
 use std::time::Instant;
 
@@ -59,6 +60,9 @@ impl Scenario for Boot {
             )));
         }
         out.push(Sample::ms("exec_to_exit_guest_resets", vm.spawned, t2));
+        // The hello guest resets right after its one line: this is the
+        // VMM's exit path (reset seen → vCPUs stopped → VM closed → exit).
+        out.push(Sample::ms("first_byte_to_exit_guest_resets", t1, t2));
         let _ = std::fs::remove_file(file);
         Ok(out)
     }

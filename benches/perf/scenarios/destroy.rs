@@ -61,7 +61,7 @@ impl Scenario for Destroy {
                 out.push(Sample::unsupported(
                     figure,
                     MS,
-                    "no Shutdown action in Firecracker's API (compare boot/exec_to_exit_guest_resets)",
+                    "no Shutdown action in Firecracker's API (its exit path: boot/first_byte_to_exit_guest_resets)",
                 ));
             }
             let mut vm = Instance::spawn(vmm.no_api_command(&file), None)?;
