@@ -532,13 +532,16 @@ static void load_modules(void)
 
 static void mount_fs(const char *type, const char *dir)
 {
-	i64 r = SYSCALL3(SYS_mkdir, dir, 0755, 0);
-	if (r < 0 && r != -EEXIST)
-		fail("mkdir", dir, r);
-	r = SYSCALL5(SYS_mount, type, dir, type, 0, 0);
+	/* A failed mkdir (EEXIST; EROFS on a read-only root) matters only
+	 * if the mount then fails. */
+	i64 made = SYSCALL3(SYS_mkdir, dir, 0755, 0);
+	i64 r = SYSCALL5(SYS_mount, type, dir, type, 0, 0);
 	/* EBUSY: already mounted (CONFIG_DEVTMPFS_MOUNT mounts /dev). */
-	if (r < 0 && r != -EBUSY)
+	if (r < 0 && r != -EBUSY) {
+		if (made < 0 && made != -EEXIST)
+			fail("mkdir", dir, made);
 		fail("mount", dir, r);
+	}
 }
 
 static char cmdline[4096];
