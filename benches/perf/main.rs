@@ -123,9 +123,10 @@ impl Drop for WorkDir {
     }
 }
 
-/// PIDs of running processes whose executable is `exe`.
+/// PIDs of running processes whose executable has the file name of `exe`
+/// (any build of the same VMM: other runs skew the numbers too).
 fn running(exe: &Path) -> Vec<u32> {
-    let Ok(exe) = exe.canonicalize() else {
+    let Some(name) = exe.file_name() else {
         return Vec::new();
     };
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -133,7 +134,10 @@ fn running(exe: &Path) -> Vec<u32> {
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe))
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|p| p.file_name() == Some(name))
+        })
         .collect()
 }
 
@@ -256,9 +260,9 @@ fn main() -> ExitCode {
         let pids = running(&v.path);
         if !pids.is_empty() {
             eprintln!(
-                "warning: {} processes of {} already run (pids {pids:?}): they skew the numbers",
+                "warning: {} {:?} processes already run (pids {pids:?}): they skew the numbers",
                 pids.len(),
-                v.path.display()
+                v.path.file_name().unwrap_or_default()
             );
         }
     }
