@@ -151,6 +151,13 @@ fn process_boot(c: &mut Criterion) {
     g.finish();
 }
 
+/// Where `resources/guest/prepare.sh` put the guest images.
+fn guest_images() -> PathBuf {
+    std::env::var_os("PODVM_GUEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/guest-images"))
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock podvm stamps its first
 /// guest entry with.
 fn monotonic_ns() -> u128 {
@@ -171,9 +178,7 @@ fn kernel_setup(c: &mut Criterion) {
     if !kvm_usable() {
         return;
     }
-    let images = std::env::var_os("PODVM_GUEST_IMAGES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/guest-images"));
+    let images = guest_images();
     let bin = env!("CARGO_BIN_EXE_podvm");
     let mut g = c.benchmark_group("kernel_setup");
     g.sample_size(20);
@@ -229,5 +234,102 @@ fn kernel_setup(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, vm_build, process_boot, kernel_setup);
+/// The boot-timer result (`guest-boot-time`: podvm's start → the tiny
+/// init's write to port 0x3f0) with each kernel, where guests run on
+/// hardware virtualization; where `podvm doctor` reports emulation, Linux
+/// cannot reach user space and this says so and measures nothing.
+fn kernel_boot(c: &mut Criterion) {
+    if !kvm_usable() {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_podvm");
+    let doctor = Command::new(bin)
+        .arg("doctor")
+        .output()
+        .expect("podvm doctor");
+    if !String::from_utf8_lossy(&doctor.stdout).contains("guest execution: hardware-accelerated") {
+        eprintln!(
+            "SKIPPED kernel_boot: podvm doctor reports that KVM emulates guests here; \
+             Linux cannot reach user space"
+        );
+        return;
+    }
+    let images = guest_images();
+    let mut g = c.benchmark_group("kernel_boot");
+    g.sample_size(10);
+    let stock = images.join("stock");
+    let (vmlinux, initrd) = (stock.join("vmlinux"), stock.join("initramfs.cpio"));
+    let (minimal, rootfs) = (
+        images.join("podvm-kernel/vmlinux"),
+        images.join("rootfs.ext4"),
+    );
+    let root_disk = format!("path={},ro,root", rootfs.display());
+    let cases = [
+        (
+            "stock",
+            vec![&vmlinux, &initrd],
+            vec![
+                "--kernel".as_ref(),
+                vmlinux.as_os_str(),
+                "--initrd".as_ref(),
+                initrd.as_os_str(),
+            ],
+        ),
+        (
+            "minimal",
+            vec![&minimal, &rootfs],
+            vec![
+                "--kernel".as_ref(),
+                minimal.as_os_str(),
+                "--disk".as_ref(),
+                root_disk.as_ref(),
+            ],
+        ),
+    ];
+    for (name, needs, args) in cases {
+        if let Some(missing) = needs.iter().find(|p| !p.exists()) {
+            eprintln!(
+                "SKIPPED kernel_boot/{name}: {} is missing (run resources/guest/prepare.sh --kernel)",
+                missing.display()
+            );
+            continue;
+        }
+        let once = || -> Duration {
+            let out = Command::new(bin)
+                .args([
+                    "run",
+                    "--vcpus",
+                    "2",
+                    "--memory",
+                    "256",
+                    "--log-level",
+                    "info",
+                ])
+                .args(&args)
+                .args([
+                    "--cmdline",
+                    "console=ttyS0 reboot=k panic=1 i8042.noaux quiet",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .expect("run podvm");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let us: u64 = stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("podvm: info: guest-boot-time = "))
+                .and_then(|v| v.strip_suffix(" us"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no guest-boot-time from the {name} kernel: {stderr}"));
+            Duration::from_micros(us)
+        };
+        g.bench_function(format!("boot_timer_{name}"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| once()).sum())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, vm_build, process_boot, kernel_setup, kernel_boot);
 criterion_main!(benches);
