@@ -189,12 +189,12 @@ const COLOURS: [&str; 2] = ["#1f77b4", "#ff7f0e"];
 /// p90, one row per VMM.
 pub fn svg(r: &ScenarioResult) -> String {
     const W: f64 = 900.0;
-    const LEFT: f64 = 250.0;
+    const LEFT: f64 = 300.0;
     const RIGHT: f64 = 130.0;
     const ROW: f64 = 22.0;
     let names = r.figure_names();
     let panel = ROW * r.sides.len() as f64 + 30.0;
-    let h = 60.0 + panel * names.len().max(1) as f64;
+    let h = 75.0 + panel * names.len().max(1) as f64;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -275,15 +275,26 @@ pub fn svg(r: &ScenarioResult) -> String {
                 r.sides[i].label
             );
             let Some(m) = sum else {
-                let why = r.sides[i]
-                    .figure(name)
-                    .and_then(|f| f.unsupported.clone())
-                    .unwrap_or_else(|| "no samples".into());
+                // The reason is in the legend (scenario) or the table
+                // (figure); a word here.
+                let why = match &r.sides[i].status {
+                    Status::Ran
+                        if r.sides[i]
+                            .figure(name)
+                            .is_some_and(|f| f.unsupported.is_some()) =>
+                    {
+                        "unsupported"
+                    }
+                    Status::Ran => "no samples",
+                    Status::Unsupported(_) => "not available",
+                    Status::Skipped(_) => "skipped",
+                    Status::Failed(_) => "failed",
+                };
                 let _ = writeln!(
                     s,
                     r##"<text x="{LEFT}" y="{}" fill="#999">{}</text>"##,
                     cy + 4.0,
-                    esc(&why)
+                    why
                 );
                 continue;
             };
