@@ -39,6 +39,7 @@ fn smoke_run_of_every_scenario() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("perf.json");
     let plots = dir.path().join("plots");
+    let md = dir.path().join("perf.md");
     let podvm = env!("CARGO_BIN_EXE_podvm");
     let out = perf()
         .args([
@@ -62,12 +63,19 @@ fn smoke_run_of_every_scenario() {
         .arg(&json)
         .arg("--plot")
         .arg(&plots)
+        .arg("--markdown")
+        .arg(&md)
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{table}\n{stderr}");
     assert!(table.contains("podvm/target"), "{table}");
+    let md = std::fs::read_to_string(&md).unwrap();
+    assert!(
+        md.contains("| startup | exec_to_api_accepting | ms |"),
+        "{md}"
+    );
 
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let scenarios = doc["scenarios"].as_array().unwrap();

@@ -109,6 +109,9 @@ struct Args {
     /// Write every sample as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Write the medians as a Markdown table to FILE.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
     /// Write one SVG box plot per scenario into DIR.
     #[arg(long, value_name = "DIR")]
     plot: Option<PathBuf>,
@@ -324,6 +327,12 @@ fn main() -> ExitCode {
         let doc = report::json(&results, meta);
         let text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
         if let Err(e) = std::fs::write(path, text) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            ok = false;
+        }
+    }
+    if let Some(path) = &args.markdown {
+        if let Err(e) = std::fs::write(path, report::markdown(&results)) {
             eprintln!("error: cannot write {}: {e}", path.display());
             ok = false;
         }

@@ -119,6 +119,57 @@ pub fn table(results: &[ScenarioResult]) -> String {
     out
 }
 
+/// The same as a Markdown table (for `benches/RESULTS.md`): per figure the
+/// podvm and target median with their p90, and the ratio of the medians.
+pub fn markdown(results: &[ScenarioResult]) -> String {
+    let two = results.iter().any(|r| r.sides.len() == 2);
+    let mut out = String::new();
+    out.push_str("| scenario | figure | unit | podvm median (p90) |");
+    if two {
+        out.push_str(" target median (p90) | podvm/target |");
+    }
+    out.push_str(if two {
+        "\n|---|---|---|---:|---:|---:|\n"
+    } else {
+        "\n|---|---|---|---:|\n"
+    });
+    let cell = |side: Option<&Side>, name: &str| -> String {
+        let Some(side) = side else {
+            return String::new();
+        };
+        match &side.status {
+            Status::Ran => {}
+            Status::Unsupported(_) => return "not available".into(),
+            Status::Skipped(_) => return "skipped".into(),
+            Status::Failed(_) => return "FAILED".into(),
+        }
+        match side.figure(name) {
+            Some(f) if f.unsupported.is_some() => "unsupported".into(),
+            Some(f) => f.summary().map_or("-".into(), |s| {
+                format!("{} ({})", num(s.median), num(s.p90))
+            }),
+            None => "-".into(),
+        }
+    };
+    for r in results {
+        for (name, unit) in r.figure_names() {
+            let _ = write!(
+                out,
+                "| {} | {name} | {} | {} |",
+                r.name,
+                unit.name,
+                cell(r.sides.first(), &name)
+            );
+            if two {
+                let ratio = r.ratio(&name).map_or("n/a".into(), num);
+                let _ = write!(out, " {} | {ratio} |", cell(r.sides.get(1), &name));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
 fn summary_json(s: &Summary) -> Json {
     json!({"n": s.n, "min": s.min, "p25": s.p25, "median": s.median, "p75": s.p75,
            "p90": s.p90, "p99": s.p99, "max": s.max})
@@ -402,6 +453,20 @@ mod tests {
             .unwrap();
         assert!(rate.contains("2.000 (better)"), "{rate}");
         assert!(t.contains("podvm: nope unsupported: x"), "{t}");
+    }
+
+    #[test]
+    fn markdown_rows() {
+        let m = markdown(&[result()]);
+        assert!(m.starts_with("| scenario | figure |"), "{m}");
+        assert!(
+            m.contains("| demo | lat | ms | 2.500 (3.700) | 5.000 (5.000) | 0.500 |"),
+            "{m}"
+        );
+        assert!(
+            m.contains("| demo | nope | ms | unsupported | - | n/a |"),
+            "{m}"
+        );
     }
 
     #[test]
