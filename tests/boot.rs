@@ -199,6 +199,42 @@ fn acpi_power_off_and_reset_end_the_vm_cleanly() {
 }
 
 #[test]
+fn acpi_tables_describe_every_virtio_device_where_it_is() {
+    if !kvm_available("acpi_tables_describe_every_virtio_device_where_it_is") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disks: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let disk = dir.path().join(name);
+            std::fs::write(&disk, [0u8; 4096]).unwrap();
+            format!("path={}", disk.display())
+        })
+        .collect();
+    let out = run_guest(
+        "acpi_devices",
+        &["--disk", &disks[0], "--disk", &disks[1], "--rng"],
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    // In slot order: the drives (virtio id 2), then the entropy device (4),
+    // each where its registers answer with the virtio magic.
+    assert_eq!(
+        out.lines(),
+        [
+            "acpi-virtio: 0xd0000000 gsi=5 magic=0x74726976 id=2",
+            "acpi-virtio: 0xd0001000 gsi=6 magic=0x74726976 id=2",
+            "acpi-virtio: 0xd0002000 gsi=7 magic=0x74726976 id=4",
+            "acpi-virtio-count: 3",
+        ],
+        "{out:?}"
+    );
+    // No device: no LNRO0005 entry.
+    let out = run_guest("acpi_devices", &[]);
+    assert_eq!(out.lines(), ["acpi-virtio-count: 0"], "{out:?}");
+}
+
+#[test]
 fn triple_fault_exits_3_with_the_rip() {
     if !kvm_available("triple_fault_exits_3_with_the_rip") {
         return;

@@ -46,7 +46,7 @@ fn image(rel: &str) -> PathBuf {
 }
 
 /// Debian's cloud kernel: ACPI only (no MP-table parser), virtio-mmio a
-/// module that only ACPI can feed.
+/// module without command-line devices, so it finds them in the DSDT.
 fn stock_cloud_kernel() -> PathBuf {
     image("stock/vmlinux")
 }

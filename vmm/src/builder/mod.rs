@@ -20,7 +20,7 @@ use resources::{
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::x86_64::acpi::{
-    create_acpi_tables, AcpiError, AcpiPlatform, MmioDevice, PioDevice, PowerPorts,
+    create_acpi_tables, AcpiError, AcpiPlatform, MmioDevice, PioDevice, PowerPorts, RSDP_ADDR,
 };
 use crate::arch::x86_64::boot_params::{
     e820_map, linux_boot_params, write_pvh_start_info, InitrdPlacement,
@@ -31,8 +31,8 @@ use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
 use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables, BootEntry};
 use crate::console::{own_description, ConsoleDrain, ConsoleOutput};
 use crate::device_manager::{
-    attach_legacy_devices, DeviceError, MmioSlot, SerialOutput, ACPI_POWER_PORT, I8042_KBD_IRQ,
-    I8042_PORT, SERIAL_IRQ, SERIAL_PORT, SERIAL_PORT_LEN,
+    attach_legacy_devices, DeviceError, MmioSlot, SerialOutput, ACPI_POWER_PORT, BOOT_TIMER_PORT,
+    I8042_KBD_IRQ, I8042_PORT, SERIAL_IRQ, SERIAL_PORT, SERIAL_PORT_LEN,
 };
 use crate::loader::{
     check_kernel_fits, load_cmdline, load_initrd, load_kernel, place_initrd, probe_kernel,
@@ -256,7 +256,8 @@ pub fn open_serial_output(
 }
 
 /// Loads the kernel, initrd and command line and writes every boot
-/// structure the kernel reads. Returns how the boot vCPU enters it.
+/// structure the kernel reads but the ACPI tables ([`write_acpi_tables`],
+/// once the devices they describe exist). Returns how the boot vCPU enters it.
 pub fn load_guest(
     mem: &GuestMemoryMmap,
     spec: &VmSpec,
@@ -289,9 +290,9 @@ pub fn load_guest(
     load_cmdline(mem, cmdline)?;
 
     let e820 = e820_map(spec.machine.mem_size_bytes());
-    let acpi = create_acpi_tables(&acpi_platform(spec, &virtio_slots(spec)))?;
-    acpi.write_to(mem)?;
-    let rsdp = acpi.rsdp_addr();
+    // The tables themselves are written once the devices exist
+    // (`write_acpi_tables`); where they start is fixed.
+    let rsdp = RSDP_ADDR;
     let write_err = |what| move |source| BuildError::BootSetup { what, source };
     match kernel.entry {
         BootEntry::Linux64 { .. } => {
@@ -310,18 +311,24 @@ pub fn load_guest(
     Ok(kernel.entry)
 }
 
-/// The virtio-mmio windows of `spec`'s devices, in slot order.
-fn virtio_slots(spec: &VmSpec) -> Vec<MmioDevice> {
-    (0..virtio_layout(spec).len())
-        .map(|i| {
-            let slot = MmioSlot::nth(i);
-            MmioDevice {
-                base: slot.base,
-                len: MMIO_REGION_SIZE,
-                gsi: slot.gsi,
-            }
+/// Writes the ACPI tables describing `spec`'s vCPUs, the virtio devices
+/// attached in `slots`, and the legacy devices [`attach_legacy_devices`]
+/// creates, at [`RSDP_ADDR`].
+pub fn write_acpi_tables(
+    mem: &GuestMemoryMmap,
+    spec: &VmSpec,
+    slots: &[MmioSlot],
+) -> Result<(), BuildError> {
+    let virtio: Vec<MmioDevice> = slots
+        .iter()
+        .map(|slot| MmioDevice {
+            base: slot.base,
+            len: MMIO_REGION_SIZE,
+            gsi: slot.gsi,
         })
-        .collect()
+        .collect();
+    create_acpi_tables(&acpi_platform(spec, &virtio))?.write_to(mem)?;
+    Ok(())
 }
 
 /// What the ACPI tables describe for `spec`: its vCPUs, `virtio`, and the
@@ -346,6 +353,7 @@ fn acpi_platform<'a>(spec: &VmSpec, virtio: &'a [MmioDevice]) -> AcpiPlatform<'a
             reset_value: ACPI_RESET_VALUE,
             s5_sleep_type: S5_SLEEP_TYPE,
         },
+        reserved_ports: &[(BOOT_TIMER_PORT as u16, 1)],
     }
 }
 
@@ -413,6 +421,8 @@ impl Vmm {
         let virtio = attach_virtio_devices(&vm, &mut io.mmio, &memory, spec, backends)?;
         let io = Arc::new(io);
         step.done("devices");
+        write_acpi_tables(&memory, spec, &virtio.slots)?;
+        step.done("ACPI tables");
         let vcpus = create_vcpus(&kvm, &vm, spec, &io, &memory, entry)?;
         step.done("vCPUs");
 

@@ -217,6 +217,8 @@ pub struct VirtioDevices {
     pub block_transports: Vec<Arc<Mutex<MmioTransport>>>,
     /// The network devices, for metrics.
     pub nets: Vec<Arc<Mutex<Net>>>,
+    /// Where each device was attached, in slot order (for the ACPI tables).
+    pub slots: Vec<MmioSlot>,
 }
 
 /// A drive's backing file could not be swapped.
@@ -332,6 +334,7 @@ pub fn attach_virtio_devices(
     let mut taps = backends.taps.into_iter();
     for (index, kind) in virtio_layout(spec).into_iter().enumerate() {
         let slot = MmioSlot::nth(index);
+        out.slots.push(slot);
         match kind {
             VirtioSlotKind::Rng => {
                 let rng =
@@ -429,15 +432,13 @@ mod tests {
     fn stopping_flushes_every_writable_disk_and_reports_failures() {
         let flushes = Arc::new(AtomicUsize::new(0));
         let devices = VirtioDevices {
-            nets: Vec::new(),
-            block_transports: Vec::new(),
-            subscribers: Vec::new(),
             blocks: vec![
                 block("a", false, false, &flushes),
                 block("bad", true, false, &flushes),
                 block("c", false, false, &flushes),
                 block("ro", true, true, &flushes),
             ],
+            ..Default::default()
         };
         let err = devices.flush_disks().unwrap_err();
         assert_eq!(err.id, "bad");
@@ -449,10 +450,8 @@ mod tests {
         assert_eq!(flushes.load(Ordering::SeqCst), 3);
 
         let ok = VirtioDevices {
-            nets: Vec::new(),
-            block_transports: Vec::new(),
-            subscribers: Vec::new(),
             blocks: vec![block("a", false, false, &flushes)],
+            ..Default::default()
         };
         assert!(ok.flush_disks().is_ok());
     }

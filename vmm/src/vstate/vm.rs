@@ -1,7 +1,10 @@
 //! The KVM virtual machine: its file descriptor, guest memory
 //! registration, in-kernel irqchip and PIT.
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_irqchip, kvm_pit_config, kvm_userspace_memory_region, KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
@@ -23,6 +26,9 @@ pub enum VmError {
     /// `KVM_CREATE_PIT2` failed.
     #[error("cannot create the in-kernel PIT: {0}")]
     CreatePit(#[source] kvm_ioctls::Error),
+    /// Reading or writing the 8259 PICs' state failed.
+    #[error("cannot set up the 8259 PICs: {0}")]
+    SetupPic(#[source] kvm_ioctls::Error),
     /// `KVM_SET_USER_MEMORY_REGION` failed.
     #[error("cannot register {} MiB of guest memory at {addr:#x} with KVM: {source}", size >> 20)]
     SetMemoryRegion {
@@ -67,6 +73,7 @@ impl Vm {
             .set_tss_address(KVM_TSS_ADDRESS as usize)
             .map_err(VmError::SetTssAddress)?;
         self.fd.create_irq_chip().map_err(VmError::CreateIrqchip)?;
+        self.mask_pics()?;
         // Port 0x61 reads show the PIT's channel-2 gate and output; the
         // speaker itself is a dummy.
         let pit = kvm_pit_config {
@@ -74,6 +81,32 @@ impl Vm {
             ..Default::default()
         };
         self.fd.create_pit2(pit).map_err(VmError::CreatePit)
+    }
+
+    /// Leaves the 8259 PICs as a BIOS would: vectors from 0x20 (master) and
+    /// 0x28 (slave), every line masked. KVM creates them unmasked with
+    /// vector base 0, and KVM also routes GSIs 0–15 to them; a guest that
+    /// never programs the PICs (Linux on a hardware-reduced ACPI platform
+    /// installs a null PIC) but leaves LINT0 in ExtINT mode would otherwise
+    /// take device interrupts as CPU exceptions 1–15.
+    fn mask_pics(&self) -> Result<(), VmError> {
+        for (chip_id, base) in [
+            (KVM_IRQCHIP_PIC_MASTER, 0x20),
+            (KVM_IRQCHIP_PIC_SLAVE, 0x28),
+        ] {
+            let mut chip = kvm_irqchip {
+                chip_id,
+                ..Default::default()
+            };
+            self.fd.get_irqchip(&mut chip).map_err(VmError::SetupPic)?;
+            // SAFETY: for the PIC chip ids KVM fills (and reads) the `pic`
+            // member of the union; every bit pattern is a valid u8 array.
+            let pic = unsafe { &mut chip.chip.pic };
+            pic.irq_base = base;
+            pic.imr = 0xff;
+            self.fd.set_irqchip(&chip).map_err(VmError::SetupPic)?;
+        }
+        Ok(())
     }
 
     /// The VM file descriptor.
@@ -109,5 +142,33 @@ impl Vm {
         self.fd
             .register_irqfd(evt, gsi)
             .map_err(|source| VmError::RegisterIrqfd { gsi, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pics_start_masked_with_bios_vectors() {
+        let Ok(kvm) = Kvm::new() else {
+            eprintln!("SKIPPED the_pics_start_masked_with_bios_vectors: no /dev/kvm");
+            return;
+        };
+        let vm = Vm::new(&kvm).unwrap();
+        vm.setup_irqchip().unwrap();
+        for (chip_id, base) in [
+            (KVM_IRQCHIP_PIC_MASTER, 0x20),
+            (KVM_IRQCHIP_PIC_SLAVE, 0x28),
+        ] {
+            let mut chip = kvm_irqchip {
+                chip_id,
+                ..Default::default()
+            };
+            vm.fd().get_irqchip(&mut chip).unwrap();
+            // SAFETY: KVM filled the `pic` member for a PIC chip id.
+            let pic = unsafe { chip.chip.pic };
+            assert_eq!((pic.imr, pic.irq_base), (0xff, base), "chip {chip_id}");
+        }
     }
 }

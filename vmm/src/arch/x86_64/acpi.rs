@@ -34,8 +34,10 @@ use zerocopy::{Immutable, IntoBytes};
 
 use super::layout::{APIC_START, BIOS_AREA_START, IOAPIC_START, MPTABLE_START};
 
-/// First byte of the ACPI area: the RSDP.
+/// First byte of the ACPI area.
 pub const ACPI_START: u64 = BIOS_AREA_START;
+/// Where the RSDP is: first in the ACPI area.
+pub const RSDP_ADDR: u64 = ACPI_START;
 /// End of the ACPI area: the MP table follows.
 pub const ACPI_END: u64 = MPTABLE_START;
 
@@ -49,8 +51,8 @@ const DSDT_REVISION: u8 = 2;
 const TABLE_ALIGN: u64 = 16;
 
 /// FADT `IAPC_BOOT_ARCH` (ACPI 6.5, table 5.11): the i8042 is present
-/// (without this bit Linux refuses to probe it), there is no VGA, no MSI
-/// and no CMOS RTC.
+/// (without this bit Linux probes it only through its `PNP0303` device),
+/// there is no VGA, no MSI and no CMOS RTC.
 const IAPC_8042: u16 = 1 << 1;
 const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 const IAPC_MSI_NOT_SUPPORTED: u16 = 1 << 3;
@@ -123,6 +125,9 @@ pub struct AcpiPlatform<'a> {
     pub i8042: PioDevice,
     /// How the guest powers off and resets through ACPI.
     pub power: PowerPorts,
+    /// Other ports the VMM decodes (the boot timer): reserved through a
+    /// `PNP0C02` device so that the guest allocates them to nothing else.
+    pub reserved_ports: &'static [(u16, u8)],
 }
 
 /// Errors writing the ACPI tables.
@@ -146,7 +151,7 @@ pub struct AcpiTables {
 impl AcpiTables {
     /// Guest physical address of the RSDP, for `boot_params` / PVH.
     pub fn rsdp_addr(&self) -> u64 {
-        ACPI_START
+        RSDP_ADDR
     }
 
     /// Copies every table into guest memory.
@@ -274,6 +279,7 @@ fn io_byte_register(port: u16) -> GAS {
 fn fadt(dsdt_addr: u64, power: &PowerPorts) -> Vec<u8> {
     let mut builder = FADTBuilder::new(OEM_ID, table_id(b"FACP"), OEM_REVISION)
         .dsdt_64(dsdt_addr)
+        .flag(Flags::Wbinvd)
         .flag(Flags::HwReducedAcpi)
         .flag(Flags::ResetRegSup)
         .flag(Flags::PwrButton)
@@ -289,15 +295,14 @@ fn fadt(dsdt_addr: u64, power: &PowerPorts) -> Vec<u8> {
 }
 
 /// A device on the ISA ports: `_HID`, `_UID` and its ports and interrupt.
-fn pio_device_aml(name: &str, hid: &str, device: &PioDevice) -> Vec<u8> {
-    let ports: Vec<IO> = device
-        .ports
+fn pio_device_aml(name: &str, hid: &str, ports: &[(u16, u8)], irq: Option<u32>) -> Vec<u8> {
+    let ports: Vec<IO> = ports
         .iter()
         .map(|&(port, count)| IO::new(port, port, 1, count))
         .collect();
-    let irq = Interrupt::new(true, true, false, false, device.irq);
+    let irq = irq.map(|irq| Interrupt::new(true, true, false, false, irq));
     let mut resources: Vec<&dyn Aml> = ports.iter().map(|p| p as &dyn Aml).collect();
-    resources.push(&irq);
+    resources.extend(irq.as_ref().map(|i| i as &dyn Aml));
     let hid = EISAName::new(hid);
     let crs = ResourceTemplate::new(resources);
     aml_bytes(&Device::new(
@@ -329,9 +334,20 @@ fn virtio_device_aml(index: usize, device: &MmioDevice) -> Vec<u8> {
 
 /// The DSDT: every device under `\_SB`.
 fn dsdt(platform: &AcpiPlatform) -> Vec<u8> {
+    // The power-control ports and the other VMM ports, reserved on the
+    // motherboard so that nothing else is given them.
+    let power = &platform.power;
+    let mut reserved: Vec<(u16, u8)> = vec![
+        (power.sleep_control, 1),
+        (power.sleep_status, 1),
+        (power.reset, 1),
+    ];
+    reserved.extend_from_slice(platform.reserved_ports);
+    let (serial, i8042) = (&platform.serial, &platform.i8042);
     let mut devices = vec![
-        pio_device_aml("COM1", "PNP0501", &platform.serial),
-        pio_device_aml("PS2K", "PNP0303", &platform.i8042),
+        pio_device_aml("COM1", "PNP0501", serial.ports, Some(serial.irq)),
+        pio_device_aml("PS2K", "PNP0303", i8042.ports, Some(i8042.irq)),
+        pio_device_aml("RES0", "PNP0C02", &reserved, None),
     ];
     devices.extend(
         platform
@@ -377,7 +393,7 @@ fn align(addr: u64) -> u64 {
 pub fn create_acpi_tables(platform: &AcpiPlatform) -> Result<AcpiTables, AcpiError> {
     let rsdp_len = Rsdp::len() as u64;
     let dsdt = dsdt(platform);
-    let dsdt_addr = align(ACPI_START + rsdp_len);
+    let dsdt_addr = align(RSDP_ADDR + rsdp_len);
     let fadt_addr = align(dsdt_addr + dsdt.len() as u64);
     let fadt = fadt(dsdt_addr, &platform.power);
     let madt_addr = align(fadt_addr + fadt.len() as u64);
@@ -394,7 +410,7 @@ pub fn create_acpi_tables(platform: &AcpiPlatform) -> Result<AcpiTables, AcpiErr
     let rsdp = aml_bytes(&Rsdp::new(OEM_ID, xsdt_addr));
     Ok(AcpiTables {
         tables: vec![
-            (ACPI_START, rsdp),
+            (RSDP_ADDR, rsdp),
             (dsdt_addr, dsdt),
             (fadt_addr, fadt),
             (madt_addr, madt),
@@ -431,6 +447,7 @@ mod tests {
             serial: SERIAL,
             i8042: I8042,
             power: POWER,
+            reserved_ports: &[(0x3f0, 1)],
         })
         .unwrap()
     }
@@ -521,6 +538,7 @@ mod tests {
         assert_eq!(fadt.len(), 276, "ACPI 6.x FADT length");
         let flags = u32_at(&fadt, 112);
         assert_ne!(flags & (1 << 20), 0, "HW_REDUCED_ACPI");
+        assert_ne!(flags & 1, 0, "WBINVD (required of new platforms)");
         let boot_arch = u16::from_le_bytes([fadt[109], fadt[110]]);
         assert_eq!(
             boot_arch,
@@ -579,7 +597,7 @@ mod tests {
         }
     }
 
-    /// The AML a device `name` encodes to, found in the DSDT.
+    /// Whether `needle` occurs in `haystack`.
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         haystack.windows(needle.len()).any(|w| w == needle)
     }
@@ -590,7 +608,6 @@ mod tests {
         let dsdt = table(&platform(1, &devices), b"DSDT");
         assert_eq!(dsdt[8], DSDT_REVISION);
         let body = &dsdt[36..];
-        // Scope (\_SB_) opens the body.
         // Name (_S5_, Package (2) {5, 5}), then Scope (\_SB_).
         assert_eq!(&body[..12], b"\x08_S5_\x12\x06\x02\x0a\x05\x0a\x05");
         let body = &body[12..];
@@ -633,6 +650,21 @@ mod tests {
         assert!(contains(body, &[0x47, 1, 0x60, 0, 0x60, 0, 1, 1]));
         assert!(contains(body, &[0x47, 1, 0x64, 0, 0x64, 0, 1, 1]));
         assert!(contains(body, &[0x89, 6, 0, 0b0011, 1, 1, 0, 0, 0]));
+        // The motherboard resources: PNP0C02 holding the power-control
+        // ports and the boot timer, with no interrupt.
+        let res = body
+            .windows(4)
+            .position(|w| w == b"RES0")
+            .expect("the RES0 device");
+        let res = &body[res..];
+        assert!(
+            contains(res, &[0x0c, 0x41, 0xd0, 0x0c, 0x02]),
+            "EISAID PNP0C02"
+        );
+        for port in [0x600u16, 0x601, 0x602, 0x3f0] {
+            let [lo, hi] = port.to_le_bytes();
+            assert!(contains(res, &[0x47, 1, lo, hi, lo, hi, 1, 1]), "{port:#x}");
+        }
     }
 
     #[test]
