@@ -38,6 +38,7 @@ impl NetNs {
                 "needs root, iproute2 and /dev/net/tun for a tap in a network namespace".into(),
             ));
         }
+        remove_stale();
         let name = format!("podvm-perf-{}", std::process::id());
         let _ = ip(&["netns", "del", &name]);
         if !ip(&["netns", "add", &name]) {
@@ -84,6 +85,23 @@ impl NetNs {
                 }
                 Ok(())
             });
+        }
+    }
+}
+
+/// Deletes the namespaces of earlier harness runs that ended without
+/// cleaning up (killed mid-run): `podvm-perf-<pid>` whose process is gone.
+fn remove_stale() {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("podvm-perf-") else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(pid).exists() {
+            ip(&["netns", "del", &name]);
         }
     }
 }
