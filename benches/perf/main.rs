@@ -109,6 +109,10 @@ struct Args {
     /// Write every sample as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Run nothing: read the results of an earlier `--json FILE` and print
+    /// (and with --markdown / --plot, write) them again.
+    #[arg(long, value_name = "FILE")]
+    from_json: Option<PathBuf>,
     /// Write the medians as a Markdown table to FILE.
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
@@ -212,6 +216,33 @@ fn run_scenario(
     }
 }
 
+/// Writes the `--json` (when `meta` is given: a fresh run), `--markdown`
+/// and `--plot` outputs; false if any could not be written.
+fn outputs(args: &Args, results: &[ScenarioResult], meta: Option<serde_json::Value>) -> bool {
+    let mut ok = true;
+    if let (Some(path), Some(meta)) = (&args.json, meta) {
+        let doc = report::json(results, meta);
+        let text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            ok = false;
+        }
+    }
+    if let Some(path) = &args.markdown {
+        if let Err(e) = std::fs::write(path, report::markdown(results)) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            ok = false;
+        }
+    }
+    if let Some(dir) = &args.plot {
+        if let Err(e) = report::write_plots(dir, results) {
+            eprintln!("error: cannot write plots into {}: {e}", dir.display());
+            ok = false;
+        }
+    }
+    ok
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let all = scenarios::all();
@@ -220,6 +251,26 @@ fn main() -> ExitCode {
             println!("{:<10} {}", s.name(), s.about());
         }
         return ExitCode::SUCCESS;
+    }
+    if let Some(path) = &args.from_json {
+        let results = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .and_then(|doc| report::from_json(&doc));
+        return match results {
+            Ok(results) => {
+                print!("{}", report::table(&results));
+                if outputs(&args, &results, None) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                ExitCode::from(2)
+            }
+        };
     }
     for name in &args.scenarios {
         if !all.iter().any(|s| s.name() == name) {
@@ -306,43 +357,23 @@ fn main() -> ExitCode {
         loadavg()
     );
     print!("{}", report::table(&results));
-    let mut ok = true;
-    if let Some(path) = &args.json {
-        let meta = json!({
-            "tool": "podvm-perf",
-            "command": std::env::args().collect::<Vec<_>>(),
-            "unix_time": std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            "host": host_json(),
-            "loadavg_start": load_start,
-            "loadavg_end": loadavg(),
-            "reps": args.reps,
-            "slow_reps": args.slow_reps,
-            "quick": args.quick,
-            "vmms": vmms.iter().map(|v| (v.label.to_string(), json!({
-                "path": v.path, "flavor": format!("{:?}", v.flavor)}))).collect::<serde_json::Map<_, _>>(),
-        });
-        let doc = report::json(&results, meta);
-        let text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
-        if let Err(e) = std::fs::write(path, text) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            ok = false;
-        }
-    }
-    if let Some(path) = &args.markdown {
-        if let Err(e) = std::fs::write(path, report::markdown(&results)) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            ok = false;
-        }
-    }
-    if let Some(dir) = &args.plot {
-        if let Err(e) = report::write_plots(dir, &results) {
-            eprintln!("error: cannot write plots into {}: {e}", dir.display());
-            ok = false;
-        }
-    }
+    let meta = json!({
+        "tool": "podvm-perf",
+        "command": std::env::args().collect::<Vec<_>>(),
+        "unix_time": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "host": host_json(),
+        "loadavg_start": load_start,
+        "loadavg_end": loadavg(),
+        "reps": args.reps,
+        "slow_reps": args.slow_reps,
+        "quick": args.quick,
+        "vmms": vmms.iter().map(|v| (v.label.to_string(), json!({
+            "path": v.path, "flavor": format!("{:?}", v.flavor)}))).collect::<serde_json::Map<_, _>>(),
+    });
+    let mut ok = outputs(&args, &results, Some(meta));
     let failed = results
         .iter()
         .flat_map(|r| &r.sides)

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::{json, Value as Json};
 
 use crate::results::{ScenarioResult, Side, Status};
+use crate::scenarios::{Sample, CPU_S_PER_GIB, MIB, MIB_S, MS, PER_S, US};
 use crate::stats::Summary;
 
 /// A number with about three significant digits.
@@ -170,6 +171,71 @@ pub fn markdown(results: &[ScenarioResult]) -> String {
     out
 }
 
+/// Reads back what [`json`] wrote (to print, tabulate or plot an earlier
+/// run again). Scenario names and units must be ones this harness knows.
+pub fn from_json(doc: &Json) -> Result<Vec<ScenarioResult>, String> {
+    let all = crate::scenarios::all();
+    let units = [MS, US, MIB, MIB_S, PER_S, CPU_S_PER_GIB];
+    let mut out = Vec::new();
+    for s in doc["scenarios"]
+        .as_array()
+        .ok_or("no \"scenarios\" array")?
+    {
+        let name = s["name"].as_str().ok_or("a scenario without a name")?;
+        let sc = all
+            .iter()
+            .find(|x| x.name() == name)
+            .ok_or(format!("unknown scenario {name:?}"))?;
+        let mut sides = Vec::new();
+        for label in ["podvm", "target"] {
+            let v = &s["vmms"][label];
+            if v.is_null() {
+                continue;
+            }
+            let reason = v["reason"].as_str().unwrap_or_default().to_string();
+            let mut side = Side::new(label);
+            side.status = match v["status"].as_str() {
+                Some("ran") => Status::Ran,
+                Some("unsupported") => Status::Unsupported(reason),
+                Some("skipped") => Status::Skipped(reason),
+                _ => Status::Failed(reason),
+            };
+            for f in s["figures"].as_array().into_iter().flatten() {
+                let fname = f["name"].as_str().unwrap_or_default();
+                let uname = f["unit"].as_str().unwrap_or_default();
+                let unit = *units
+                    .iter()
+                    .find(|u| u.name == uname)
+                    .ok_or(format!("unknown unit {uname:?}"))?;
+                let samples: Vec<Sample> = match &f[label] {
+                    Json::Null => Vec::new(),
+                    d if d["unsupported"].is_string() => vec![Sample::unsupported(
+                        fname,
+                        unit,
+                        d["unsupported"].as_str().unwrap_or_default(),
+                    )],
+                    d => d["samples"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Json::as_f64)
+                        .map(|x| Sample::new(fname, unit, x))
+                        .collect(),
+                };
+                side.record(samples);
+            }
+            sides.push(side);
+        }
+        out.push(ScenarioResult {
+            name: sc.name(),
+            about: sc.about(),
+            reps: s["reps"].as_u64().unwrap_or(0) as usize,
+            sides,
+        });
+    }
+    Ok(out)
+}
+
 fn summary_json(s: &Summary) -> Json {
     json!({"n": s.n, "min": s.min, "p25": s.p25, "median": s.median, "p75": s.p75,
            "p90": s.p90, "p99": s.p99, "max": s.max})
@@ -291,7 +357,12 @@ pub fn svg(r: &ScenarioResult) -> String {
             .flatten()
             .map(|s| s.max)
             .fold(f64::NEG_INFINITY, f64::max);
-        let (lo, hi) = if lo.is_finite() && hi > lo {
+        // Long tails (scheduling hiccups) would squash the boxes on a
+        // linear axis: past a 20x spread the axis is logarithmic.
+        let log = lo > 0.0 && lo.is_finite() && hi / lo > 20.0;
+        let (lo, hi) = if log {
+            (lo / 1.1, hi * 1.1)
+        } else if lo.is_finite() && hi > lo {
             let pad = (hi - lo) * 0.05;
             ((lo - pad).max(0.0), hi + pad)
         } else if lo.is_finite() {
@@ -299,13 +370,21 @@ pub fn svg(r: &ScenarioResult) -> String {
         } else {
             (0.0, 1.0)
         };
-        let x = |v: f64| LEFT + (v - lo) / (hi - lo) * plot_w;
+        let x = |v: f64| {
+            let f = if log {
+                (v.max(lo).ln() - lo.ln()) / (hi.ln() - lo.ln())
+            } else {
+                (v - lo) / (hi - lo)
+            };
+            LEFT + f * plot_w
+        };
         let _ = writeln!(
             s,
-            r#"<text x="10" y="{}" font-weight="bold">{} ({})</text>"#,
+            r#"<text x="10" y="{}" font-weight="bold">{} ({}{})</text>"#,
             y + 12.0,
             esc(name),
-            esc(unit.name)
+            esc(unit.name),
+            if log { ", log scale" } else { "" }
         );
         let _ = writeln!(
             s,
@@ -406,7 +485,6 @@ pub fn write_plots(dir: &Path, results: &[ScenarioResult]) -> std::io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenarios::{Sample, MS, PER_S};
 
     fn result() -> ScenarioResult {
         let mut p = Side::new("podvm");
@@ -479,6 +557,23 @@ mod tests {
         assert_eq!(f["podvm"]["summary"]["median"], 2.5);
         assert_eq!(f["ratio_podvm_over_target"], 0.5);
         assert_eq!(j["scenarios"][0]["figures"][2]["podvm"]["unsupported"], "x");
+    }
+
+    #[test]
+    fn json_reads_back() {
+        let r = result();
+        let back = from_json(&json(std::slice::from_ref(&r), json!({}))).unwrap_err();
+        assert!(back.contains("unknown scenario"), "{back}");
+        let mut r = r;
+        r.name = "boot";
+        let back = from_json(&json(&[r.clone()], json!({}))).unwrap();
+        assert_eq!(back.len(), 1);
+        assert!(back[0].about.contains("InstanceStart"));
+        for (a, b) in back[0].sides.iter().zip(&r.sides) {
+            assert_eq!(a.status, b.status);
+            assert_eq!(a.figures, b.figures);
+        }
+        assert!(table(&back).contains("== boot (4 reps)"));
     }
 
     #[test]
