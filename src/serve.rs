@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::Args;
-use resources::action::{ActionError, ActionRequest, ActionResult, VmmAction};
+use resources::action::{ActionError, ActionRequest, ActionResult, Reply, VmmAction};
 use resources::{SerialConfig, VmSpec};
 use vmm::controller::{serve_actions, ActionQueue, Controller, PendingConfig};
 use vmm::{BuildContext, ConsoleInput, EventLoop, Vmm};
@@ -91,15 +91,22 @@ struct ChannelSender {
 
 impl api::ActionSender for ChannelSender {
     fn send(&self, action: VmmAction) -> ActionResult {
-        let (reply, answer) = channel();
+        let (reply, answer) = Reply::channel();
         let gone = || ActionError("the VMM is stopping".into());
+        self.submit(action, reply).map_err(|_| gone())?;
+        answer.recv().unwrap_or_else(|_| Err(gone()))
+    }
+
+    fn submit(&self, action: VmmAction, reply: Reply) -> Result<(), (VmmAction, Reply)> {
         self.requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .send(ActionRequest { action, reply })
-            .map_err(|_| gone())?;
-        self.kick.write(1).map_err(|_| gone())?;
-        answer.recv().unwrap_or_else(|_| Err(gone()))
+            .map_err(|e| (e.0.action, e.0.reply))?;
+        // A failed kick leaves the request queued for a VMM thread that
+        // is stopping: it drops the reply, which answers "stopping".
+        let _ = self.kick.write(1);
+        Ok(())
     }
 }
 

@@ -14,18 +14,30 @@ mod routes;
 mod server;
 
 pub use error::ApiError;
-pub use resources::action::{ActionError, ActionResult, VmmAction, VmmData};
+pub use resources::action::{ActionError, ActionResult, Reply, VmmAction, VmmData};
 pub use resources::VmSpec;
 pub use response::{error_response, success_response, ResponseBody};
 pub use routes::{route, RouteSpec, MAX_BODY_SIZE, ROUTES};
 pub use server::{start_server, ApiServer};
 
-/// Hands an action to the VMM and waits for its answer (the VMM side
-/// implements it with a channel + `EventFd`).
+/// Hands an action to the VMM (the VMM side implements it with a channel
+/// + `EventFd`).
 ///
-/// `send` blocks; the server calls it off its event loop, so a slow action
-/// does not stall other connections.
+/// The server first offers each action to [`ActionSender::submit`], which
+/// returns at once and answers through the [`Reply`] later: the API
+/// thread then awaits the answer on its own event loop, with no other
+/// thread involved. A sender that can only answer by blocking keeps the
+/// default `submit`, and the server calls [`ActionSender::send`] on a
+/// blocking thread instead; either way a slow action does not stall other
+/// connections.
 pub trait ActionSender: Send + Sync + 'static {
     /// Sends `action` and blocks until the VMM answers.
     fn send(&self, action: VmmAction) -> ActionResult;
+
+    /// Hands `action` over without waiting; `reply` gets the answer (or is
+    /// dropped unanswered if the VMM stops). Returns both back when this
+    /// sender cannot do that, which is the default.
+    fn submit(&self, action: VmmAction, reply: Reply) -> Result<(), (VmmAction, Reply)> {
+        Err((action, reply))
+    }
 }

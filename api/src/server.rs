@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::response::{error_response, success_response, ResponseBody};
 use crate::routes::{route, MAX_BODY_SIZE};
-use crate::{ActionSender, ApiError, VmmData};
+use crate::{ActionError, ActionSender, ApiError, Reply, VmmData};
 
 /// How long [`ApiServer::shutdown`] lets in-flight requests finish (and
 /// their responses be written) before it drops their connections.
@@ -179,8 +179,18 @@ async fn answer(
         Err(e) => return Err(ApiError::ReadBody(e)),
     };
     let action = route(&parts.method, parts.uri.path(), &body)?;
-    let result = tokio::task::spawn_blocking(move || sender.send(action))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (tx, rx) = oneshot::channel();
+    let reply = Reply::new(move |result| {
+        // A client that went away needs no answer.
+        let _ = tx.send(result);
+    });
+    let result = match sender.submit(action, reply) {
+        Ok(()) => rx
+            .await
+            .unwrap_or_else(|_| Err(ActionError("the VMM is stopping".into()))),
+        Err((action, _)) => tokio::task::spawn_blocking(move || sender.send(action))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+    };
     Ok(result?)
 }

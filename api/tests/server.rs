@@ -418,3 +418,80 @@ async fn the_shutdown_reply_is_written_even_when_the_server_stops_at_once() {
         .unwrap();
     assert!(UnixStream::connect(&f.sock).await.is_err());
 }
+
+/// A VMM that takes actions through `submit` and answers them when the
+/// test says, from the test's thread, as the VMM thread does.
+#[derive(Default)]
+struct QueueVmm {
+    held: Mutex<Vec<(VmmAction, api::Reply)>>,
+}
+
+impl ActionSender for QueueVmm {
+    fn send(&self, _: VmmAction) -> ActionResult {
+        panic!("the server must use submit when the sender supports it");
+    }
+
+    fn submit(&self, action: VmmAction, reply: api::Reply) -> Result<(), (VmmAction, api::Reply)> {
+        self.held.lock().unwrap().push((action, reply));
+        Ok(())
+    }
+}
+
+impl QueueVmm {
+    /// Waits until `n` actions are held, then takes them.
+    async fn take(&self, n: usize) -> Vec<(VmmAction, api::Reply)> {
+        loop {
+            {
+                let mut held = self.held.lock().unwrap();
+                if held.len() >= n {
+                    return held.drain(..).collect();
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn submitted_actions_are_answered_whenever_and_in_any_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let vmm = Arc::new(QueueVmm::default());
+    let _server = start_server(listener, vmm.clone()).unwrap();
+
+    let (mut a, mut b, mut c) = (
+        connect(&sock).await,
+        connect(&sock).await,
+        connect(&sock).await,
+    );
+    let paused =
+        tokio::spawn(async move { a.call(Method::PATCH, "/vm", r#"{"state": "Paused"}"#).await });
+    let version = tokio::spawn(async move { b.call(Method::GET, "/version", "").await });
+    let held = vmm.take(2).await;
+    // Answer the second request first: the first keeps waiting.
+    let mut by_action: Vec<_> = held.into_iter().collect();
+    by_action.sort_by_key(|(a, _)| *a == VmmAction::Pause);
+    let (pause, version_reply) = (by_action.pop().unwrap(), by_action.pop().unwrap());
+    assert_eq!(pause.0, VmmAction::Pause);
+    version_reply.1.send(Ok(VmmData::Version("9.9.9".into())));
+    let v = version.await.unwrap().json();
+    assert_eq!(v["firecracker_version"], "9.9.9");
+    assert!(!paused.is_finished());
+    pause.1.send(Ok(VmmData::Empty));
+    assert_eq!(paused.await.unwrap().status, StatusCode::NO_CONTENT);
+
+    // A reply dropped unanswered (the VMM stopped) is a 400 saying so.
+    let dropped = tokio::spawn(async move {
+        c.call(
+            Method::PUT,
+            "/actions",
+            r#"{"action_type": "InstanceStart"}"#,
+        )
+        .await
+    });
+    drop(vmm.take(1).await);
+    let r = dropped.await.unwrap();
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.fault(), "the VMM is stopping");
+}

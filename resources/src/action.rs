@@ -5,7 +5,8 @@
 //! with its own reply channel ([`ActionRequest`]), to the VMM thread, which
 //! alone touches the VM. Both sides depend on this plain-data module only.
 
-use std::sync::mpsc::Sender;
+use std::fmt;
+use std::sync::mpsc::{channel, Receiver};
 
 use serde::{Deserialize, Serialize};
 
@@ -158,13 +159,48 @@ pub struct ActionError(pub String);
 /// The VMM's answer to one action.
 pub type ActionResult = Result<VmmData, ActionError>;
 
+/// Where the answer to one action goes: called once, on the VMM thread.
+/// A reply dropped without an answer (the VMM stopped) tells the waiting
+/// side so by closing whatever channel it wraps.
+pub struct Reply(Box<dyn FnOnce(ActionResult) + Send>);
+
+impl Reply {
+    /// A reply that calls `deliver` with the answer.
+    pub fn new(deliver: impl FnOnce(ActionResult) + Send + 'static) -> Self {
+        Reply(Box::new(deliver))
+    }
+
+    /// A reply that sends the answer on a channel, and its receiving end.
+    pub fn channel() -> (Self, Receiver<ActionResult>) {
+        let (tx, rx) = channel();
+        (
+            Reply::new(move |result| {
+                // A client that went away needs no answer.
+                let _ = tx.send(result);
+            }),
+            rx,
+        )
+    }
+
+    /// Delivers the answer.
+    pub fn send(self, result: ActionResult) {
+        (self.0)(result)
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
 /// An action and where its answer goes.
 #[derive(Debug)]
 pub struct ActionRequest {
     /// What is asked.
     pub action: VmmAction,
     /// Where the VMM thread sends the result.
-    pub reply: Sender<ActionResult>,
+    pub reply: Reply,
 }
 
 impl VmmAction {
@@ -229,15 +265,17 @@ mod tests {
 
     #[test]
     fn a_request_carries_its_reply_channel() {
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (reply, rx) = Reply::channel();
         let req = ActionRequest {
             action: VmmAction::GetVersion,
-            reply: tx,
+            reply,
         };
-        req.reply
-            .send(Ok(VmmData::Version("0.1.0".into())))
-            .unwrap();
+        req.reply.send(Ok(VmmData::Version("0.1.0".into())));
         assert_eq!(rx.recv().unwrap(), Ok(VmmData::Version("0.1.0".into())));
+        // Dropped unanswered: the waiting side sees the channel close.
+        let (reply, rx) = Reply::channel();
+        drop(reply);
+        assert!(rx.recv().is_err());
         assert_eq!(ActionError("bad".into()).to_string(), "bad");
     }
 }

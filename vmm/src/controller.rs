@@ -453,8 +453,7 @@ pub fn serve_actions(
         if pending.swap(false, Ordering::AcqRel) {
             while let Ok(req) = queue.requests.try_recv() {
                 let result = controller.handle(req.action, &mut event_loop);
-                // A client that went away needs no answer.
-                let _ = req.reply.send(result);
+                req.reply.send(result);
             }
         }
     };
