@@ -28,13 +28,14 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-echo "==> building podvm (release)"
-cargo build --release --quiet
+echo "==> building podvm (release, statically linked: cargo build-static)"
+cargo build-static --quiet
+PODVM=target/x86_64-unknown-linux-gnu/release/podvm
 echo "==> building the test guests into target/guests"
 sh tests/guests/build.sh target/guests
 
 echo "==> podvm doctor"
-report=$(./target/release/podvm doctor) || { echo "$report"; exit 1; }
+report=$($PODVM doctor) || { echo "$report"; exit 1; }
 echo "$report"
 
 echo "==> preparing the default pod-VM in $IMAGES"
@@ -43,7 +44,7 @@ resources/guest/data-disk.sh "$IMAGES/data.ext4"
 
 cmdline="console=ttyS0 reboot=k panic=1 i8042.noaux podvm.check_disk=/dev/vda podvm.exec=/bin/sh"
 boot() {
-    ./target/release/podvm run --kernel "$IMAGES/stock/vmlinux" \
+    $PODVM run --kernel "$IMAGES/stock/vmlinux" \
         --initrd "$IMAGES/stock/initramfs.cpio" \
         --disk "path=$IMAGES/data.ext4,ro" --rng --vcpus 2 --memory 256 \
         --cmdline "$1"
@@ -72,4 +73,4 @@ if [ "$rc" -ne 4 ]; then
 fi
 echo "==> as expected here: the kernel stopped where KVM's emulator does (exit 4)"
 echo "==> podvm run --kernel target/guests/hello (a tiny test guest that runs to the end here)"
-exec ./target/release/podvm run --kernel target/guests/hello
+exec $PODVM run --kernel target/guests/hello
