@@ -12,11 +12,9 @@
         .include "lib.inc"
         .include "virtio.inc"
 
-        .equ RSDP_XSDT,         24      # u64 XSDT address in the RSDP
         .equ SDT_LENGTH,         4      # u32 table length
-        .equ SDT_HEADER,        36      # header size; XSDT entries follow
+        .equ SDT_HEADER,        36      # table header size
         .equ FADT_X_DSDT,      140      # u64
-        .equ SIG_FACP,  0x50434146      # "FACP"
         .equ HID_LO,    0x4f524e4c      # "LNRO"
         .equ HID_HI,    0x35303030      # "0005"
         .equ CRS_SCAN,          64      # bytes searched for each descriptor
@@ -25,26 +23,16 @@
 
 main:
         call vio_map_4g                 # the windows are above the first GiB
-        mov rbx, [r15 + BP_ACPI_RSDP_ADDR]
-        test rbx, rbx
-        jnz 1f
+        mov rdi, r15
+        call acpi_fadt
+        test rax, rax
+        jnz 4f
+        cmp ecx, 1
+        jne 3f
         PRINT "acpi-no-rsdp\n"
         ud2
-1:      mov rbx, [rbx + RSDP_XSDT]              # rbx = XSDT
-        mov ecx, [rbx + SDT_LENGTH]
-        sub ecx, SDT_HEADER
-        shr ecx, 3                              # ecx = entries
-        lea rdx, [rbx + SDT_HEADER]
-2:      test ecx, ecx
-        jnz 3f
-        PRINT "acpi-no-facp\n"
+3:      PRINT "acpi-no-facp\n"
         ud2
-3:      mov rax, [rdx]
-        cmp dword ptr [rax], SIG_FACP
-        je 4f
-        add rdx, 8
-        dec ecx
-        jmp 2b
 4:      mov rsi, [rax + FADT_X_DSDT]            # rsi = DSDT
         mov r12d, [rsi + SDT_LENGTH]
         add r12, rsi

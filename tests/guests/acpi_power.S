@@ -16,14 +16,11 @@
 # triple-fault, so only a working ACPI power path exits 0.
         .include "lib.inc"
 
-        .equ RSDP_XSDT,        24      # u64 XSDT address in the RSDP
         .equ SDT_LENGTH,        4      # u32 table length
-        .equ SDT_HEADER,       36      # header size; XSDT entries follow
         .equ FADT_RESET_ADDR, 120      # RESET_REG (GAS at 116) address
         .equ FADT_RESET_VALUE, 128     # u8
         .equ FADT_X_DSDT,     140      # u64
         .equ FADT_SLEEP_CTL,  248      # SLEEP_CONTROL_REG (GAS at 244) address
-        .equ SIG_FACP,  0x50434146     # "FACP"
         .equ NAME_S5,   0x5f35535f     # "_S5_"
         .equ SLP_EN,    0x20
         .equ WAIT_LOOPS, 3000000
@@ -31,26 +28,16 @@
         ELF_GUEST_ENTRY
 
 main:
-        mov rbx, [r15 + BP_ACPI_RSDP_ADDR]
-        test rbx, rbx
-        jnz 1f
+        mov rdi, r15
+        call acpi_fadt
+        test rax, rax
+        jnz 4f
+        cmp ecx, 1
+        jne 3f
         PRINT "acpi-no-rsdp\n"
         ud2
-1:      mov rbx, [rbx + RSDP_XSDT]              # rbx = XSDT
-        mov ecx, [rbx + SDT_LENGTH]
-        sub ecx, SDT_HEADER
-        shr ecx, 3                              # ecx = entries
-        lea rdx, [rbx + SDT_HEADER]
-2:      test ecx, ecx
-        jnz 3f
-        PRINT "acpi-no-facp\n"
+3:      PRINT "acpi-no-facp\n"
         ud2
-3:      mov rax, [rdx]
-        cmp dword ptr [rax], SIG_FACP
-        je 4f
-        add rdx, 8
-        dec ecx
-        jmp 2b
 4:      mov r12, rax                            # r12 = FADT
         mov r13, [r12 + FADT_SLEEP_CTL]         # r13 = sleep control port
         PRINT "acpi-sleep-control: "
