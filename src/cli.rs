@@ -263,10 +263,11 @@ pub fn run(args: RunArgs, start_time: Instant) -> ExitCode {
     match args.spec() {
         Ok(spec) => match &args.api_sock {
             Some(sock) => crate::serve::serve_api(
-                sock,
+                Some(sock),
                 "anonymous-instance".into(),
                 Some(spec),
                 SpecSource::Flags,
+                None,
                 start_time,
             ),
             None => run_spec(spec, SpecSource::Flags, start_time),

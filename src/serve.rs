@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::Args;
+use resources::action::MetricsConfig;
 use resources::action::{ActionError, ActionRequest, ActionResult, Reply, VmmAction};
-use resources::{SerialConfig, VmSpec};
+use resources::{ConfigFileContents, SerialConfig, VmSpec};
 use vmm::controller::{serve_actions, ActionQueue, Controller, PendingConfig};
 use vmm::{BuildContext, ConsoleInput, EventLoop, Vmm};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::cli::{build_error_message, report_exit, run_spec, SpecSource};
+use crate::cli::{build_error_message, report_exit, SpecSource};
 use crate::{terminal, EXIT_FAILURE, EXIT_USAGE};
 
 /// Flags of `podvm serve` (Firecracker's, with the same meaning).
@@ -47,10 +48,10 @@ pub struct ServeArgs {
     pub id: String,
 }
 
-fn read_config(path: &Path) -> Result<VmSpec, String> {
+fn read_config(path: &Path) -> Result<ConfigFileContents, String> {
     let json = std::fs::read_to_string(path)
         .map_err(|e| format!("--config-file {}: {e}", path.display()))?;
-    resources::parse_config_file(&json)
+    resources::parse_config_file_contents(&json)
         .map_err(|e| format!("--config-file {}: {e}", path.display()))
 }
 
@@ -112,28 +113,47 @@ impl api::ActionSender for ChannelSender {
 
 /// `podvm serve`.
 pub fn serve(args: ServeArgs, start_time: Instant) -> ExitCode {
-    let spec = match args.config_file.as_deref().map(read_config).transpose() {
-        Ok(spec) => spec,
+    let contents = match args.config_file.as_deref().map(read_config).transpose() {
+        Ok(contents) => contents,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let Some(sock) = args.api_sock else {
-        // --no-api: clap requires --config-file with it.
-        let spec = spec.expect("clap requires --config-file with --no-api");
-        return run_spec(spec, SpecSource::ConfigFile, start_time);
+    let (spec, metrics) = match contents {
+        Some(c) => {
+            // The log goes where the file says before anything is logged.
+            if let Some(logger) = &c.logger {
+                if let Err(e) = vmm::logger::configure(logger) {
+                    eprintln!("error: --config-file: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+            (Some(c.spec), c.metrics)
+        }
+        None => (None, None),
     };
-    serve_api(&sock, args.id, spec, SpecSource::ConfigFile, start_time)
+    // --no-api: clap requires --config-file with it; the VM runs in the
+    // same loop as with the API, only nobody can send it requests.
+    serve_api(
+        args.api_sock.as_deref(),
+        args.id,
+        spec,
+        SpecSource::ConfigFile,
+        metrics,
+        start_time,
+    )
 }
 
-/// Serves the control API on `sock` for instance `id`; a `spec` (from a
-/// config file or `run`'s flags) is built and started at once.
+/// Serves the control API on `sock` (none: `--no-api`) for instance `id`;
+/// a `spec` (from a config file or `run`'s flags) is built and started at
+/// once, and `metrics` (a config file's) are written from the start.
 pub fn serve_api(
-    sock: &Path,
+    sock: Option<&Path>,
     id: String,
     spec: Option<VmSpec>,
     source: SpecSource,
+    metrics: Option<MetricsConfig>,
     start_time: Instant,
 ) -> ExitCode {
     // The event loop first: it blocks the stop signals for every thread
@@ -165,14 +185,17 @@ pub fn serve_api(
         },
         None => None,
     };
-    let listener = match bind_socket(sock) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: --api-sock {}: {e}", sock.display());
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let bound = match sock {
+        Some(sock) => match bind_socket(sock) {
+            Ok(l) => Some((l, SocketFile(sock.to_path_buf()))),
+            Err(e) => {
+                eprintln!("error: --api-sock {}: {e}", sock.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        None => None,
     };
-    let _socket_file = SocketFile(sock.to_path_buf());
+    let (listener, _socket_file) = bound.unzip();
     let kick = match EventFd::new(EFD_NONBLOCK).and_then(|k| Ok((k.try_clone()?, k))) {
         Ok(pair) => pair,
         Err(e) => {
@@ -185,7 +208,7 @@ pub fn serve_api(
         requests: Mutex::new(requests_tx),
         kick: kick.0,
     });
-    let server = match api::start_server(listener, sender) {
+    let server = match listener.map(|l| api::start_server(l, sender)).transpose() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot start the API server: {e}");
@@ -206,7 +229,14 @@ pub fn serve_api(
         terminal::enter_raw_mode();
     }
     let config = spec.map(PendingConfig::from_spec).unwrap_or_default();
-    let controller = Controller::new(id, config, start_time, input);
+    let mut controller = Controller::new(id, config, start_time, input);
+    if let Some(metrics) = &metrics {
+        if let Err(e) = controller.set_metrics(metrics) {
+            terminal::restore();
+            eprintln!("error: --config-file: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
     let queue = ActionQueue {
         requests: requests_rx,
         kick: kick.1,
@@ -214,6 +244,8 @@ pub fn serve_api(
     let result = serve_actions(controller, queue, event_loop, prebuilt);
     terminal::restore();
     // Let the API thread finish the replies it is writing (Shutdown's 204).
-    server.shutdown();
+    if let Some(server) = server {
+        server.shutdown();
+    }
     report_exit(result)
 }

@@ -96,3 +96,58 @@ fn bad_config_files_exit_2_with_the_reason() {
     assert_eq!(out.code(), 2);
     assert!(out.stderr.contains("--config-file"), "{out:?}");
 }
+
+#[test]
+fn the_config_files_logger_and_metrics_sections_take_effect() {
+    if !kvm_available("the_config_files_logger_and_metrics_sections_take_effect") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("podvm.log");
+    let metrics = dir.path().join("podvm.metrics");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{}"}},
+                "logger": {{"log_path": "{}", "level": "Info"}},
+                "metrics": {{"metrics_path": "{}"}}}}"#,
+            guest("boottimer").display(),
+            log.display(),
+            metrics.display()
+        ),
+    );
+    let out = run_podvm(&["serve", "--no-api", "--config-file", &cfg]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(out.lines(), ["boottimer-start", "boottimer-done"]);
+    // The info-level boot time went to the log file, not to stderr.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("guest-boot-time = "), "{logged}");
+    assert!(!out.stderr.contains("guest-boot-time"), "{out:?}");
+    // The last counters were written at exit: one JSON object.
+    let written = std::fs::read_to_string(&metrics).unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(written.lines().last().expect("a metrics line")).unwrap();
+    assert!(last["utc_timestamp_ms"].as_u64().unwrap() > 0, "{written}");
+    // Both console lines, newlines included, went out through the UART.
+    assert_eq!(last["serial"]["bytes_out"], 31, "{written}");
+    assert!(
+        last["vcpu_exits"]["io_out"].as_u64().unwrap() >= 31,
+        "{written}"
+    );
+
+    // A metrics path that cannot be opened is a configuration error.
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{}"}},
+                "metrics": {{"metrics_path": "/nonexistent/dir/m"}}}}"#,
+            guest("hello").display()
+        ),
+    );
+    let out = run_podvm(&["serve", "--no-api", "--config-file", &cfg]);
+    assert_eq!(out.code(), 2, "{out:?}");
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error: --config-file: metrics: cannot open /nonexistent/dir/m: No such file or directory (os error 2)"
+    );
+}

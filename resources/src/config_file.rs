@@ -1,6 +1,6 @@
 //! Firecracker's JSON configuration file (`--config-file`), as orchestrators
 //! already write it: `boot-source`, `machine-config`, `drives`,
-//! `network-interfaces`, `entropy`.
+//! `network-interfaces`, `entropy`, `logger`, `metrics`.
 //!
 //! Fields Firecracker defines but podvm does not implement yet (rate
 //! limiters, vhost-user sockets, CPU templates, dirty-page tracking,
@@ -11,9 +11,22 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::action::{LoggerConfig, MetricsConfig};
 use crate::{
     BootSourceConfig, DriveConfig, MacAddr, MachineConfig, NetConfig, SerialConfig, VmSpec,
 };
+
+/// What a configuration file asks for: the VM, and where the VMM's own log
+/// and metrics go (as `PUT /logger` and `PUT /metrics` would set them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigFileContents {
+    /// The VM.
+    pub spec: VmSpec,
+    /// The `logger` section.
+    pub logger: Option<LoggerConfig>,
+    /// The `metrics` section.
+    pub metrics: Option<MetricsConfig>,
+}
 
 /// A configuration file that cannot describe a VM.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +60,9 @@ struct ConfigFile {
     #[serde(rename = "mmds-config", default)]
     mmds_config: Option<serde_json::Value>,
     #[serde(default)]
-    logger: Option<serde_json::Value>,
+    logger: Option<LoggerConfig>,
     #[serde(default)]
-    metrics: Option<serde_json::Value>,
+    metrics: Option<MetricsConfig>,
     #[serde(rename = "cpu-config", default)]
     cpu_config: Option<serde_json::Value>,
 }
@@ -117,13 +130,27 @@ fn unsupported(what: impl Into<String>) -> ConfigFileError {
 /// The VM spec a Firecracker configuration file describes; the console
 /// goes to standard output, as with Firecracker.
 pub fn parse_config_file(json: &str) -> Result<VmSpec, ConfigFileError> {
+    parse_config_file_contents(json).map(|c| c.spec)
+}
+
+/// Everything a Firecracker configuration file describes: the VM spec (see
+/// [`parse_config_file`]) and its `logger` and `metrics` sections.
+pub fn parse_config_file_contents(json: &str) -> Result<ConfigFileContents, ConfigFileError> {
     let file: ConfigFile = serde_json::from_str(json)?;
+    let (logger, metrics) = (file.logger.clone(), file.metrics.clone());
+    let spec = spec_of(file)?;
+    Ok(ConfigFileContents {
+        spec,
+        logger,
+        metrics,
+    })
+}
+
+fn spec_of(file: ConfigFile) -> Result<VmSpec, ConfigFileError> {
     for (present, key) in [
         (file.vsock.is_some(), "\"vsock\""),
         (file.balloon.is_some(), "\"balloon\""),
         (file.mmds_config.is_some(), "\"mmds-config\""),
-        (file.logger.is_some(), "\"logger\""),
-        (file.metrics.is_some(), "\"metrics\""),
         (file.cpu_config.is_some(), "\"cpu-config\""),
     ] {
         if present {
@@ -323,6 +350,14 @@ mod tests {
                 "\"vsock\" (yet) is not supported",
             ),
             (
+                r#"{"boot-source": {"kernel_image_path": "/k"}, "logger": {"colour": true}}"#,
+                "unknown field `colour`",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": "/k"}, "metrics": {}}"#,
+                "missing field `metrics_path`",
+            ),
+            (
                 r#"{"boot-source": {"kernel_image_path": "/k"},
                    "machine-config": {"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "T2"}}"#,
                 "machine-config.cpu_template \"T2\" is not supported",
@@ -355,5 +390,27 @@ mod tests {
             let err = parse_config_file(json).unwrap_err().to_string();
             assert!(err.contains(want), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn logger_and_metrics_sections_are_read() {
+        let c = parse_config_file_contents(
+            r#"{"boot-source": {"kernel_image_path": "/k"},
+                "logger": {"log_path": "/tmp/fc.log", "level": "Info", "show_level": true},
+                "metrics": {"metrics_path": "/tmp/fc.metrics"}}"#,
+        )
+        .unwrap();
+        let logger = c.logger.unwrap();
+        assert_eq!(logger.log_path, Some("/tmp/fc.log".into()));
+        assert_eq!(logger.level.as_deref(), Some("Info"));
+        assert_eq!(logger.show_level, Some(true));
+        assert_eq!(
+            c.metrics.unwrap().metrics_path,
+            PathBuf::from("/tmp/fc.metrics")
+        );
+        assert_eq!(c.spec.boot_source.kernel_image_path, PathBuf::from("/k"));
+        let bare =
+            parse_config_file_contents(r#"{"boot-source": {"kernel_image_path": "/k"}}"#).unwrap();
+        assert_eq!((bare.logger, bare.metrics), (None, None));
     }
 }

@@ -18,7 +18,9 @@ pub use boot_source::{
     insert_kernel_args, split_init_args, BootSourceConfig, DEFAULT_KERNEL_CMDLINE,
     MAX_KERNEL_CMDLINE_LEN,
 };
-pub use config_file::{parse_config_file, ConfigFileError};
+pub use config_file::{
+    parse_config_file, parse_config_file_contents, ConfigFileContents, ConfigFileError,
+};
 pub use drive::{DriveConfig, DRIVE_ID_MAX_LEN};
 pub use machine::{MachineConfig, MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB};
 pub use net::{MacAddr, MacAddrParseError, NetConfig, TAP_NAME_MAX_LEN};

@@ -16,7 +16,7 @@ use std::time::Instant;
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use resources::action::{
     ActionError, ActionRequest, ActionResult, InstanceInfo, InstanceState, MachineConfigUpdate,
-    VmmAction, VmmData,
+    MetricsConfig, VmmAction, VmmData,
 };
 use resources::{BootSourceConfig, DriveConfig, MachineConfig, NetConfig, SerialConfig, VmSpec};
 use vmm_sys_util::epoll::EventSet;
@@ -240,24 +240,7 @@ impl Controller {
                     .map(|()| VmmData::Empty)
                     .map_err(|e| ActionError(format!("cannot send Ctrl+Alt+Del: {e}"))),
             },
-            VmmAction::PutMetrics(cfg) => {
-                if self.metrics.is_some() {
-                    return fail("metrics: already configured");
-                }
-                let file = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-                    .open(&cfg.metrics_path)
-                    .map_err(|e| {
-                        ActionError(format!(
-                            "metrics: cannot open {}: {e}",
-                            cfg.metrics_path.display()
-                        ))
-                    })?;
-                self.metrics = Some(file);
-                Ok(VmmData::Empty)
-            }
+            VmmAction::PutMetrics(cfg) => self.set_metrics(&cfg).map(|()| VmmData::Empty),
             VmmAction::FlushMetrics => self
                 .flush_metrics()
                 .map(|()| VmmData::Empty)
@@ -278,10 +261,9 @@ impl Controller {
                 _ => fail("cannot resume: the VM is not paused"),
             },
             VmmAction::Shutdown => {
-                let result = match self.running.take() {
-                    Some(vm) => vm.stop().map_err(|e| ActionError(format!("Shutdown: {e}"))),
-                    None => Ok(()),
-                };
+                let result = self
+                    .stop()
+                    .map_err(|e| ActionError(format!("Shutdown: {e}")));
                 event_loop.set_outcome(VmExit::ApiShutdown);
                 result.map(|()| VmmData::Empty)
             }
@@ -306,6 +288,27 @@ impl Controller {
         Ok(VmmData::Empty)
     }
 
+    /// Where metrics go (`PUT /metrics`, or a config file's `metrics`):
+    /// opened now, appended to; set once.
+    pub fn set_metrics(&mut self, cfg: &MetricsConfig) -> Result<(), ActionError> {
+        if self.metrics.is_some() {
+            return Err(ActionError("metrics: already configured".into()));
+        }
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&cfg.metrics_path)
+            .map_err(|e| {
+                ActionError(format!(
+                    "metrics: cannot open {}: {e}",
+                    cfg.metrics_path.display()
+                ))
+            })?;
+        self.metrics = Some(file);
+        Ok(())
+    }
+
     /// Writes one JSON object with every counter to the metrics file.
     pub fn flush_metrics(&mut self) -> std::io::Result<()> {
         use std::io::Write;
@@ -328,8 +331,15 @@ impl Controller {
         file.write_all(line.as_bytes())
     }
 
-    /// Stops the VM, if one runs.
+    /// Writes the last metrics line and stops the VM, if one runs.
     pub fn stop(&mut self) -> Result<(), RunError> {
+        // The last counters of a VM that ran, as Firecracker writes them
+        // when it exits.
+        if self.running.is_some() && self.metrics.is_some() {
+            if let Err(e) = self.flush_metrics() {
+                log::warn!("cannot write metrics: {e}");
+            }
+        }
         match self.running.take() {
             Some(vm) => vm.stop(),
             None => Ok(()),
