@@ -1,7 +1,8 @@
 //! `memory`: the VMM's own memory for an idle VM (the `perf_idle` guest,
 //! 1 vCPU, 128 MiB, API socket open): RSS and PSS of the whole process
 //! from `/proc/PID/smaps_rollup` minus those of the guest RAM mapping
-//! (found in `/proc/PID/smaps` by its size), and the peak RSS (`VmHWM`,
+//! (found in `/proc/PID/smaps` by its size, its resident pages counted
+//! with `/proc/PID/pagemap`), and the peak RSS (`VmHWM`,
 //! guest pages included).
 
 use super::{Ctx, Sample, Scenario, MIB};
