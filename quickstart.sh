@@ -30,7 +30,7 @@ fi
 
 echo "==> building podvm (release, statically linked: cargo build-static)"
 cargo build-static --quiet
-PODVM=target/x86_64-unknown-linux-gnu/release/podvm
+PODVM=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/podvm
 echo "==> building the test guests into target/guests"
 sh tests/guests/build.sh target/guests
 

@@ -70,10 +70,12 @@ fn init_binary() -> &'static Path {
     static INIT: OnceLock<PathBuf> = OnceLock::new();
     INIT.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-init");
+        // Warnings are errors here (not for users, whose gcc may differ).
         run_ok(
             Command::new("sh")
                 .arg(guest_dir().join("init/build.sh"))
-                .arg(&dir),
+                .arg(&dir)
+                .env("PODVM_INIT_WERROR", "1"),
         );
         dir.join("podvm-init")
     })
@@ -691,6 +693,8 @@ fn kernel_config_fragment_has_what_podvm_needs() {
         "CONFIG_PVH",
         "CONFIG_ACPI",
         "CONFIG_X86_MPPARSE",
+        // ioperm() for the init's boot-timer write
+        "CONFIG_X86_IOPL_IOPERM",
         // sockets for the network checks
         "CONFIG_NET",
         "CONFIG_UNIX",

@@ -55,12 +55,16 @@ have_pkg() { apt-cache show "$1" >/dev/null 2>&1; }
 if ! ls "$OUT/${SRC_PKG}_"*.deb >/dev/null 2>&1 && ! have_pkg "$SRC_PKG"; then
     step "apt-get update (looking for $SRC_PKG)"
     $SUDO apt-get update -q >/dev/null || die "apt-get update failed"
-    if ! have_pkg "$SRC_PKG"; then
+    codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+    if ! have_pkg "$SRC_PKG" && [ "$codename" = bookworm ]; then
         list=/etc/apt/sources.list.d/podvm-bookworm-backports.list
         step "adding bookworm-backports ($list) to find $SRC_PKG"
         echo "deb http://deb.debian.org/debian bookworm-backports main" |
             $SUDO tee "$list" >/dev/null || die "cannot write $list"
-        $SUDO apt-get update -q >/dev/null || die "apt-get update failed"
+        if ! $SUDO apt-get update -q >/dev/null; then
+            $SUDO rm -f "$list"
+            die "apt-get update failed with bookworm-backports added (removed $list again)"
+        fi
     fi
     if ! have_pkg "$SRC_PKG"; then
         echo "warning: $SRC_PKG is not available; building linux-source-6.1 instead" >&2
@@ -78,24 +82,35 @@ else
 fi
 DEB=$(ls "${SRC_PKG}_"*.deb | tail -n 1)
 VERSION=${SRC_PKG#linux-source-}
-SRC=$OUT/src/linux-source-$VERSION
+# Source and objects live in directories of this script's own, marked, so
+# that a rerun only ever deletes what an earlier run made (never, say, the
+# src/ of a checkout that OUTDIR happens to be).
+TREE_MARK=.podvm-kernel-tree
+SRC_DIR=$OUT/linux-src
+OBJ_DIR=$OUT/kbuild
+SRC=$SRC_DIR/linux-source-$VERSION
+for dir in "$SRC_DIR" "$OBJ_DIR" "$OUT/pkg"; do
+    [ ! -e "$dir" ] || [ -f "$dir/$TREE_MARK" ] ||
+        die "$dir exists and was not made by this script: choose another OUTDIR"
+done
 
 if [ ! -f "$SRC/.podvm-unpacked" ] || [ "$(cat "$SRC/.podvm-unpacked")" != "$DEB" ]; then
-    step "unpacking $DEB into $OUT/src"
-    rm -rf "$OUT/src" "$OUT/pkg" "$OUT/build"
+    step "unpacking $DEB into $SRC_DIR"
+    rm -rf "$SRC_DIR" "$OUT/pkg" "$OBJ_DIR"
+    mkdir -p "$OUT/pkg" && touch "$OUT/pkg/$TREE_MARK"
     dpkg-deb -x "$DEB" "$OUT/pkg" || die "dpkg-deb -x $DEB failed"
     tarball=$(ls "$OUT"/pkg/usr/src/linux-source-*.tar.* 2>/dev/null | head -n 1)
     [ -n "$tarball" ] || die "$DEB has no /usr/src/linux-source-*.tar.*"
-    mkdir -p "$OUT/src"
-    tar -xf "$tarball" -C "$OUT/src" || die "cannot unpack $tarball"
+    mkdir -p "$SRC_DIR" && touch "$SRC_DIR/$TREE_MARK"
+    tar -xf "$tarball" -C "$SRC_DIR" || die "cannot unpack $tarball"
     rm -rf "$OUT/pkg"
     [ -f "$SRC/Makefile" ] || die "$tarball did not unpack to $SRC"
     echo "$DEB" >"$SRC/.podvm-unpacked"
 fi
 
 step "configuring: make allnoconfig + $(basename "$FRAGMENT")"
-mkdir -p "$OUT/build"
-make -s -C "$SRC" O="$OUT/build" KCONFIG_ALLCONFIG="$FRAGMENT" allnoconfig \
+mkdir -p "$OBJ_DIR" && touch "$OBJ_DIR/$TREE_MARK"
+make -s -C "$SRC" O="$OBJ_DIR" KCONFIG_ALLCONFIG="$FRAGMENT" allnoconfig \
     >"$OUT/config.log" 2>&1 || die "configuration failed: see $OUT/config.log"
 
 # Every option of the fragment must have survived (a dependency that is
@@ -104,22 +119,22 @@ lost=""
 while IFS= read -r line; do
     case "$line" in
     CONFIG_*)
-        grep -qxF "$line" "$OUT/build/.config" || lost="$lost ${line%%=*}" ;;
+        grep -qxF "$line" "$OBJ_DIR/.config" || lost="$lost ${line%%=*}" ;;
     "# CONFIG_"*" is not set")
         opt=${line#\# }
         opt=${opt%% *}
-        if grep -q "^$opt=" "$OUT/build/.config"; then lost="$lost $opt"; fi ;;
+        if grep -q "^$opt=" "$OBJ_DIR/.config"; then lost="$lost $opt"; fi ;;
     esac
 done <"$FRAGMENT"
 [ -z "$lost" ] || die "options of $(basename "$FRAGMENT") not in the final .config:$lost"
-cp "$OUT/build/.config" "$OUT/config"
+cp "$OBJ_DIR/.config" "$OUT/config"
 if [ -n "$CONFIG_ONLY" ]; then
     step "done in $(($(date +%s) - T0)) s: $OUT/config ($SRC_PKG), every option of the fragment kept"
     exit 0
 fi
 
 step "building vmlinux (make -j$(nproc) vmlinux; log in $OUT/build.log)"
-make -C "$SRC" O="$OUT/build" -j"$(nproc)" vmlinux >"$OUT/build.log" 2>&1 ||
+make -C "$SRC" O="$OBJ_DIR" -j"$(nproc)" vmlinux >"$OUT/build.log" 2>&1 ||
     die "kernel build failed: see the end of $OUT/build.log"
-cp "$OUT/build/vmlinux" "$OUT/vmlinux.tmp" && mv "$OUT/vmlinux.tmp" "$OUT/vmlinux"
+cp "$OBJ_DIR/vmlinux" "$OUT/vmlinux.tmp" && mv "$OUT/vmlinux.tmp" "$OUT/vmlinux"
 step "done in $(($(date +%s) - T0)) s: $OUT/vmlinux ($(($(stat -c %s "$OUT/vmlinux") >> 20)) MiB, $SRC_PKG from $DEB)"

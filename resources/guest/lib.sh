@@ -3,13 +3,27 @@
 step() { echo "==> $*"; }
 die() { echo "error: $*" >&2; exit 1; }
 
+# mkfs.ext4 and friends live in /usr/sbin, which a normal user's PATH may
+# lack; images get the same modes whatever the caller's umask.
+PATH=$PATH:/usr/sbin:/sbin
+export DEBIAN_FRONTEND=noninteractive
+umask 022
+
+# is_static_busybox: whether /bin/busybox exists and is statically linked
+# (Debian's default `busybox` package is dynamic; busybox-static replaces it).
+is_static_busybox() {
+    [ -x /bin/busybox ] && ! readelf -l /bin/busybox 2>/dev/null | grep -q 'program interpreter'
+}
+
 # ensure_tools CMD:PACKAGE... installs the Debian packages of the commands
 # that are missing (with sudo when not root).
 ensure_tools() {
     _missing=""
     for _pair in "$@"; do
         _cmd=${_pair%%:*}
-        if [ "${_cmd#/}" != "$_cmd" ]; then
+        if [ "$_cmd" = /bin/busybox ]; then
+            is_static_busybox || _missing="$_missing ${_pair#*:}"
+        elif [ "${_cmd#/}" != "$_cmd" ]; then
             [ -e "$_cmd" ] || _missing="$_missing ${_pair#*:}"
         else
             command -v "$_cmd" >/dev/null 2>&1 || _missing="$_missing ${_pair#*:}"
@@ -17,7 +31,11 @@ ensure_tools() {
     done
     [ -n "$_missing" ] || return 0
     _sudo=""
-    [ "$(id -u)" -eq 0 ] || _sudo=sudo
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 ||
+            die "missing:$_missing; run as root or install them (apt-get install$_missing)"
+        _sudo=sudo
+    fi
     step "installing:$_missing"
     $_sudo apt-get update -q >/dev/null 2>&1 || die "apt-get update failed"
     # shellcheck disable=SC2086

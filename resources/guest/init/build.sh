@@ -7,10 +7,15 @@ set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$1"
 CC=${CC:-gcc}
+TMP=$(mktemp "$1/podvm-init.XXXXXX")
+trap 'rm -f "$TMP"' EXIT
 command -v "$CC" >/dev/null 2>&1 || { echo "error: $CC not found (apt-get install gcc)" >&2; exit 1; }
 "$CC" -static -nostdlib -ffreestanding -fno-builtin -fno-stack-protector \
     -fno-pie -no-pie -mgeneral-regs-only -fno-asynchronous-unwind-tables \
-    -fno-tree-loop-distribute-patterns -Os -Wall -Wextra -Werror \
+    -fno-tree-loop-distribute-patterns -fcf-protection=none -Os -Wall -Wextra \
+    ${PODVM_INIT_WERROR:+-Werror} \
     -Wl,--build-id=none -Wl,-z,noexecstack \
-    -o "$1/podvm-init.tmp" "$HERE/init.c"
-mv "$1/podvm-init.tmp" "$1/podvm-init"
+    -o "$TMP" "$HERE/init.c"
+# Renamed into place: concurrent builds never see a half-written binary.
+chmod 0755 "$TMP"
+mv "$TMP" "$1/podvm-init"

@@ -578,7 +578,9 @@ static void reboot_now(void)
 static void run_as_pid1(const char *cmdline_path, char **envp)
 {
 	/* 1. The boot-timer signal, before anything else. */
-	if (SYSCALL3(SYS_ioperm, BOOT_TIMER_PORT, 1, 1) == 0)
+	i64 io = SYSCALL3(SYS_ioperm, BOOT_TIMER_PORT, 1, 1);
+	int no_boot_timer = io != 0;
+	if (!no_boot_timer)
 		__asm__ volatile("outb %b0, %w1" : : "a"(BOOT_TIMER_MAGIC), "Nd"(BOOT_TIMER_PORT));
 
 	/* 2. File systems; a console if the kernel could not open one. */
@@ -597,6 +599,15 @@ static void run_as_pid1(const char *cmdline_path, char **envp)
 	}
 
 	load_modules();
+
+	/* Not a failure (a user namespace has no I/O ports), but a kernel
+	 * without CONFIG_X86_IOPL_IOPERM would never report its boot time. */
+	if (no_boot_timer) {
+		put_str("podvm-init: no boot timer (ioperm: errno ");
+		put_dec((u64)-io);
+		put_str(")");
+		end_line();
+	}
 
 	/* 3. */
 	say("ready", "");
