@@ -186,6 +186,12 @@ fn run_scenario(
     reps: usize,
 ) -> ScenarioResult {
     let mut sides: Vec<Side> = vmms.iter().map(|v| Side::new(v.label)).collect();
+    // Checked afresh for every scenario: a VMM left over by another run
+    // may come or go between scenarios.
+    let others = vmms
+        .iter()
+        .map(|v| (v.label.to_string(), running(&v.path)))
+        .collect();
     // Repetition 0 is the warm-up. The VMMs alternate which goes first, so
     // both see the same machine state on average.
     for rep in 0..=reps {
@@ -213,6 +219,7 @@ fn run_scenario(
         about: sc.about(),
         reps,
         sides,
+        others,
     }
 }
 

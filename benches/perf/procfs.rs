@@ -10,8 +10,13 @@ use std::path::Path;
 pub struct Usage {
     /// Resident set size.
     pub rss_kib: u64,
-    /// Proportional set size (shared pages divided among their users).
+    /// Proportional set size (shared pages divided among their users):
+    /// depends on which other processes map the same files (other runs of
+    /// the same binary lower it), so not a headline figure.
     pub pss_kib: u64,
+    /// `Private_Clean` + `Private_Dirty`: pages no other process maps,
+    /// whatever else runs.
+    pub private_kib: u64,
 }
 
 /// One mapping of `/proc/PID/smaps`.
@@ -35,11 +40,13 @@ pub fn kib_field(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// `Rss` and `Pss` from the text of `/proc/PID/smaps_rollup`.
+/// `Rss`, `Pss` and the private pages from the text of
+/// `/proc/PID/smaps_rollup`.
 pub fn parse_rollup(text: &str) -> Option<Usage> {
     Some(Usage {
         rss_kib: kib_field(text, "Rss")?,
         pss_kib: kib_field(text, "Pss")?,
+        private_kib: kib_field(text, "Private_Clean")? + kib_field(text, "Private_Dirty")?,
     })
 }
 
@@ -71,6 +78,7 @@ pub fn parse_smaps(text: &str) -> Vec<Mapping> {
             "Size:" => m.size_kib = value().unwrap_or(0),
             "Rss:" => m.usage.rss_kib = value().unwrap_or(0),
             "Pss:" => m.usage.pss_kib = value().unwrap_or(0),
+            "Private_Clean:" | "Private_Dirty:" => m.usage.private_kib += value().unwrap_or(0),
             _ => {}
         }
     }
@@ -171,6 +179,13 @@ impl VmmMemory {
     pub fn pss_overhead_kib(&self) -> u64 {
         self.total.pss_kib.saturating_sub(self.guest.pss_kib)
     }
+
+    /// Private memory without the guest RAM, KiB.
+    pub fn private_overhead_kib(&self) -> u64 {
+        self.total
+            .private_kib
+            .saturating_sub(self.guest.private_kib)
+    }
 }
 
 fn invalid(what: String) -> io::Error {
@@ -191,10 +206,11 @@ pub fn vmm_memory(pid: u32, guest_mib: u64) -> io::Result<VmmMemory> {
     })?;
     let resident = guest_resident_kib(pid, mapping.start, guest_mib * 1024)?;
     // Guest pages are private anonymous (or a memfd only this process
-    // maps), so their PSS is their RSS.
+    // maps), so their PSS and private size are their RSS.
     let guest = Usage {
         rss_kib: resident,
         pss_kib: resident,
+        private_kib: resident,
     };
     let status = std::fs::read_to_string(dir.join("status"))?;
     let peak_rss_kib =
@@ -241,6 +257,9 @@ Rss:              135232 kB
 Pss:              133021 kB
 Pss_Dirty:        131072 kB
 Shared_Clean:       2360 kB
+Shared_Dirty:          0 kB
+Private_Clean:       412 kB
+Private_Dirty:    132460 kB
 ";
 
     const SMAPS: &str = "\
@@ -271,12 +290,14 @@ Pss:                 100 kB
             parse_rollup(ROLLUP),
             Some(Usage {
                 rss_kib: 135232,
-                pss_kib: 133021
+                pss_kib: 133021,
+                private_kib: 132872,
             })
         );
         // "Pss_Dirty" must not be mistaken for "Pss".
         assert_eq!(kib_field("Pss_Dirty: 5 kB\nPss: 7 kB\n", "Pss"), Some(7));
         assert_eq!(parse_rollup("Rss: 1 kB\n"), None);
+        assert_eq!(parse_rollup("Rss: 1 kB\nPss: 1 kB\n"), None, "no Private_*");
     }
 
     #[test]
@@ -289,7 +310,8 @@ Pss:                 100 kB
             maps[0].usage,
             Usage {
                 rss_kib: 1800,
-                pss_kib: 900
+                pss_kib: 900,
+                private_kib: 0,
             }
         );
         assert_eq!(maps[1].start, 0x7f1200000000);
@@ -335,6 +357,7 @@ Pss:                  16 kB
         let g = guest_mapping(&maps, 128).unwrap();
         assert_eq!(g.start, 0x7f29fc000000);
         assert_eq!(g.usage.rss_kib, 720);
+        assert_eq!(g.usage.private_kib, 720);
         // A mapping 2 MiB larger or more is not a guest's.
         let big = MERGED.replace("131204 kB", "133120 kB");
         assert!(guest_mapping(&parse_smaps(&big), 128).is_none());
@@ -378,15 +401,18 @@ Pss:                  16 kB
             total: Usage {
                 rss_kib: 135232,
                 pss_kib: 133021,
+                private_kib: 132872,
             },
             guest: Usage {
                 rss_kib: 130000,
                 pss_kib: 130000,
+                private_kib: 130000,
             },
             peak_rss_kib: 140000,
         };
         assert_eq!(m.rss_overhead_kib(), 5232);
         assert_eq!(m.pss_overhead_kib(), 3021);
+        assert_eq!(m.private_overhead_kib(), 2872);
     }
 
     #[test]

@@ -63,6 +63,12 @@ pub fn table(results: &[ScenarioResult]) -> String {
     let two = results.iter().any(|r| r.sides.len() == 2);
     for r in results {
         let _ = writeln!(out, "\n== {} ({} reps): {}", r.name, r.reps, r.about);
+        if let Some(o) = r.others_text() {
+            let _ = writeln!(
+                out,
+                "   other VMM processes running at the start (lower PSS, noisier times): {o}"
+            );
+        }
         for side in &r.sides {
             if let Some(t) = status_text(&side.status) {
                 let _ = writeln!(out, "   {}: {t}", side.label);
@@ -226,11 +232,22 @@ pub fn from_json(doc: &Json) -> Result<Vec<ScenarioResult>, String> {
             }
             sides.push(side);
         }
+        let others = s["other_vmm_processes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(label, pids)| {
+                let pids = pids.as_array().into_iter().flatten();
+                let pids = pids.filter_map(|p| p.as_u64().map(|p| p as u32));
+                (label.clone(), pids.collect())
+            })
+            .collect();
         out.push(ScenarioResult {
             name: sc.name(),
             about: sc.about(),
             reps: s["reps"].as_u64().unwrap_or(0) as usize,
             sides,
+            others,
         });
     }
     Ok(out)
@@ -283,8 +300,13 @@ pub fn json(results: &[ScenarioResult], meta: Json) -> Json {
                 .iter()
                 .map(|s| (s.label.to_string(), status_json(&s.status)))
                 .collect();
+            let others: serde_json::Map<String, Json> = r
+                .others
+                .iter()
+                .map(|(label, pids)| (label.clone(), json!(pids)))
+                .collect();
             json!({"name": r.name, "about": r.about, "reps": r.reps,
-                   "vmms": sides, "figures": figures})
+                   "vmms": sides, "other_vmm_processes": others, "figures": figures})
         })
         .collect();
     let mut doc = meta;
@@ -505,6 +527,7 @@ mod tests {
             about: "a <demo>",
             reps: 4,
             sides: vec![p, t],
+            others: vec![("podvm".into(), vec![42]), ("target".into(), vec![])],
         }
     }
 
@@ -531,6 +554,10 @@ mod tests {
             .unwrap();
         assert!(rate.contains("2.000 (better)"), "{rate}");
         assert!(t.contains("podvm: nope unsupported: x"), "{t}");
+        assert!(
+            t.contains("other VMM processes running at the start (lower PSS, noisier times): podvm binary: 1 (pids [42])"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -557,6 +584,14 @@ mod tests {
         assert_eq!(f["podvm"]["summary"]["median"], 2.5);
         assert_eq!(f["ratio_podvm_over_target"], 0.5);
         assert_eq!(j["scenarios"][0]["figures"][2]["podvm"]["unsupported"], "x");
+        assert_eq!(
+            j["scenarios"][0]["other_vmm_processes"]["podvm"],
+            json!([42])
+        );
+        assert_eq!(
+            j["scenarios"][0]["other_vmm_processes"]["target"],
+            json!([])
+        );
     }
 
     #[test]
@@ -573,6 +608,7 @@ mod tests {
             assert_eq!(a.status, b.status);
             assert_eq!(a.figures, b.figures);
         }
+        assert_eq!(back[0].others, r.others);
         assert!(table(&back).contains("== boot (4 reps)"));
     }
 

@@ -97,6 +97,10 @@ pub struct ScenarioResult {
     pub reps: usize,
     /// podvm first, then the target when there is one.
     pub sides: Vec<Side>,
+    /// Per VMM label, the PIDs of other processes of that VMM's binary
+    /// (not the harness's) running when the scenario started: they share
+    /// its pages, which lowers its PSS, and take CPU time.
+    pub others: Vec<(String, Vec<u32>)>,
 }
 
 impl ScenarioResult {
@@ -111,6 +115,18 @@ impl ScenarioResult {
             }
         }
         out
+    }
+
+    /// "podvm: 3 (pids [..])" for every VMM with other processes running
+    /// when the scenario started; `None` when there were none.
+    pub fn others_text(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .others
+            .iter()
+            .filter(|(_, pids)| !pids.is_empty())
+            .map(|(label, pids)| format!("{label} binary: {} (pids {pids:?})", pids.len()))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
     }
 
     /// podvm's median over the target's for figure `name`, when both have one.
@@ -161,7 +177,12 @@ mod tests {
             about: "",
             reps: 2,
             sides: vec![p, t],
+            others: vec![("podvm".into(), vec![]), ("target".into(), vec![7, 9])],
         };
+        assert_eq!(
+            r.others_text().as_deref(),
+            Some("target binary: 2 (pids [7, 9])")
+        );
         assert_eq!(r.ratio("x"), Some(0.25));
         assert_eq!(r.ratio("only"), None);
         let names: Vec<String> = r.figure_names().into_iter().map(|(n, _)| n).collect();

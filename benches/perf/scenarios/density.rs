@@ -2,7 +2,9 @@
 //! files, idle 32 MiB guests): time from the first exec until every guest
 //! has printed `idle-ready`, host memory used per VM (the drop of
 //! `MemAvailable`, which also counts KVM's kernel memory but moves with
-//! everything else on the host; and the sum of the processes' PSS), and
+//! everything else on the host; the sum of the processes' private memory,
+//! guest pages included, which does not depend on what else runs; and the
+//! sum of their PSS), and
 //! the time to SIGKILL and reap them all.
 
 use std::time::Instant;
@@ -52,11 +54,12 @@ impl Scenario for Density {
             out.push(Sample::ms(format!("{k}_vms_all_running"), t0, last));
             let after =
                 procfs::host_available_kib().map_err(|e| PerfError::io("meminfo".into(), e))?;
-            let mut pss = 0u64;
+            let (mut pss, mut private) = (0u64, 0u64);
             for vm in &vms {
-                pss += procfs::rollup(vm.pid())
-                    .map_err(|e| PerfError::io(format!("smaps_rollup of {}", vm.pid()), e))?
-                    .pss_kib;
+                let u = procfs::rollup(vm.pid())
+                    .map_err(|e| PerfError::io(format!("smaps_rollup of {}", vm.pid()), e))?;
+                pss += u.pss_kib;
+                private += u.private_kib;
             }
             out.push(Sample::new(
                 format!("{k}_vms_host_mem_per_vm"),
@@ -64,6 +67,11 @@ impl Scenario for Density {
                 // Signed: on a busy host the page cache moves too, and a
                 // negative value says so instead of hiding it.
                 mib((before as f64 - after as f64) / k as f64),
+            ));
+            out.push(Sample::new(
+                format!("{k}_vms_private_per_vm"),
+                MIB,
+                mib(private as f64 / k as f64),
             ));
             out.push(Sample::new(
                 format!("{k}_vms_pss_per_vm"),
