@@ -24,6 +24,21 @@ pub fn num(x: f64) -> String {
     }
 }
 
+/// "two clusters: 5.7 ms in 10/20, 24.1 ms in 10/20" when the samples
+/// fall into two groups (the median may then lie between them).
+pub fn clusters_text(s: &Summary, unit: &str) -> Option<String> {
+    let c = s.clusters?;
+    Some(format!(
+        "two clusters: {} {unit} in {}/{}, {} {unit} in {}/{}",
+        num(c.low_median),
+        c.low_n,
+        s.n,
+        num(c.high_median),
+        c.high_n,
+        s.n
+    ))
+}
+
 fn status_text(s: &Status) -> Option<String> {
     match s {
         Status::Ran => None,
@@ -114,6 +129,12 @@ pub fn table(results: &[ScenarioResult]) -> String {
                 let _ = write!(out, " | {} | {ratio}", cells(r.sides.get(1), &name));
             }
             out.push('\n');
+            for side in &r.sides {
+                let sum = side.figure(&name).and_then(|f| f.summary());
+                if let Some(c) = sum.and_then(|s| clusters_text(&s, unit.name)) {
+                    let _ = writeln!(out, "     {} {name}: {c}", side.label);
+                }
+            }
         }
         for side in &r.sides {
             for f in &side.figures {
@@ -153,7 +174,11 @@ pub fn markdown(results: &[ScenarioResult]) -> String {
         match side.figure(name) {
             Some(f) if f.unsupported.is_some() => "unsupported".into(),
             Some(f) => f.summary().map_or("-".into(), |s| {
-                format!("{} ({})", num(s.median), num(s.p90))
+                let mut c = format!("{} ({})", num(s.median), num(s.p90));
+                if let Some(t) = clusters_text(&s, f.unit.name) {
+                    let _ = write!(c, "; {t}");
+                }
+                c
             }),
             None => "-".into(),
         }
@@ -254,8 +279,12 @@ pub fn from_json(doc: &Json) -> Result<Vec<ScenarioResult>, String> {
 }
 
 fn summary_json(s: &Summary) -> Json {
+    let clusters = s.clusters.map(|c| {
+        json!({"low": {"median": c.low_median, "n": c.low_n},
+               "high": {"median": c.high_median, "n": c.high_n}})
+    });
     json!({"n": s.n, "min": s.min, "p25": s.p25, "median": s.median, "p75": s.p75,
-           "p90": s.p90, "p99": s.p99, "max": s.max})
+           "p90": s.p90, "p99": s.p99, "max": s.max, "clusters": clusters})
 }
 
 fn status_json(s: &Status) -> Json {
@@ -623,5 +652,40 @@ mod tests {
             4,
             "2 figures x 2 VMMs have boxes"
         );
+    }
+
+    #[test]
+    fn two_clusters_are_reported_everywhere() {
+        let mut p = Side::new("podvm");
+        for i in 0..10 {
+            p.record(vec![Sample::new("lat", MS, 5.3 + 0.07 * f64::from(i))]);
+            p.record(vec![Sample::new("lat", MS, 21.0 + 0.8 * f64::from(i))]);
+        }
+        let r = ScenarioResult {
+            name: "demo",
+            about: "",
+            reps: 20,
+            sides: vec![p],
+            others: vec![],
+        };
+        let want = "two clusters: 5.615 ms in 10/20, 24.60 ms in 10/20";
+        let t = table(std::slice::from_ref(&r));
+        assert!(t.contains(&format!("     podvm lat: {want}")), "{t}");
+        // The plain median stays.
+        assert!(t.contains("13.46"), "{t}");
+        let m = markdown(std::slice::from_ref(&r));
+        assert!(
+            m.contains(&format!("| demo | lat | ms | 13.46 (26.68); {want} |")),
+            "{m}"
+        );
+        let j = json(&[r], json!({}));
+        let c = &j["scenarios"][0]["figures"][0]["podvm"]["summary"]["clusters"];
+        assert_eq!(c["low"]["n"], 10);
+        assert_eq!(c["high"]["n"], 10);
+        assert_eq!(c["high"]["median"], 24.6);
+        // One group: no line, and null in the JSON.
+        let j = json(&[result()], json!({}));
+        assert!(j["scenarios"][0]["figures"][0]["podvm"]["summary"]["clusters"].is_null());
+        assert!(!table(&[result()]).contains("two clusters"));
     }
 }

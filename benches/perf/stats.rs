@@ -20,6 +20,54 @@ pub struct Summary {
     pub p99: f64,
     /// The largest sample.
     pub max: f64,
+    /// Two clusters, when the samples fall apart into two (then the
+    /// median may lie where no sample is).
+    pub clusters: Option<Clusters>,
+}
+
+/// Samples that fall into two groups: the largest ratio between
+/// consecutive sorted samples is over [`CLUSTER_GAP`], with at least
+/// [`CLUSTER_SHARE`] of the samples (and two) on each side of it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Clusters {
+    /// The median of the lower group.
+    pub low_median: f64,
+    /// How many samples the lower group has.
+    pub low_n: usize,
+    /// The median of the upper group.
+    pub high_median: f64,
+    /// How many samples the upper group has.
+    pub high_n: usize,
+}
+
+/// The ratio between two consecutive sorted samples that splits them.
+pub const CLUSTER_GAP: f64 = 2.0;
+/// The smallest share of the samples each group must have.
+pub const CLUSTER_SHARE: f64 = 0.2;
+
+/// Two clusters in sorted `xs`, if there are: among the split points with
+/// enough samples on each side, the one with the largest ratio between
+/// its neighbours, if that ratio is over [`CLUSTER_GAP`]. Only positive
+/// samples have ratios; a split next to a sample ≤ 0 is not considered.
+pub fn clusters_sorted(xs: &[f64]) -> Option<Clusters> {
+    let n = xs.len();
+    let min_side = ((n as f64 * CLUSTER_SHARE).ceil() as usize).max(2);
+    if n < 2 * min_side {
+        return None;
+    }
+    let (split, ratio) = (min_side..=n - min_side)
+        .filter(|&i| xs[i - 1] > 0.0)
+        .map(|i| (i, xs[i] / xs[i - 1]))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    if ratio <= CLUSTER_GAP {
+        return None;
+    }
+    Some(Clusters {
+        low_median: percentile_sorted(&xs[..split], 50.0)?,
+        low_n: split,
+        high_median: percentile_sorted(&xs[split..], 50.0)?,
+        high_n: n - split,
+    })
 }
 
 /// The `p`-th percentile (0..=100) of sorted `xs`, interpolated linearly
@@ -53,6 +101,7 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
         p90: p(90.0)?,
         p99: p(99.0)?,
         max: *xs.last()?,
+        clusters: clusters_sorted(&xs),
     })
 }
 
@@ -101,5 +150,55 @@ mod tests {
         let a = summarize(&[5.0, f64::NAN, 1.0, 9.0]).unwrap();
         let b = summarize(&[9.0, 1.0, 5.0]).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn two_clusters_are_found() {
+        // 10 samples at 5.3-6.0 ms, 10 at 21-29 ms: the median (13.5) is
+        // where no sample is.
+        let mut xs: Vec<f64> = (0..10).map(|i| 5.3 + 0.07 * f64::from(i)).collect();
+        xs.extend((0..10).map(|i| 21.0 + 0.8 * f64::from(i)));
+        let s = summarize(&xs).unwrap();
+        assert!((s.median - 13.465).abs() < 0.01, "{}", s.median);
+        let c = s.clusters.unwrap();
+        assert_eq!((c.low_n, c.high_n), (10, 10));
+        assert!((c.low_median - 5.615).abs() < 1e-9, "{}", c.low_median);
+        assert!((c.high_median - 24.6).abs() < 1e-9, "{}", c.high_median);
+    }
+
+    #[test]
+    fn clusters_need_a_wide_gap_and_enough_samples_each_side() {
+        // One slow outlier is a tail, not a cluster.
+        let mut xs = vec![5.0; 19];
+        xs.push(50.0);
+        assert_eq!(summarize(&xs).unwrap().clusters, None);
+        // 4 of 20 (20%) up there is a cluster.
+        let mut xs = vec![5.0; 16];
+        xs.extend([50.0; 4]);
+        let c = summarize(&xs).unwrap().clusters.unwrap();
+        assert_eq!((c.low_n, c.high_n), (16, 4));
+        // 3 of 20 is not.
+        let mut xs = vec![5.0; 17];
+        xs.extend([50.0; 3]);
+        assert_eq!(summarize(&xs).unwrap().clusters, None);
+        // A gap of 2x exactly is not enough.
+        let mut xs = vec![5.0; 10];
+        xs.extend([10.0; 10]);
+        assert_eq!(summarize(&xs).unwrap().clusters, None);
+        // A spread without a gap is one group.
+        let xs: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(summarize(&xs).unwrap().clusters, None);
+        // Too few samples to tell.
+        assert_eq!(summarize(&[1.0, 1.0, 9.0]).unwrap().clusters, None);
+        // The widest eligible gap wins over a wider one at the edge.
+        let mut xs = vec![1.0; 8];
+        xs.extend([3.0; 8]);
+        xs.extend([4.0, 40.0]);
+        let c = summarize(&xs).unwrap().clusters.unwrap();
+        assert_eq!((c.low_n, c.high_n), (8, 10));
+        // Signed figures: no ratio across zero.
+        let mut xs = vec![-5.0; 10];
+        xs.extend([-0.1; 10]);
+        assert_eq!(summarize(&xs).unwrap().clusters, None);
     }
 }
