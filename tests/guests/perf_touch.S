@@ -7,7 +7,10 @@
 # (`or byte ptr [p], 0`: a write fault that changes nothing, so our own
 # code and data pages are safe to touch too).  Then prints
 # "touch-done: <pages touched, decimal>" and halts with interrupts off,
-# forever.  About 4 emulated instructions per page: ~1 M for 1 GiB.
+# forever; or, with "perf.reset=1" on the command line, resets through the
+# i8042 right after that line (the destroy scenario's reset -> exit figure,
+# the one way to end a guest that podvm and Firecracker share).  About 4
+# emulated instructions per page: ~1 M for 1 GiB.
         .include "lib.inc"
 
         ELF_GUEST_ENTRY
@@ -46,6 +49,21 @@ main:
         mov rax, rbx
         call put_dec64
         call newline
+        mov rdi, r15
+        call cmdline_ptr
+        mov rdi, rax
+        lea rsi, [rip + key_reset]
+        call cmdline_find               # rax = value, rcx = length
+        test rax, rax
+        jz 7f
+        mov rsi, rax
+        call parse_num
+        jc 7f
+        cmp rax, 1
+        je reset
 7:      cli
         hlt
         jmp 7b
+
+        .section .rodata
+key_reset:      .asciz "perf.reset"
