@@ -24,6 +24,20 @@ pub fn num(x: f64) -> String {
     }
 }
 
+/// Ratios this close to 1 (±5%) are a tie on these noisy machines.
+pub const TIE: f64 = 0.05;
+
+/// "(better)", "(worse)" or "≈" for podvm/target ratio `x`.
+pub fn verdict(x: f64, higher_is_better: bool) -> &'static str {
+    if (x - 1.0).abs() <= TIE {
+        "≈"
+    } else if (x > 1.0) == higher_is_better {
+        "(better)"
+    } else {
+        "(worse)"
+    }
+}
+
 /// "two clusters: 5.7 ms in 10/20, 24.1 ms in 10/20" when the samples
 /// fall into two groups (the median may then lie between them).
 pub fn clusters_text(s: &Summary, unit: &str) -> Option<String> {
@@ -116,14 +130,7 @@ pub fn table(results: &[ScenarioResult]) -> String {
             );
             if two {
                 let ratio = match r.ratio(&name) {
-                    Some(x) => {
-                        let better = if unit.higher_is_better {
-                            x > 1.0
-                        } else {
-                            x < 1.0
-                        };
-                        format!("{} {}", num(x), if better { "(better)" } else { "(worse)" })
-                    }
+                    Some(x) => format!("{} {}", num(x), verdict(x, unit.higher_is_better)),
                     None => "n/a".into(),
                 };
                 let _ = write!(out, " | {} | {ratio}", cells(r.sides.get(1), &name));
@@ -587,6 +594,31 @@ mod tests {
             t.contains("other VMM processes running at the start (lower PSS, noisier times): podvm binary: 1 (pids [42])"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn ties_are_not_called_better_or_worse() {
+        assert_eq!(verdict(0.5, false), "(better)");
+        assert_eq!(verdict(0.5, true), "(worse)");
+        assert_eq!(verdict(2.0, true), "(better)");
+        assert_eq!(verdict(2.0, false), "(worse)");
+        assert_eq!(verdict(0.96, false), "≈");
+        assert_eq!(verdict(1.049, true), "≈");
+        assert_eq!(verdict(1.0, false), "≈");
+        assert_eq!(verdict(0.94, false), "(better)");
+        assert_eq!(verdict(1.06, false), "(worse)");
+        // A near tie in the table: podvm's lat samples 1..4 and 5.1 x5
+        // (median 5.1) over the target's 5.0 → 1.02.
+        let mut r = result();
+        for _ in 0..5 {
+            r.sides[0].record(vec![Sample::new("lat", MS, 5.1)]);
+        }
+        let t = table(&[r]);
+        let lat = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("lat "))
+            .unwrap();
+        assert!(lat.ends_with("| 1.020 ≈"), "{lat}");
     }
 
     #[test]

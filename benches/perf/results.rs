@@ -129,14 +129,27 @@ impl ScenarioResult {
         (!parts.is_empty()).then(|| parts.join(", "))
     }
 
-    /// podvm's median over the target's for figure `name`, when both have one.
+    /// podvm's median over the target's for figure `name`, when both sides
+    /// ran the scenario and have samples of it (a failed, skipped or
+    /// unsupported side has no ratio, whatever samples it gathered before),
+    /// and the medians are not negative (a ratio of signed figures, such as
+    /// a drop of `MemAvailable`, means nothing).
     pub fn ratio(&self, name: &str) -> Option<f64> {
         let [p, t] = self.sides.as_slice() else {
             return None;
         };
-        let p = p.figure(name)?.summary()?.median;
-        let t = t.figure(name)?.summary()?.median;
-        (t != 0.0).then(|| p / t)
+        if p.status != Status::Ran || t.status != Status::Ran {
+            return None;
+        }
+        let median = |side: &Side| {
+            let f = side.figure(name)?;
+            if f.unsupported.is_some() {
+                return None;
+            }
+            Some(f.summary()?.median)
+        };
+        let (p, t) = (median(p)?, median(t)?);
+        (t > 0.0 && p >= 0.0).then(|| p / t)
     }
 }
 
@@ -187,5 +200,42 @@ mod tests {
         assert_eq!(r.ratio("only"), None);
         let names: Vec<String> = r.figure_names().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["x", "only", "y"]);
+    }
+
+    #[test]
+    fn no_ratio_unless_both_sides_ran() {
+        let make = |status: Status| {
+            let mut p = Side::new("podvm");
+            p.record(vec![
+                Sample::new("x", MS, 1.0),
+                Sample::new("neg", MS, -1.0),
+            ]);
+            let mut t = Side::new("target");
+            t.record(vec![Sample::new("x", MS, 2.0), Sample::new("neg", MS, 2.0)]);
+            t.status = status;
+            ScenarioResult {
+                name: "s",
+                about: "",
+                reps: 1,
+                sides: vec![p, t],
+                others: vec![],
+            }
+        };
+        assert_eq!(make(Status::Ran).ratio("x"), Some(0.5));
+        assert_eq!(make(Status::Ran).ratio("neg"), None, "signed figure");
+        for st in [
+            Status::Failed("boom".into()),
+            Status::Skipped("no tap".into()),
+            Status::Unsupported("no".into()),
+        ] {
+            assert_eq!(make(st.clone()).ratio("x"), None, "{st:?}");
+            let mut r = make(Status::Ran);
+            r.sides[0].status = st.clone();
+            assert_eq!(r.ratio("x"), None, "podvm {st:?}");
+        }
+        // A figure one side marks unsupported after some samples.
+        let mut r = make(Status::Ran);
+        r.sides[1].record(vec![Sample::unsupported("x", MS, "no")]);
+        assert_eq!(r.ratio("x"), None);
     }
 }
