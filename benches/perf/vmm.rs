@@ -400,15 +400,27 @@ impl Instance {
     /// Sends SIGKILL and reaps the process (blocking `wait`): the moment
     /// of the kill and of the reap.
     pub fn kill(&mut self) -> Result<(Instant, Instant), PerfError> {
+        let t0 = self.send_kill()?;
+        Ok((t0, self.reap()?))
+    }
+
+    /// Sends SIGKILL without waiting; when it was sent.
+    pub fn send_kill(&mut self) -> Result<Instant, PerfError> {
         let t0 = Instant::now();
         self.child
             .kill()
             .map_err(|e| PerfError::io("kill".into(), e))?;
+        Ok(t0)
+    }
+
+    /// Reaps the process (blocking `wait`, after [`Instance::send_kill`]);
+    /// when it was reaped.
+    pub fn reap(&mut self) -> Result<Instant, PerfError> {
         self.child
             .wait()
             .map_err(|e| PerfError::io("wait".into(), e))?;
         self.reaped = true;
-        Ok((t0, Instant::now()))
+        Ok(Instant::now())
     }
 
     /// One API request that must answer `want`; the reply body.
