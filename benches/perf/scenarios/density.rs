@@ -3,8 +3,9 @@
 //! has printed `idle-ready`, host memory used per VM (the drop of
 //! `MemAvailable`, which also counts KVM's kernel memory but moves with
 //! everything else on the host; the sum of the processes' private memory,
-//! guest pages included, which does not depend on what else runs; and the
-//! sum of their PSS), and
+//! guest pages included: what one more VM costs, the pages all K share
+//! not counted; and the sum of their PSS, which also depends on other
+//! processes mapping the same files), and
 //! the time to SIGKILL them all (every signal sent first) and reap them all.
 
 use std::time::Instant;
