@@ -418,13 +418,17 @@ pub fn svg(r: &ScenarioResult) -> String {
         // Long tails (scheduling hiccups) would squash the boxes on a
         // linear axis: past a 20x spread the axis is logarithmic.
         let log = lo > 0.0 && lo.is_finite() && hi / lo > 20.0;
+        // The axis starts at 0 at the lowest when every value is ≥ 0;
+        // signed figures keep their negative side.
+        let floor = if lo >= 0.0 { 0.0 } else { f64::NEG_INFINITY };
         let (lo, hi) = if log {
             (lo / 1.1, hi * 1.1)
         } else if lo.is_finite() && hi > lo {
             let pad = (hi - lo) * 0.05;
-            ((lo - pad).max(0.0), hi + pad)
+            ((lo - pad).max(floor), hi + pad)
         } else if lo.is_finite() {
-            ((lo * 0.9).max(0.0), lo * 1.1 + 1e-9)
+            let pad = lo.abs() * 0.1 + 1e-9;
+            ((lo - pad).max(floor), lo + pad)
         } else {
             (0.0, 1.0)
         };
@@ -674,11 +678,70 @@ mod tests {
     }
 
     #[test]
+    fn svg_escapes_names() {
+        let mut r = result();
+        r.sides[0].record(vec![Sample::new("a<b>&c", MS, 1.0)]);
+        r.sides[0].status = Status::Failed("x <y> & z".into());
+        let s = svg(&r);
+        assert!(s.contains("a&lt;b&gt;&amp;c"), "{s}");
+        assert!(s.contains("x &lt;y&gt; &amp; z"), "{s}");
+        assert!(!s.contains("<b>") && !s.contains("<y>"), "{s}");
+    }
+
+    /// The axis labels of the panel of figure `name`: (lo, hi).
+    fn axis(s: &str, name: &str) -> (f64, f64) {
+        let at = s.find(&format!(">{name} (")).unwrap();
+        let rest = &s[at..];
+        let labels: Vec<f64> = rest
+            .split("font-size=\"10\"")
+            .skip(1)
+            .take(2)
+            .map(|t| {
+                t[t.find('>').unwrap() + 1..t.find('<').unwrap()]
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        (labels[0], labels[1])
+    }
+
+    #[test]
+    fn axes_clamp_at_zero_only_for_values_that_are_all_positive() {
+        let mut p = Side::new("podvm");
+        for x in [-3.0, -1.0, 2.0] {
+            p.record(vec![
+                Sample::new("signed", MIB, x),
+                Sample::new("all_neg", MIB, x - 10.0),
+                Sample::new("pos", MIB, x + 3.0),
+                Sample::new("one", MIB, -2.0),
+            ]);
+        }
+        let r = ScenarioResult {
+            name: "demo",
+            about: "",
+            reps: 3,
+            sides: vec![p],
+            others: vec![],
+        };
+        let s = svg(&r);
+        let (lo, hi) = axis(&s, "signed");
+        assert!(lo < -3.0 && hi > 2.0, "{lo} {hi}");
+        let (lo, hi) = axis(&s, "all_neg");
+        assert!(lo < -13.0 && hi > -8.0 && hi < 0.0, "{lo} {hi}");
+        // 0 .. 5: the pad would go below 0, the axis stops at 0.
+        let (lo, hi) = axis(&s, "pos");
+        assert!(lo == 0.0 && hi > 5.0, "{lo} {hi}");
+        let (lo, hi) = axis(&s, "one");
+        assert!(lo < -2.0 && hi > -2.0, "{lo} {hi}");
+    }
+
+    #[test]
     fn svg_is_well_formed_enough() {
         let s = svg(&result());
         assert!(s.starts_with("<svg"));
         assert!(s.trim_end().ends_with("</svg>"));
-        assert!(s.contains("a &lt;demo&gt;") || !s.contains("<demo>"));
+        // Names and labels are escaped: no stray tag.
+        assert!(!s.contains("<demo>"), "{s}");
         assert_eq!(
             s.matches("<rect x=").count(),
             4,
