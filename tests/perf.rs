@@ -106,3 +106,65 @@ fn smoke_run_of_every_scenario() {
         }
     }
 }
+
+/// Firecracker mode against a real Firecracker, where one is named by
+/// `PODVM_PERF_FIRECRACKER` (the smoke test above drives podvm as the
+/// target, so only this checks Firecracker's command lines and config
+/// files for real). Skipped, saying so, where the variable is not set.
+#[test]
+fn firecracker_mode_runs_against_a_real_firecracker() {
+    let Some(fc) = std::env::var_os("PODVM_PERF_FIRECRACKER") else {
+        eprintln!(
+            "SKIPPED firecracker_mode_runs_against_a_real_firecracker: \
+             set PODVM_PERF_FIRECRACKER to a Firecracker binary"
+        );
+        return;
+    };
+    assert!(
+        std::path::Path::new(&fc).exists(),
+        "PODVM_PERF_FIRECRACKER={} does not exist",
+        fc.to_string_lossy()
+    );
+    if !common::kvm_available("firecracker_mode_runs_against_a_real_firecracker") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("perf.json");
+    let out = perf()
+        .args(["--reps", "2", "--slow-reps", "2", "--quick"])
+        .args([
+            "--scenario",
+            "startup",
+            "--scenario",
+            "boot",
+            "--scenario",
+            "memory",
+        ])
+        .args(["--scenario", "destroy"])
+        .args(["--podvm", env!("CARGO_BIN_EXE_podvm")])
+        .arg("--target")
+        .arg(&fc)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every figure Firecracker can run has a number and a ratio; the
+    // Shutdown figures alone are marked unsupported for it.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let text = v.to_string();
+    assert!(text.contains("exec_to_api_accepting"), "{text}");
+    assert!(text.contains("\"reset_to_exit_32mib\""), "{text}");
+    assert!(text.contains("no Shutdown action"), "{text}");
+    assert!(
+        stdout.contains("exec_to_first_byte_config_file"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+}
