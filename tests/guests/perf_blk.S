@@ -43,11 +43,11 @@ main:
 
         lea rsi, [rip + key_reqs]       # r12 = requests
         mov eax, 1000
-        call param_or
+        call vio_param_num
         mov r12, rax
         lea rsi, [rip + key_sectors]    # r13 = sectors per request
         mov eax, MAX_SECTORS
-        call param_or
+        call vio_param_num
         mov r13, rax
         test r13, r13
         jz 2f
@@ -117,30 +117,6 @@ main:
 9:      cli
         hlt
         jmp 9b
-
-# param_or: RSI = cmdline key, EAX = default.  Returns RAX = the key's
-# numeric value, or the default when the key is absent.  A value that is
-# not a number ends the guest ("blk-error: bad perf parameter").
-param_or:
-        push rcx
-        push rdx
-        mov edx, eax
-        call vio_param
-        test rax, rax
-        jz 1f
-        mov rsi, rax
-        call parse_num
-        jc 2f
-        test rcx, rcx
-        jnz 2f
-        pop rdx
-        pop rcx
-        ret
-1:      mov eax, edx
-        pop rdx
-        pop rcx
-        ret
-2:      VIO_FAIL "bad perf parameter"
 
         .section .rodata
 vio_name:       .asciz "blk"

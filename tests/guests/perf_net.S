@@ -39,11 +39,11 @@ main:
 
         lea rsi, [rip + key_frames]     # r12 = frames
         mov eax, 1000
-        call param_or
+        call vio_param_num
         mov r12, rax
         lea rsi, [rip + key_len]        # r13 = frame length
         mov eax, MAX_LEN
-        call param_or
+        call vio_param_num
         mov r13, rax
         cmp r13, MIN_LEN
         jb 2f
@@ -89,30 +89,6 @@ main:
 7:      cli
         hlt
         jmp 7b
-
-# param_or: RSI = cmdline key, EAX = default.  Returns RAX = the key's
-# numeric value, or the default when the key is absent.  A value that is
-# not a number ends the guest ("net-error: bad perf parameter").
-param_or:
-        push rcx
-        push rdx
-        mov edx, eax
-        call vio_param
-        test rax, rax
-        jz 1f
-        mov rsi, rax
-        call parse_num
-        jc 2f
-        test rcx, rcx
-        jnz 2f
-        pop rdx
-        pop rcx
-        ret
-1:      mov eax, edx
-        pop rdx
-        pop rcx
-        ret
-2:      VIO_FAIL "bad perf parameter"
 
         .section .rodata
 vio_name:       .asciz "net"
