@@ -47,8 +47,8 @@ pub enum Command {
     /// As `firecracker --api-sock PATH [--config-file FILE] [--id ID]`, or
     /// `--no-api --config-file FILE`: the VM is configured and started
     /// through the API, or from the config file at once (`boot-source`,
-    /// `machine-config`, `drives`, `network-interfaces`, `entropy`). The
-    /// console is on standard output. Exit codes as for `run`; a `Shutdown`
+    /// `machine-config`, `drives`, `network-interfaces`, `entropy`,
+    /// `logger`, `metrics`). The console is on standard output. Exit codes as for `run`; a `Shutdown`
     /// action exits 0.
     Serve(crate::serve::ServeArgs),
     /// Send one request to a running podvm's control API and print the
