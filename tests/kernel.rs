@@ -254,9 +254,11 @@ fn hardware_accelerated(test: &str) -> bool {
         .lines()
         .any(|l| l.contains("guest execution: hardware-accelerated"));
     if !fast {
-        eprintln!(
-            "SKIPPED {test}: podvm doctor reports that KVM emulates guests on this host \
-             (HOST.md), so a Linux guest cannot reach user space here"
+        testkit::skip(
+            testkit::Need::HardwareVirt,
+            test,
+            "podvm doctor reports that KVM emulates guests on this host \
+             (HOST.md), so a Linux guest cannot reach user space here",
         );
     }
     fast

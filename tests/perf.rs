@@ -110,13 +110,17 @@ fn smoke_run_of_every_scenario() {
 /// Firecracker mode against a real Firecracker, where one is named by
 /// `PODVM_PERF_FIRECRACKER` (the smoke test above drives podvm as the
 /// target, so only this checks Firecracker's command lines and config
-/// files for real). Skipped, saying so, where the variable is not set.
+/// files for real). Opt-in, as it needs a Firecracker binary:
+/// `PODVM_PERF_FIRECRACKER=/path/to/firecracker cargo test --test perf --
+/// --ignored`; without the variable it skips, saying so.
 #[test]
+#[ignore = "needs a Firecracker binary: PODVM_PERF_FIRECRACKER=/path/to/firecracker cargo test --test perf -- --ignored"]
 fn firecracker_mode_runs_against_a_real_firecracker() {
     let Some(fc) = std::env::var_os("PODVM_PERF_FIRECRACKER") else {
-        eprintln!(
-            "SKIPPED firecracker_mode_runs_against_a_real_firecracker: \
-             set PODVM_PERF_FIRECRACKER to a Firecracker binary"
+        testkit::skip(
+            testkit::Need::Firecracker,
+            "firecracker_mode_runs_against_a_real_firecracker",
+            "set PODVM_PERF_FIRECRACKER to a Firecracker binary",
         );
         return;
     };

@@ -30,21 +30,10 @@ pub fn podvm() -> Command {
 }
 
 /// Whether KVM can be used here. When it cannot, the caller skips its test
-/// and says so on stderr; with `PODVM_REQUIRE_KVM=1` (set by CI) a missing
-/// KVM fails the test instead.
+/// through the one skip helper ([`testkit::skip`]): `SKIPPED: …` on
+/// stderr, or a failure under `PODVM_REQUIRE_KVM=1` / `PODVM_REQUIRE_ALL=1`.
 pub fn kvm_available(test: &str) -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if !ok {
-        if std::env::var_os("PODVM_REQUIRE_KVM").is_some_and(|v| v == "1") {
-            panic!("{test}: /dev/kvm is not usable and PODVM_REQUIRE_KVM=1");
-        }
-        eprintln!("SKIPPED {test}: /dev/kvm is not available on this host");
-    }
-    ok
+    testkit::need_kvm(test)
 }
 
 /// What a finished podvm run left.

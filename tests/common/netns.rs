@@ -23,14 +23,12 @@ fn ip(args: &[&str]) -> bool {
 }
 
 impl NetNs {
-    /// A namespace holding an up tap named [`TAP`], or `None` (with a
-    /// SKIPPED message) when this host cannot make one.
+    /// A namespace holding an up tap named [`TAP`], or `None` when this
+    /// host cannot make one (skipped through [`testkit::need_net`]: a
+    /// failure under `PODVM_REQUIRE_NET=1` / `PODVM_REQUIRE_ALL=1`).
     pub fn with_tap(test: &str) -> Option<NetNs> {
         static N: AtomicUsize = AtomicUsize::new(0);
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        if !root || !ip(&["-V"]) || !std::path::Path::new("/dev/net/tun").exists() {
-            eprintln!("SKIPPED {test}: needs root, iproute2 and /dev/net/tun");
+        if !testkit::need_net(test) {
             return None;
         }
         let name = format!(

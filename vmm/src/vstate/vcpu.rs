@@ -521,10 +521,10 @@ mod tests {
 
     #[test]
     fn pause_holds_the_vcpu_out_of_the_guest_until_resume() {
-        let Ok(kvm) = Kvm::new() else {
-            eprintln!("SKIPPED pause_holds_the_vcpu_out_of_the_guest_until_resume: no /dev/kvm");
+        if !testkit::need_kvm("pause_holds_the_vcpu_out_of_the_guest_until_resume") {
             return;
-        };
+        }
+        let kvm = Kvm::new().expect("/dev/kvm opened a moment ago");
         // 1: out 0x80, al; jmp 1b
         let mem = create_guest_memory(16 << 20).unwrap();
         mem.write_slice(&[0xe6, 0x80, 0xeb, 0xfc], GuestAddress(HIGH_MEMORY_START))

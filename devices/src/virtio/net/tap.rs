@@ -241,20 +241,6 @@ impl NetBackend for Tap {
 mod tests {
     use super::*;
 
-    /// Whether this process may create taps; says why not when it cannot.
-    fn can_create_taps() -> bool {
-        if !std::path::Path::new(TUN_PATH).exists() {
-            eprintln!("SKIPPED: {TUN_PATH} is absent");
-            return false;
-        }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIPPED: creating a tap needs root");
-            return false;
-        }
-        true
-    }
-
     #[test]
     fn bad_names_are_refused_before_any_syscall() {
         for name in ["", "a-name-of-16byte", "nul\0inside"] {
@@ -280,7 +266,7 @@ mod tests {
     /// on a thread that leaves the host's namespace first.
     #[test]
     fn opens_a_tap_reads_nothing_and_sets_offloads() {
-        if !can_create_taps() {
+        if !testkit::need_net("opens_a_tap_reads_nothing_and_sets_offloads") {
             return;
         }
         std::thread::spawn(tap_in_a_private_namespace)
@@ -291,9 +277,13 @@ mod tests {
     fn tap_in_a_private_namespace() {
         // SAFETY: unshare only changes this thread's network namespace.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            eprintln!(
-                "SKIPPED opens_a_tap_reads_nothing_and_sets_offloads: cannot create a network namespace: {}",
-                io::Error::last_os_error()
+            testkit::skip(
+                testkit::Need::Net,
+                "opens_a_tap_reads_nothing_and_sets_offloads",
+                format_args!(
+                    "cannot create a network namespace: {}",
+                    io::Error::last_os_error()
+                ),
             );
             return;
         }

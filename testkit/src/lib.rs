@@ -1,0 +1,186 @@
+//! The one place that decides whether a test may skip.
+//!
+//! A test that cannot run on this host (no `/dev/kvm`, not root, no
+//! iproute2, no guest-image tools, KVM emulating guests, no Firecracker
+//! binary) calls [`skip`] — or one of the `need_*` checks that call it —
+//! and returns. [`skip`] then does one of two things:
+//!
+//! - when the switch for that kind of need is on ([`Need::switch`], or
+//!   `PODVM_REQUIRE_ALL=1` for every kind), it panics: the test fails, as
+//!   it must on a CI host that is supposed to have what the test needs;
+//! - otherwise it writes `SKIPPED: <test>: <reason>` straight to the
+//!   process's standard error, past libtest's output capture, so that a
+//!   plain `cargo test` shows every skip beside the `ok` it reports, and
+//!   `.ci/run` can count them.
+//!
+//! Only dev-dependencies use this crate: nothing of it is in podvm.
+
+use std::fmt::Display;
+use std::io::Write;
+use std::path::Path;
+
+/// What a test needs that a host may lack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// A usable `/dev/kvm`.
+    Kvm,
+    /// Root, iproute2 and `/dev/net/tun`: taps in a network namespace.
+    Net,
+    /// The tools the guest-image recipes run (busybox-static, e2fsprogs…).
+    GuestTools,
+    /// Hardware-accelerated KVM (guests not run by the instruction
+    /// emulator), for real Linux guests to reach user space.
+    HardwareVirt,
+    /// A Firecracker binary to compare against.
+    Firecracker,
+}
+
+impl Need {
+    /// The environment variable that turns a skip of this kind into a
+    /// failure when set to `1`.
+    pub fn switch(self) -> &'static str {
+        match self {
+            Need::Kvm => "PODVM_REQUIRE_KVM",
+            Need::Net => "PODVM_REQUIRE_NET",
+            Need::GuestTools => "PODVM_REQUIRE_GUEST_TOOLS",
+            Need::HardwareVirt => "PODVM_REQUIRE_HW_VIRT",
+            Need::Firecracker => "PODVM_REQUIRE_FIRECRACKER",
+        }
+    }
+}
+
+/// The switch that makes every skip a failure.
+pub const REQUIRE_ALL: &str = "PODVM_REQUIRE_ALL";
+
+fn switched_on(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v == "1")
+}
+
+/// Whether a skip of kind `need` must fail the test instead.
+pub fn required(need: Need) -> bool {
+    switched_on(REQUIRE_ALL) || switched_on(need.switch())
+}
+
+/// Skips `test` because `reason`: fails it when its kind of need is
+/// required (see the module docs), else reports the skip on standard
+/// error where `cargo test` shows it.
+pub fn skip(need: Need, test: &str, reason: impl Display) {
+    let line = skip_line(need, test, reason);
+    // One write of the whole line, straight to the file descriptor:
+    // libtest captures `eprintln!`, not writes to the `Stderr` handle.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// The line [`skip`] writes; panics instead when the skip is not allowed.
+fn skip_line(need: Need, test: &str, reason: impl Display) -> String {
+    if required(need) {
+        let switch = if switched_on(need.switch()) {
+            need.switch()
+        } else {
+            REQUIRE_ALL
+        };
+        panic!("{test} cannot run here ({reason}) and {switch}=1 requires it to");
+    }
+    format!("SKIPPED: {test}: {reason}\n")
+}
+
+/// Whether `/dev/kvm` can be opened for reading and writing; skips `test`
+/// (see [`skip`]) when it cannot.
+pub fn need_kvm(test: &str) -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            skip(Need::Kvm, test, format_args!("/dev/kvm is not usable: {e}"));
+            false
+        }
+    }
+}
+
+/// Whether this process is root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether taps can be made in a network namespace here (root,
+/// `/dev/net/tun`, iproute2's `ip`); skips `test` when not.
+pub fn need_net(test: &str) -> bool {
+    let missing = net_missing();
+    if let Some(what) = missing {
+        skip(Need::Net, test, format_args!("needs {what}"));
+        return false;
+    }
+    true
+}
+
+/// What is missing for taps in a network namespace, if anything.
+fn net_missing() -> Option<&'static str> {
+    if !is_root() {
+        return Some("root");
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun");
+    }
+    let ip = std::process::Command::new("ip")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !ip.is_ok_and(|s| s.success()) {
+        return Some("iproute2 (the `ip` command)");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The environment is process-wide: one test covers every switch, in
+    // order, so that no other test of this crate sees a switch half-set.
+    #[test]
+    fn switches_turn_skips_into_failures() {
+        for v in [REQUIRE_ALL, "PODVM_REQUIRE_KVM", "PODVM_REQUIRE_NET"] {
+            std::env::remove_var(v);
+        }
+        assert!(!required(Need::Kvm));
+        assert_eq!(
+            skip_line(Need::Kvm, "t", format_args!("no {}", "kvm")),
+            "SKIPPED: t: no kvm\n"
+        );
+
+        std::env::set_var("PODVM_REQUIRE_KVM", "1");
+        assert!(required(Need::Kvm));
+        assert!(!required(Need::Net), "one switch, one kind");
+        let err = std::panic::catch_unwind(|| skip_line(Need::Kvm, "t", "no kvm")).unwrap_err();
+        let msg = err.downcast_ref::<String>().unwrap();
+        assert_eq!(
+            msg,
+            "t cannot run here (no kvm) and PODVM_REQUIRE_KVM=1 requires it to"
+        );
+        std::env::set_var("PODVM_REQUIRE_KVM", "0");
+        assert!(!required(Need::Kvm), "only 1 switches it on");
+
+        std::env::set_var(REQUIRE_ALL, "1");
+        for need in [
+            Need::Kvm,
+            Need::Net,
+            Need::GuestTools,
+            Need::HardwareVirt,
+            Need::Firecracker,
+        ] {
+            assert!(required(need), "{need:?}");
+        }
+        let err = std::panic::catch_unwind(|| skip_line(Need::Net, "t", "no tun")).unwrap_err();
+        assert!(err
+            .downcast_ref::<String>()
+            .unwrap()
+            .ends_with("and PODVM_REQUIRE_ALL=1 requires it to"));
+        std::env::remove_var(REQUIRE_ALL);
+        std::env::remove_var("PODVM_REQUIRE_KVM");
+    }
+}
