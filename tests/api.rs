@@ -161,11 +161,10 @@ fn pause_stops_the_guest_and_resume_continues_it() {
     assert_eq!(code, 204, "{body}");
     let (_, info) = http(&sock, "GET", "/", "");
     assert!(info.contains(r#""state":"Paused""#), "{info}");
-    // Drain what was printed before the pause took effect, then check
+    // Drain what was printed before the pause took effect (a VM that did
+    // not pause never goes quiet: a failure, not a hang), then check
     // that nothing more comes for a while (the guest ticks every ~25 ms).
-    while let Ok(chunk) = out.recv_timeout(Duration::from_millis(100)) {
-        seen.push_str(&chunk);
-    }
+    drain_until_quiet(&out, &mut seen, Duration::from_millis(100), "pause");
     assert!(
         out.recv_timeout(Duration::from_millis(400)).is_err(),
         "no output while paused"
@@ -373,9 +372,12 @@ fn a_running_drive_gets_a_new_backing_file() {
     std::fs::write(&a, vec![0u8; 4 * 512]).unwrap();
     std::fs::write(&b, vec![0u8; 16 * 512]).unwrap();
     let mut vm = spawn_serve(&sock, &[]);
+    let out = stream_stdout(&mut vm.0);
+    // The guest reads the capacity, then waits for a configuration-change
+    // interrupt and reads it again.
     let boot = format!(
-        r#"{{"kernel_image_path": "{}"}}"#,
-        guest("counter").display()
+        r#"{{"kernel_image_path": "{}", "boot_args": "console=ttyS0 blk.read=0:1 blk.wait_config=1 blk.hold=1"}}"#,
+        guest("virtio_blk").display()
     );
     assert_eq!(http(&sock, "PUT", "/boot-source", &boot).0, 204);
     let drive = format!(
@@ -383,6 +385,9 @@ fn a_running_drive_gets_a_new_backing_file() {
         a.display()
     );
     assert_eq!(http(&sock, "PUT", "/drives/data", &drive).0, 204);
+    let metrics = dir.path().join("metrics.json");
+    let cfg = format!(r#"{{"metrics_path": "{}"}}"#, metrics.display());
+    assert_eq!(http(&sock, "PUT", "/metrics", &cfg).0, 204);
     assert_eq!(
         http(
             &sock,
@@ -393,16 +398,11 @@ fn a_running_drive_gets_a_new_backing_file() {
         .0,
         204
     );
+    let mut seen = String::new();
+    wait_output(&out, &mut seen, "blk-waiting-config\n");
+    assert_eq!(value_in(&seen, "blk-capacity"), Some("4"), "{seen}");
 
-    let patch = format!(
-        r#"{{"drive_id": "data", "path_on_host": "{}"}}"#,
-        b.display()
-    );
-    let (code, body) = http(&sock, "PATCH", "/drives/data", &patch);
-    assert_eq!(code, 204, "{body}");
-    let (_, config) = http(&sock, "GET", "/vm/config", "");
-    assert!(config.contains(&b.display().to_string()), "{config}");
-
+    // Refusals first: the drive keeps its file and the guest waits on.
     let (code, body) = http(
         &sock,
         "PATCH",
@@ -419,11 +419,46 @@ fn a_running_drive_gets_a_new_backing_file() {
     );
     assert_eq!(code, 400);
     assert!(body.contains("no such drive"), "{body}");
+
+    let patch = format!(
+        r#"{{"drive_id": "data", "path_on_host": "{}"}}"#,
+        b.display()
+    );
+    let (code, body) = http(&sock, "PATCH", "/drives/data", &patch);
+    assert_eq!(code, 204, "{body}");
+    // The guest got the interrupt and sees the new file's size.
+    wait_output(&out, &mut seen, "blk-done\n");
+    assert_eq!(value_in(&seen, "blk-config-change"), Some("16"), "{seen}");
+    let (_, config) = http(&sock, "GET", "/vm/config", "");
+    assert!(config.contains(&b.display().to_string()), "{config}");
+
+    // The drive's counters survived the swap.
+    assert_eq!(
+        http(
+            &sock,
+            "PUT",
+            "/actions",
+            r#"{"action_type": "FlushMetrics"}"#
+        )
+        .0,
+        204
+    );
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let m: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(m["block"]["data"]["reads"], 1, "{m}");
+    assert_eq!(m["block"]["data"]["read_bytes"], 512, "{m}");
+
     assert_eq!(
         http(&sock, "PUT", "/actions", r#"{"action_type": "Shutdown"}"#).0,
         204
     );
     assert_eq!(wait_exit(&mut vm.0), 0);
+}
+
+/// The value after `key: ` on a line of `text`.
+fn value_in<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let prefix = format!("{key}: ");
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str()))
 }
 
 #[test]
@@ -447,13 +482,15 @@ fn metrics_are_flushed_as_json_lines() {
     assert_eq!(code, 400, "not configured yet: {body}");
     let cfg = format!(r#"{{"metrics_path": "{}"}}"#, metrics.display());
     assert_eq!(http(&sock, "PUT", "/metrics", &cfg).0, 204);
+    // Two reads (2 sectors, then 1), one write (3 sectors), one flush, then
+    // the guest halts.
     let boot = format!(
-        r#"{{"kernel_image_path": "{}"}}"#,
-        guest("counter").display()
+        r#"{{"kernel_image_path": "{}", "boot_args": "console=ttyS0 blk.read=0:2 blk.write=4:3:9 blk.flush=1 blk.read2=4:1 blk.hold=1"}}"#,
+        guest("virtio_blk").display()
     );
     assert_eq!(http(&sock, "PUT", "/boot-source", &boot).0, 204);
     let drive = format!(
-        r#"{{"drive_id": "data", "path_on_host": "{}", "is_root_device": false, "is_read_only": true}}"#,
+        r#"{{"drive_id": "data", "path_on_host": "{}", "is_root_device": false, "is_read_only": false}}"#,
         disk.display()
     );
     assert_eq!(http(&sock, "PUT", "/drives/data", &drive).0, 204);
@@ -468,7 +505,7 @@ fn metrics_are_flushed_as_json_lines() {
         204
     );
     let mut seen = String::new();
-    wait_output(&out, &mut seen, "tick 1\n");
+    wait_output(&out, &mut seen, "blk-done\n");
     assert_eq!(
         http(
             &sock,
@@ -491,8 +528,28 @@ fn metrics_are_flushed_as_json_lines() {
     assert_eq!(m["api"]["instance_start"], 1, "{m}");
     assert_eq!(m["api"]["flush_metrics"], 2, "{m}");
     assert!(m["vcpu_exits"]["io_out"].as_u64().unwrap() > 0, "{m}");
-    assert!(m["serial"]["bytes_out"].as_u64().unwrap() >= 14, "{m}");
-    assert_eq!(m["block"]["data"]["writes"], 0, "{m}");
+    // Everything the guest printed up to its halt went through the UART.
+    assert_eq!(m["serial"]["bytes_out"], seen.len(), "{m}");
+    let blk = &m["block"]["data"];
+    assert_eq!(
+        (
+            &blk["reads"],
+            &blk["read_bytes"],
+            &blk["writes"],
+            &blk["write_bytes"],
+            &blk["flushes"],
+            &blk["errors"]
+        ),
+        (
+            &2.into(),
+            &(3 * 512).into(),
+            &1.into(),
+            &(3 * 512).into(),
+            &1.into(),
+            &0.into()
+        ),
+        "{m}"
+    );
     assert!(m["utc_timestamp_ms"].as_u64().unwrap() > 0);
 }
 

@@ -371,23 +371,13 @@ fn sigterm_stops_the_vm_in_order() {
             .unwrap(),
     );
     let child = &mut guard.0;
-    // Wait until the guest runs, then ask podvm to stop.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("tick 1\n") {
-        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
-        assert!(
-            n > 0,
-            "podvm ended early: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
+    // Wait (with a deadline) until the guest runs, then ask podvm to stop.
+    let out = stream_stdout(child);
+    let mut seen = String::new();
+    wait_output(&out, &mut seen, "tick 1\n");
     // SAFETY: sends a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let status = child.wait().unwrap();
+    let status = wait_status(child);
     assert_eq!(
         status.code(),
         Some(128 + libc::SIGTERM),

@@ -61,10 +61,16 @@ impl PacketSocket {
         PacketSocket(fd)
     }
 
-    /// The next frame with our EtherType.
+    /// The next frame with our EtherType (each `recv` is bounded by the
+    /// socket's timeout, the whole search by [`DEADLINE`]).
     fn recv_ours(&self) -> Vec<u8> {
         let mut buf = [0u8; 2048];
+        let deadline = std::time::Instant::now() + DEADLINE;
         loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no frame with our EtherType from the guest within {DEADLINE:?}"
+            );
             // SAFETY: receives into a buffer of the given size.
             let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
             assert!(

@@ -207,9 +207,15 @@ async fn go_sdk_call_order_reaches_the_vmm_as_actions() {
         r#"{"action_type": "InstanceStart"}"#,
     )
     .await;
+    // The whole body, in Firecracker's `InstanceInfo` shape: the state is
+    // the VMM's enum rendered as Firecracker spells it.
     let info = c.call(Method::GET, "/", "").await.json();
-    assert_eq!(info["state"], "Running");
-    assert_eq!(info["app_name"], "podvm");
+    assert_eq!(
+        info,
+        serde_json::json!({
+            "id": "pod-1", "state": "Running", "vmm_version": "0.1.0", "app_name": "podvm"
+        })
+    );
 
     assert_eq!(
         f.vmm.actions(),

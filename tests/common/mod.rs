@@ -212,19 +212,121 @@ pub fn wait_output(rx: &mpsc::Receiver<String>, seen: &mut String, needle: &str)
     }
 }
 
-/// The last 200 bytes of `s`.
+/// About the last 200 bytes of `s`, cut at a character boundary.
 pub fn tail(s: &str) -> &str {
-    &s[s.len().saturating_sub(200)..]
+    let mut start = s.len().saturating_sub(200);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Collects chunks until none has come for `quiet` (bounded by
+/// [`DEADLINE`]: output that never stops fails the test, naming `what`).
+pub fn drain_until_quiet(
+    rx: &mpsc::Receiver<String>,
+    seen: &mut String,
+    quiet: Duration,
+    what: &str,
+) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match rx.recv_timeout(quiet) {
+            Ok(chunk) => seen.push_str(&chunk),
+            Err(mpsc::RecvTimeoutError::Timeout) => return,
+            // The writer is gone: nothing more can come.
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the output never went quiet for {quiet:?}; it ends {:?}",
+            tail(seen)
+        );
+    }
+}
+
+/// Waits (bounded by [`DEADLINE`]) for `child` to exit; its status.
+pub fn wait_status(child: &mut Child) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait for podvm") {
+            return s;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "podvm did not exit within {DEADLINE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Waits (bounded by [`DEADLINE`]) for `child` to exit; its exit code.
 pub fn wait_exit(child: &mut Child) -> i32 {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code().expect("an exit code");
-        }
-        assert!(start.elapsed() < DEADLINE, "podvm did not exit");
-        std::thread::sleep(Duration::from_millis(5));
+    let status = wait_status(child);
+    status
+        .code()
+        .unwrap_or_else(|| panic!("podvm died by a signal: {status:?}"))
+}
+
+/// Page-cache state of a whole file (`cachestat(2)`, Linux 6.5+): how
+/// many of its pages are cached, dirty (written, not yet on the disk) and
+/// under writeback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheStat {
+    /// Pages in the page cache.
+    pub cached: u64,
+    /// Of those, pages written but not yet written back.
+    pub dirty: u64,
+    /// Pages being written back right now.
+    pub writeback: u64,
+}
+
+/// [`CacheStat`] of the file at `path`.
+pub fn cachestat(path: &std::path::Path) -> CacheStat {
+    use std::os::fd::AsRawFd;
+    /// `struct cachestat_range` (include/uapi/linux/mman.h).
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    /// `struct cachestat`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    /// x86_64's number for cachestat.
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // Length 0: to the end of the file.
+    let range = Range { off: 0, len: 0 };
+    let mut stat = Stat::default();
+    // SAFETY: cachestat reads `range` and writes `stat`, both valid and
+    // of the kernel's layout, for an open fd.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "cachestat {}: {} (needs Linux 6.5 or later)",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    CacheStat {
+        cached: stat.nr_cache,
+        dirty: stat.nr_dirty,
+        writeback: stat.nr_writeback,
     }
 }

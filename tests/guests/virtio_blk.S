@@ -17,6 +17,12 @@
 #   blk.flush=<n>                     FLUSH request when n != 0 (sent even if
 #                                     VIRTIO_BLK_F_FLUSH was not negotiated)
 #   blk.read2=<sector>:<count>        second IN request, after write and flush
+#   blk.wait_config=<any>             then wait (polling InterruptStatus, at
+#                                     most CONFIG_POLLS reads) for a
+#                                     configuration-change interrupt
+#   blk.hold=<any>                    after blk-done, halt (interrupts off)
+#                                     instead of resetting, until the VMM
+#                                     ends the VM
 #
 # Output, in this order (each line ends with "\n"):
 #   blk-devices: <number of block devices, decimal>
@@ -31,8 +37,10 @@
 #   blk-flush-status: <n>                       only with blk.flush=<nonzero>
 #   blk-read2-status: <n>                     \ only with blk.read2=
 #   blk-read2-fnv: <8 hex digits>             /
+#   blk-waiting-config                        \ only with blk.wait_config=;
+#   blk-config-change: <new capacity, decimal> / or blk-config-timeout, reset
 #   blk-done
-# then resets.  The read buffer is zeroed before each IN request.
+# then resets (or, with blk.hold=, halts).  The read buffer is zeroed before each IN request.
 # Errors: "blk-error: ..." (see virtio.inc; here also "no device" when
 # there is no block device number <k> (after blk-devices:), "bad blk.read",
 # "bad blk.write", "bad blk.flush", "bad blk.read2", "bad used id"), and
@@ -54,6 +62,7 @@
         .equ BLK_ID_BYTES,      20
         .equ SECTOR_SIZE,       512
         .equ BLK_MAX_SECTORS,   16      # one request, 8 KiB at most
+        .equ CONFIG_POLLS,      300000  # InterruptStatus reads before "blk-config-timeout"
 
         ELF_GUEST_ENTRY
 
@@ -185,8 +194,61 @@ main:
         jz 9f
         lea rsi, [rip + label_read2]
         call blk_read
-9:      PRINT "blk-done\n"
+9:
+        # ---- blk.wait_config ---------------------------------------------------
+        lea rsi, [rip + key_wait_config]
+        call vio_param
+        test rax, rax
+        jz 10f
+        call blk_wait_config
+10:     PRINT "blk-done\n"
+        # ---- blk.hold ----------------------------------------------------------
+        lea rsi, [rip + key_hold]
+        call vio_param
+        test rax, rax
+        jz reset
+        # Sleep inside KVM (hlt with interrupts off) until the VMM ends the
+        # VM: SIGTERM, a Shutdown action, or the test's kill.
+11:     cli
+        hlt
+        jmp 11b
+
+# blk_wait_config: the device at RBX.  Prints "blk-waiting-config", then
+# polls InterruptStatus (at most CONFIG_POLLS reads) until the
+# configuration-change bit (2) is set, acknowledges it, re-reads the
+# capacity and prints "blk-config-change: <capacity>"; or prints
+# "blk-config-timeout" and resets.
+blk_wait_config:
+        push rax
+        push rcx
+        push rdx
+        push rsi
+        push rdi
+        PRINT "blk-waiting-config\n"
+        mov ecx, CONFIG_POLLS
+1:      mov eax, [rbx + VIRTIO_MMIO_INT_STATUS]
+        test eax, 2
+        jnz 2f
+        dec ecx
+        jnz 1b
+        PRINT "blk-config-timeout\n"
         jmp reset
+2:      mov dword ptr [rbx + VIRTIO_MMIO_INT_ACK], 2
+        lea rdi, [rip + blk_capacity]
+        xor esi, esi
+        mov ecx, 8
+        mov edx, 4
+        call vio_config_read
+        PRINT "blk-config-change: "
+        mov rax, [rip + blk_capacity]
+        call put_dec64
+        call newline
+        pop rdi
+        pop rsi
+        pop rdx
+        pop rcx
+        pop rax
+        ret
 
 # blk_args: RSI = cmdline key, EDX = how many numbers its value has (2 or 3:
 # sector, count[, fill]).  Parses them into blk_argv[] and checks that count
@@ -348,6 +410,8 @@ key_read:       .asciz "blk.read"
 key_write:      .asciz "blk.write"
 key_flush:      .asciz "blk.flush"
 key_read2:      .asciz "blk.read2"
+key_wait_config: .asciz "blk.wait_config"
+key_hold:       .asciz "blk.hold"
 label_read:     .asciz "blk-read"
 label_read2:    .asciz "blk-read2"
 
