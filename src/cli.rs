@@ -155,6 +155,7 @@ pub fn parse_disk(spec: &str, index: usize) -> Result<DriveConfig, String> {
         path_on_host: PathBuf::new(),
         is_root_device: false,
         is_read_only: false,
+        ..Default::default()
     };
     for (key, value) in options(spec) {
         match (key, value) {

@@ -56,6 +56,10 @@ pub enum ApiError {
     /// (`"vsock is not supported yet"`).
     #[error("{0}")]
     NotSupported(&'static str),
+    /// A field, or a value of one, podvm does not honour (the same
+    /// refusal a configuration file gets).
+    #[error(transparent)]
+    Unsupported(#[from] resources::firecracker::Unsupported),
     /// The VMM refused the action.
     #[error(transparent)]
     Action(#[from] ActionError),
@@ -76,6 +80,7 @@ impl ApiError {
             | ApiError::InvalidBody { .. }
             | ApiError::IdMismatch { .. }
             | ApiError::NotSupported(_)
+            | ApiError::Unsupported(_)
             | ApiError::Action(_) => StatusCode::BAD_REQUEST,
         }
     }

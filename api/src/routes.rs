@@ -4,8 +4,12 @@
 //! 404/405 decision and the `openapi.yaml` consistency test all read it.
 
 use hyper::Method;
-use resources::action::{DriveUpdate, MachineConfigUpdate, VmmAction};
-use resources::{BootSourceConfig, DriveConfig, MachineConfig, NetConfig};
+use resources::action::VmmAction;
+use resources::firecracker::{
+    FcDrive, FcDriveUpdate, FcEntropy, FcMachineConfig, FcMachineConfigUpdate, FcNetworkInterface,
+    FcNetworkInterfaceUpdate,
+};
+use resources::BootSourceConfig;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -101,14 +105,6 @@ enum VmStateValue {
     Resumed,
 }
 
-/// `PUT /entropy`: Firecracker's `EntropyDevice`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntropyDevice {
-    #[serde(default)]
-    rate_limiter: Option<serde_json::Value>,
-}
-
 fn parse<T: DeserializeOwned>(what: impl Into<String>, body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|source| ApiError::InvalidBody {
         what: what.into(),
@@ -149,43 +145,42 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<VmmAction, ApiE
         ("/version", "GET") => VmmAction::GetVersion,
         ("/vm/config", "GET") => VmmAction::GetVmConfig,
         ("/machine-config", "GET") => VmmAction::GetMachineConfig,
-        ("/machine-config", "PUT") => {
-            VmmAction::PutMachineConfig(parse::<MachineConfig>("machine-config", body)?)
-        }
-        ("/machine-config", "PATCH") => {
-            VmmAction::PatchMachineConfig(parse::<MachineConfigUpdate>("machine-config", body)?)
-        }
+        // The bodies shared with configuration files are Firecracker's
+        // (`resources::firecracker`): both accept and refuse the same.
+        ("/machine-config", "PUT") => VmmAction::PutMachineConfig(
+            parse::<FcMachineConfig>("machine-config", body)?.into_config()?,
+        ),
+        ("/machine-config", "PATCH") => VmmAction::PatchMachineConfig(
+            parse::<FcMachineConfigUpdate>("machine-config", body)?.into_update()?,
+        ),
         ("/boot-source", "PUT") => {
             VmmAction::PutBootSource(parse::<BootSourceConfig>("boot-source", body)?)
         }
         ("/drives/{drive_id}", "PUT") => {
-            let drive: DriveConfig = parse(format!("drive {id:?}"), body)?;
+            let drive: FcDrive = parse(format!("drive {id:?}"), body)?;
             check_id("drive_id", id, &drive.drive_id)?;
-            VmmAction::PutDrive(drive)
+            VmmAction::PutDrive(drive.into_config()?)
         }
         ("/drives/{drive_id}", "PATCH") => {
-            let update: DriveUpdate = parse(format!("drive {id:?}"), body)?;
+            let update: FcDriveUpdate = parse(format!("drive {id:?}"), body)?;
             check_id("drive_id", id, &update.drive_id)?;
-            VmmAction::PatchDrive(update)
+            VmmAction::PatchDrive(update.into_update()?)
         }
         ("/network-interfaces/{iface_id}", "PUT") => {
-            let net: NetConfig = parse(format!("network interface {id:?}"), body)?;
+            let net: FcNetworkInterface = parse(format!("network interface {id:?}"), body)?;
             check_id("iface_id", id, &net.iface_id)?;
-            VmmAction::PutNetworkInterface(net)
+            VmmAction::PutNetworkInterface(net.into_config()?)
         }
-        // Firecracker's PATCH only updates rate limiters.
+        // Firecracker's PATCH only updates rate limiters: one that changes
+        // nothing is answered; rate limiters are refused by name.
         ("/network-interfaces/{iface_id}", "PATCH") => {
-            return Err(ApiError::NotSupported(
-                "rate limiters are not supported yet",
-            ))
+            let update: FcNetworkInterfaceUpdate =
+                parse(format!("network interface {id:?}"), body)?;
+            check_id("iface_id", id, &update.iface_id)?;
+            VmmAction::PatchNetworkInterface(update.into_iface_id()?)
         }
         ("/entropy", "PUT") => {
-            let entropy: EntropyDevice = parse("entropy", body)?;
-            if entropy.rate_limiter.is_some() {
-                return Err(ApiError::NotSupported(
-                    "entropy rate_limiter is not supported yet",
-                ));
-            }
+            parse::<FcEntropy>("entropy", body)?.check()?;
             VmmAction::PutEntropy
         }
         ("/actions", "PUT") => match parse::<InstanceActionInfo>("actions", body)?.action_type {
@@ -214,7 +209,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     use hyper::StatusCode;
-    use resources::MacAddr;
+    use resources::action::{DriveUpdate, MachineConfigUpdate};
+    use resources::{DriveConfig, MacAddr, MachineConfig, NetConfig};
 
     use super::*;
 
@@ -284,7 +280,8 @@ mod tests {
                 drive_id: "rootfs".into(),
                 path_on_host: "/r.ext4".into(),
                 is_root_device: true,
-                is_read_only: false
+                is_read_only: false,
+                ..Default::default()
             })
         );
         assert_eq!(
@@ -427,8 +424,8 @@ mod tests {
             (
                 Method::PUT,
                 "/drives/rootfs",
-                r#"{"drive_id": "rootfs"}"#,
-                "drive \"rootfs\": missing field `path_on_host`",
+                r#"{"drive_id": "rootfs", "is_root_device": true}"#,
+                "drive \"rootfs\" without path_on_host is not supported",
             ),
             (
                 Method::PUT,
@@ -498,20 +495,146 @@ mod tests {
         );
     }
 
+    /// What Firecracker clients send and podvm honours or can ignore is
+    /// accepted, as a configuration file accepts it.
+    #[test]
+    fn firecracker_fields_podvm_can_honour_are_accepted() {
+        assert_eq!(
+            ok(
+                Method::PUT,
+                "/machine-config",
+                r#"{"vcpu_count": 2, "mem_size_mib": 256, "smt": false, "track_dirty_pages": false, "cpu_template": "None", "huge_pages": "None"}"#
+            ),
+            VmmAction::PutMachineConfig(MachineConfig {
+                vcpu_count: 2,
+                mem_size_mib: 256,
+                smt: false
+            })
+        );
+        assert_eq!(
+            ok(
+                Method::PUT,
+                "/drives/rootfs",
+                r#"{"drive_id": "rootfs", "path_on_host": "/r", "is_root_device": true, "cache_type": "Writeback", "io_engine": "Sync", "partuuid": "ab-01", "rate_limiter": null}"#
+            ),
+            VmmAction::PutDrive(DriveConfig {
+                drive_id: "rootfs".into(),
+                path_on_host: "/r".into(),
+                is_root_device: true,
+                is_read_only: false,
+                partuuid: Some("ab-01".into()),
+                cache_type: resources::CacheType::Writeback,
+            })
+        );
+        assert_eq!(
+            ok(
+                Method::PATCH,
+                "/network-interfaces/eth0",
+                r#"{"iface_id": "eth0", "rx_rate_limiter": null}"#
+            ),
+            VmmAction::PatchNetworkInterface("eth0".into())
+        );
+    }
+
+    /// Every Firecracker field podvm knows is accepted or refused alike,
+    /// with the same message, whether it comes in a request or in a
+    /// configuration file.
+    #[test]
+    fn the_api_and_config_files_agree() {
+        let machine = [
+            r#"{"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": false}"#,
+            r#"{"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": true}"#,
+            r#"{"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "None"}"#,
+            r#"{"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "C3"}"#,
+            r#"{"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "None"}"#,
+            r#"{"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "2M"}"#,
+        ];
+        let drives = [
+            r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "cache_type": "Unsafe"}"#,
+            r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "cache_type": "Writeback"}"#,
+            r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "io_engine": "Sync"}"#,
+            r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "io_engine": "Async"}"#,
+            r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": true, "partuuid": "ab-01"}"#,
+            r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "rate_limiter": null}"#,
+            r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "rate_limiter": {}}"#,
+            r#"{"drive_id": "d", "is_root_device": false, "socket": "/s"}"#,
+        ];
+        let nets = [
+            r#"{"iface_id": "d", "host_dev_name": "t", "rx_rate_limiter": null}"#,
+            r#"{"iface_id": "d", "host_dev_name": "t", "tx_rate_limiter": {}}"#,
+        ];
+        let entropy = [
+            r#"{}"#,
+            r#"{"rate_limiter": null}"#,
+            r#"{"rate_limiter": {}}"#,
+        ];
+        let boot = r#""boot-source": {"kernel_image_path": "/k"}"#;
+        let mut cases: Vec<(&str, String, String)> = Vec::new();
+        for m in machine {
+            cases.push((
+                "/machine-config",
+                m.into(),
+                format!(r#"{{{boot}, "machine-config": {m}}}"#),
+            ));
+        }
+        for d in drives {
+            cases.push((
+                "/drives/d",
+                d.into(),
+                format!(r#"{{{boot}, "drives": [{d}]}}"#),
+            ));
+        }
+        for n in nets {
+            cases.push((
+                "/network-interfaces/d",
+                n.into(),
+                format!(r#"{{{boot}, "network-interfaces": [{n}]}}"#),
+            ));
+        }
+        for e in entropy {
+            cases.push((
+                "/entropy",
+                e.into(),
+                format!(r#"{{{boot}, "entropy": {e}}}"#),
+            ));
+        }
+        for (path, body, file) in cases {
+            let api = route(&Method::PUT, path, body.as_bytes()).map_err(|e| e.to_string());
+            let config = resources::parse_config_file(&file).map_err(|e| e.to_string());
+            match (&api, &config) {
+                (Ok(_), Ok(_)) => {}
+                (Err(a), Err(c)) => assert_eq!(a, c, "{path} {body}"),
+                _ => panic!("{path} {body}: the API says {api:?}, a config file {config:?}"),
+            }
+        }
+    }
+
     #[test]
     fn unsupported_features_are_400() {
         let cases = [
             (
                 Method::PATCH,
                 "/network-interfaces/eth0",
-                r#"{"iface_id": "eth0"}"#,
-                "rate limiters are not supported yet",
+                r#"{"iface_id": "eth0", "tx_rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}"#,
+                "network interface \"eth0\": tx_rate_limiter (yet) is not supported by podvm",
             ),
             (
                 Method::PUT,
                 "/entropy",
                 r#"{"rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}}"#,
-                "entropy rate_limiter is not supported yet",
+                "entropy.rate_limiter (yet) is not supported by podvm",
+            ),
+            (
+                Method::PUT,
+                "/drives/d",
+                r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "io_engine": "Async"}"#,
+                "drive \"d\": io_engine \"Async\" (yet) is not supported by podvm",
+            ),
+            (
+                Method::PUT,
+                "/machine-config",
+                r#"{"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": true}"#,
+                "machine-config.track_dirty_pages: true (yet) is not supported by podvm",
             ),
             (
                 Method::PUT,

@@ -234,7 +234,8 @@ async fn go_sdk_call_order_reaches_the_vmm_as_actions() {
                 drive_id: "rootfs".into(),
                 path_on_host: "/rootfs.ext4".into(),
                 is_root_device: true,
-                is_read_only: false
+                is_read_only: false,
+                ..Default::default()
             }),
             VmmAction::PutNetworkInterface(NetConfig {
                 iface_id: "eth0".into(),

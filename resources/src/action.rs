@@ -115,6 +115,10 @@ pub enum VmmAction {
     PatchDrive(DriveUpdate),
     /// `PUT /network-interfaces/{id}`.
     PutNetworkInterface(NetConfig),
+    /// `PATCH /network-interfaces/{id}` that changes nothing podvm has
+    /// (Firecracker's only updatable fields are rate limiters): checks the
+    /// interface exists.
+    PatchNetworkInterface(String),
     /// `PUT /entropy`.
     PutEntropy,
     /// `PUT /actions` `InstanceStart`.
@@ -217,6 +221,7 @@ impl VmmAction {
             VmmAction::PutDrive(_) => "put_drive",
             VmmAction::PatchDrive(_) => "patch_drive",
             VmmAction::PutNetworkInterface(_) => "put_network_interface",
+            VmmAction::PatchNetworkInterface(_) => "patch_network_interface",
             VmmAction::PutEntropy => "put_entropy",
             VmmAction::PutLogger(_) => "put_logger",
             VmmAction::PutMetrics(_) => "put_metrics",

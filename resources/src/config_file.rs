@@ -2,19 +2,17 @@
 //! already write it: `boot-source`, `machine-config`, `drives`,
 //! `network-interfaces`, `entropy`, `logger`, `metrics`.
 //!
-//! Fields Firecracker defines but podvm does not implement yet (rate
-//! limiters, vhost-user sockets, CPU templates, dirty-page tracking,
-//! `vsock`, `balloon`, …) are refused with an error naming the field,
-//! rather than silently ignored. Unknown fields are refused too.
-
-use std::path::PathBuf;
+//! The sections the control API also takes are parsed with the API's own
+//! request types ([`crate::firecracker`]), so that a field is accepted or
+//! refused, with the same message, whichever way it comes. Sections podvm
+//! does not implement yet (`vsock`, `balloon`, `mmds-config`,
+//! `cpu-config`) are refused by name; unknown fields are refused too.
 
 use serde::Deserialize;
 
 use crate::action::{LoggerConfig, MetricsConfig};
-use crate::{
-    BootSourceConfig, DriveConfig, MacAddr, MachineConfig, NetConfig, SerialConfig, VmSpec,
-};
+use crate::firecracker::{FcDrive, FcEntropy, FcMachineConfig, FcNetworkInterface, Unsupported};
+use crate::{BootSourceConfig, MachineConfig, SerialConfig, VmSpec};
 
 /// What a configuration file asks for: the VM, and where the VMM's own log
 /// and metrics go (as `PUT /logger` and `PUT /metrics` would set them).
@@ -34,9 +32,9 @@ pub enum ConfigFileError {
     /// Not valid JSON, or not the expected shape.
     #[error("{0}")]
     Parse(#[from] serde_json::Error),
-    /// A field podvm does not support (yet).
-    #[error("{0} is not supported by podvm")]
-    Unsupported(String),
+    /// A field podvm does not support (yet), as the API refuses it too.
+    #[error("{0}")]
+    Unsupported(#[from] Unsupported),
 }
 
 /// The whole file.
@@ -67,64 +65,8 @@ struct ConfigFile {
     cpu_config: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FcMachineConfig {
-    vcpu_count: u8,
-    mem_size_mib: usize,
-    #[serde(default)]
-    smt: bool,
-    #[serde(default)]
-    track_dirty_pages: bool,
-    #[serde(default)]
-    cpu_template: Option<String>,
-    #[serde(default)]
-    huge_pages: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FcDrive {
-    drive_id: String,
-    is_root_device: bool,
-    #[serde(default)]
-    path_on_host: Option<PathBuf>,
-    #[serde(default)]
-    is_read_only: Option<bool>,
-    #[serde(default)]
-    partuuid: Option<String>,
-    #[serde(default)]
-    cache_type: Option<String>,
-    #[serde(default)]
-    io_engine: Option<String>,
-    #[serde(default)]
-    rate_limiter: Option<serde_json::Value>,
-    #[serde(default)]
-    socket: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FcNetworkInterface {
-    iface_id: String,
-    host_dev_name: String,
-    #[serde(default)]
-    guest_mac: Option<MacAddr>,
-    #[serde(default)]
-    rx_rate_limiter: Option<serde_json::Value>,
-    #[serde(default)]
-    tx_rate_limiter: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FcEntropy {
-    #[serde(default)]
-    rate_limiter: Option<serde_json::Value>,
-}
-
 fn unsupported(what: impl Into<String>) -> ConfigFileError {
-    ConfigFileError::Unsupported(what.into())
+    ConfigFileError::Unsupported(Unsupported(what.into()))
 }
 
 /// The VM spec a Firecracker configuration file describes; the console
@@ -160,95 +102,29 @@ fn spec_of(file: ConfigFile) -> Result<VmSpec, ConfigFileError> {
 
     let machine = match file.machine_config {
         None => MachineConfig::default(),
-        Some(m) => {
-            if m.track_dirty_pages {
-                return Err(unsupported("machine-config.track_dirty_pages: true (yet)"));
-            }
-            if let Some(t) = m.cpu_template.filter(|t| t != "None") {
-                return Err(unsupported(format!("machine-config.cpu_template {t:?}")));
-            }
-            if let Some(h) = m.huge_pages.filter(|h| h != "None") {
-                return Err(unsupported(format!(
-                    "machine-config.huge_pages {h:?} (yet)"
-                )));
-            }
-            MachineConfig {
-                vcpu_count: m.vcpu_count,
-                mem_size_mib: m.mem_size_mib,
-                smt: m.smt,
-            }
-        }
+        Some(m) => m.into_config()?,
     };
-
-    let mut boot_source = file.boot_source;
-    let mut drives = Vec::with_capacity(file.drives.len());
-    for d in file.drives {
-        let id = &d.drive_id;
-        if d.socket.is_some() {
-            return Err(unsupported(format!("drive {id:?}: socket (vhost-user)")));
-        }
-        if d.rate_limiter.is_some() {
-            return Err(unsupported(format!("drive {id:?}: rate_limiter (yet)")));
-        }
-        // podvm always honours the guest's flushes and does synchronous
-        // I/O: both cache types and the Sync engine are served that way.
-        if let Some(c) = d
-            .cache_type
-            .as_deref()
-            .filter(|c| !["Unsafe", "Writeback"].contains(c))
-        {
-            return Err(unsupported(format!("drive {id:?}: cache_type {c:?}")));
-        }
-        if let Some(e) = d.io_engine.as_deref().filter(|e| *e != "Sync") {
-            return Err(unsupported(format!("drive {id:?}: io_engine {e:?} (yet)")));
-        }
-        let Some(path_on_host) = d.path_on_host else {
-            return Err(unsupported(format!("drive {id:?} without path_on_host")));
-        };
-        if let (true, Some(uuid)) = (d.is_root_device, d.partuuid.as_deref()) {
-            // Firecracker boots from the partition, not the whole disk.
-            let args = boot_source.cmdline().to_string();
-            let ro = if d.is_read_only.unwrap_or(false) {
-                "ro"
-            } else {
-                "rw"
-            };
-            boot_source.boot_args = Some(format!("{args} root=PARTUUID={uuid} {ro}"));
-        }
-        drives.push(DriveConfig {
-            drive_id: d.drive_id,
-            path_on_host,
-            is_root_device: d.is_root_device,
-            is_read_only: d.is_read_only.unwrap_or(false),
-        });
-    }
-
-    let mut net = Vec::with_capacity(file.network_interfaces.len());
-    for n in file.network_interfaces {
-        if n.rx_rate_limiter.is_some() || n.tx_rate_limiter.is_some() {
-            return Err(unsupported(format!(
-                "network interface {:?}: rate limiters (yet)",
-                n.iface_id
-            )));
-        }
-        net.push(NetConfig {
-            iface_id: n.iface_id,
-            host_dev_name: n.host_dev_name,
-            guest_mac: n.guest_mac,
-        });
-    }
-
+    let drives = file
+        .drives
+        .into_iter()
+        .map(FcDrive::into_config)
+        .collect::<Result<_, _>>()?;
+    let net = file
+        .network_interfaces
+        .into_iter()
+        .map(FcNetworkInterface::into_config)
+        .collect::<Result<_, _>>()?;
     let entropy = match file.entropy {
         None => false,
-        Some(FcEntropy {
-            rate_limiter: Some(_),
-        }) => return Err(unsupported("entropy.rate_limiter (yet)")),
-        Some(_) => true,
+        Some(e) => {
+            e.check()?;
+            true
+        }
     };
 
     Ok(VmSpec {
         machine,
-        boot_source,
+        boot_source: file.boot_source,
         serial: SerialConfig::Stdout,
         drives,
         net,
@@ -259,6 +135,7 @@ fn spec_of(file: ConfigFile) -> Result<VmSpec, ConfigFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// What firecracker-go-sdk and the Firecracker docs write.
     const FULL: &str = r#"{
@@ -316,17 +193,16 @@ mod tests {
     }
 
     #[test]
-    fn partuuid_roots_boot_from_the_partition() {
+    fn a_partuuid_is_kept_with_its_drive() {
         let spec = parse_config_file(
             r#"{"boot-source": {"kernel_image_path": "/k", "boot_args": "console=ttyS0"},
                 "drives": [{"drive_id": "r", "path_on_host": "/r", "is_root_device": true,
                             "is_read_only": true, "partuuid": "0eaa91a0-01"}]}"#,
         )
         .unwrap();
-        assert_eq!(
-            spec.boot_source.cmdline(),
-            "console=ttyS0 root=PARTUUID=0eaa91a0-01 ro"
-        );
+        // The builder turns it into `root=PARTUUID=…` (kernel_cmdline).
+        assert_eq!(spec.drives[0].partuuid.as_deref(), Some("0eaa91a0-01"));
+        assert_eq!(spec.boot_source.cmdline(), "console=ttyS0");
     }
 
     #[test]
@@ -383,7 +259,7 @@ mod tests {
                 r#"{"boot-source": {"kernel_image_path": "/k"},
                    "network-interfaces": [{"iface_id": "e", "host_dev_name": "t",
                                            "tx_rate_limiter": {}}]}"#,
-                "network interface \"e\": rate limiters (yet) is not supported",
+                "network interface \"e\": tx_rate_limiter (yet) is not supported",
             ),
         ];
         for (json, want) in cases {

@@ -9,6 +9,7 @@ pub mod action;
 mod boot_source;
 mod config_file;
 mod drive;
+pub mod firecracker;
 mod machine;
 mod net;
 mod serial;
@@ -21,7 +22,7 @@ pub use boot_source::{
 pub use config_file::{
     parse_config_file, parse_config_file_contents, ConfigFileContents, ConfigFileError,
 };
-pub use drive::{DriveConfig, DRIVE_ID_MAX_LEN};
+pub use drive::{CacheType, DriveConfig, DRIVE_ID_MAX_LEN};
 pub use machine::{MachineConfig, MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB};
 pub use net::{MacAddr, MacAddrParseError, NetConfig, TAP_NAME_MAX_LEN};
 pub use serial::{SerialConfig, SerialConfigParseError};

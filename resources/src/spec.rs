@@ -241,6 +241,7 @@ mod tests {
             path_on_host: "/img".into(),
             is_root_device: root,
             is_read_only: false,
+            ..Default::default()
         }
     }
 

@@ -224,6 +224,13 @@ impl Controller {
                 }
                 Ok(VmmData::Empty)
             }
+            VmmAction::PatchNetworkInterface(id) => {
+                if self.config.net.iter().any(|n| n.iface_id == id) {
+                    Ok(VmmData::Empty)
+                } else {
+                    fail(format!("network interface {id:?}: no such interface"))
+                }
+            }
             VmmAction::PutEntropy => {
                 self.before_boot("entropy")?;
                 self.config.entropy = true;
@@ -528,6 +535,7 @@ mod tests {
             path_on_host: PathBuf::from(path),
             is_root_device: true,
             is_read_only: false,
+            ..Default::default()
         };
         c.handle(VmmAction::PutDrive(drive("/a")), &mut ev).unwrap();
         c.handle(VmmAction::PutDrive(drive("/b")), &mut ev).unwrap();
@@ -582,6 +590,27 @@ mod tests {
         assert!(
             err.0.contains("/nonexistent/vmlinux: No such file"),
             "{err}"
+        );
+        // A PATCH of an interface that does not exist names it; one that
+        // does is answered (it changes nothing podvm has).
+        assert_eq!(
+            c.handle(VmmAction::PatchNetworkInterface("eth9".into()), &mut ev),
+            Err(ActionError(
+                "network interface \"eth9\": no such interface".into()
+            ))
+        );
+        c.handle(
+            VmmAction::PutNetworkInterface(resources::NetConfig {
+                iface_id: "eth9".into(),
+                host_dev_name: "tap9".into(),
+                guest_mac: None,
+            }),
+            &mut ev,
+        )
+        .unwrap();
+        assert_eq!(
+            c.handle(VmmAction::PatchNetworkInterface("eth9".into()), &mut ev),
+            Ok(VmmData::Empty)
         );
         // Shutdown before boot ends the instance cleanly.
         assert_eq!(c.handle(VmmAction::Shutdown, &mut ev), Ok(VmmData::Empty));

@@ -200,7 +200,8 @@ pub fn open_boot_files(spec: &VmSpec) -> Result<BootFiles, LoaderError> {
 }
 
 /// The command line the guest gets: the user's kernel parameters, then
-/// `root=/dev/vda` (and `ro` or `rw`, unless the user gave one) for a root
+/// `root=/dev/vda` (`root=PARTUUID=<uuid>` for a drive with a `partuuid`;
+/// and `ro` or `rw`, unless the user gave one) for a root
 /// drive unless the user chose a root, then one entry per virtio device,
 /// then whatever the user passes to init after ` -- `.
 pub fn kernel_cmdline(spec: &VmSpec) -> Result<String, BuildError> {
@@ -210,7 +211,12 @@ pub fn kernel_cmdline(spec: &VmSpec) -> Result<String, BuildError> {
     let mut extra: Vec<String> = Vec::new();
     if let Some(root) = ordered_drives(spec).first().filter(|d| d.is_root_device) {
         if !has(&|w| w.starts_with("root=")) {
-            extra.push("root=/dev/vda".into());
+            // Firecracker's `partuuid`: boot from that partition of the
+            // root disk rather than the whole disk.
+            extra.push(match &root.partuuid {
+                Some(uuid) => format!("root=PARTUUID={uuid}"),
+                None => "root=/dev/vda".into(),
+            });
             if !has(&|w| w == "ro" || w == "rw") {
                 extra.push(if root.is_read_only { "ro" } else { "rw" }.into());
             }
@@ -446,5 +452,47 @@ impl StepTimer {
         let now = Instant::now();
         log::debug!("build: {step}: {} us", (now - self.last).as_micros());
         self.last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use resources::{DriveConfig, MachineConfig};
+
+    fn spec(cmdline: &str, drives: Vec<DriveConfig>) -> VmSpec {
+        VmSpec {
+            machine: MachineConfig::default(),
+            boot_source: resources::BootSourceConfig {
+                kernel_image_path: "/k".into(),
+                boot_args: Some(cmdline.into()),
+                initrd_path: None,
+            },
+            serial: SerialConfig::Off,
+            drives,
+            net: Vec::new(),
+            entropy: false,
+        }
+    }
+
+    #[test]
+    fn a_root_partuuid_names_the_partition_before_the_init_arguments() {
+        let root = DriveConfig {
+            drive_id: "root".into(),
+            path_on_host: "/r".into(),
+            is_root_device: true,
+            is_read_only: true,
+            partuuid: Some("0eaa91a0-01".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            kernel_cmdline(&spec("console=ttyS0 -- single", vec![root.clone()])).unwrap(),
+            "console=ttyS0 root=PARTUUID=0eaa91a0-01 ro virtio_mmio.device=4K@0xd0000000:5 -- single"
+        );
+        // A root= of the user's own wins.
+        assert_eq!(
+            kernel_cmdline(&spec("root=/dev/vdb1", vec![root])).unwrap(),
+            "root=/dev/vdb1 virtio_mmio.device=4K@0xd0000000:5"
+        );
     }
 }

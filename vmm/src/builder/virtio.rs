@@ -283,6 +283,7 @@ impl VirtioDevices {
             path_on_host: path.to_path_buf(),
             is_root_device: false,
             is_read_only: b.read_only(),
+            ..Default::default()
         };
         let file = open_disk(&config)?;
         let capacity = b
