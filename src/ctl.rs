@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use api::client::{Client, Method};
 use clap::{Args, Subcommand};
 
-use crate::EXIT_FAILURE;
+use crate::exit::EXIT_FAILURE;
 
 /// Flags of `podvm ctl`.
 #[derive(Debug, Args)]

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use kvm_ioctls::{Cap, Kvm};
 use vmm::probe::probe_guest_speed;
 
-use crate::EXIT_FAILURE;
+use crate::exit::EXIT_FAILURE;
 
 /// The KVM API version every modern kernel reports.
 const KVM_API_VERSION: i32 = 12;

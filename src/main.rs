@@ -1,9 +1,13 @@
-//! The `podvm` command: run a pod-VM in the foreground (from flags or a
-//! Firecracker config file), check the host.
+//! The `podvm` command: run a pod-VM in the foreground (from flags), serve
+//! one's control API (from the API, a Firecracker config file, or both),
+//! talk to a running one, check the host.
 
 mod cli;
 mod ctl;
 mod doctor;
+mod exit;
+mod launch;
+mod run;
 mod serve;
 mod terminal;
 
@@ -14,17 +18,19 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 
-/// Exit code for a usage or configuration error.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code for a runtime failure.
-pub const EXIT_FAILURE: u8 = 1;
-
 fn main() -> ExitCode {
     let start_time = Instant::now();
     let cli = Cli::parse();
     vmm::logger::init(cli.log_level.into());
+    // A panic (the release build aborts on one) must not leave the
+    // terminal in raw mode.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        terminal::restore();
+        default_hook(info);
+    }));
     match cli.command {
-        Command::Run(args) => cli::run(args, start_time),
+        Command::Run(args) => run::run(args, start_time),
         Command::Serve(args) => serve::serve(args, start_time),
         Command::Ctl(args) => ctl::run(args),
         Command::Doctor => doctor::run(),

@@ -3,8 +3,11 @@
 //!
 //! Each connection is a task on that runtime; each request is read (up to
 //! [`MAX_BODY_SIZE`]), translated by [`route`], and handed to the VMM with
-//! [`ActionSender::send`] on tokio's blocking pool, so a request waiting for
-//! the VMM (a pause, a boot) never stalls the other connections.
+//! [`ActionSender::submit`]: the task then awaits the VMM's answer on a
+//! oneshot channel, so a request waiting for the VMM (a pause, a boot)
+//! never stalls the other connections, and no other thread is involved.
+//! Only a sender that cannot submit (its `submit` hands the action back)
+//! is called through [`ActionSender::send`] on tokio's blocking pool.
 
 use std::convert::Infallible;
 use std::io;

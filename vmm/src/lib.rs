@@ -2,8 +2,9 @@
 //! memory, the x86_64 boot path and the devices, driven by one event loop
 //! on the VMM thread.
 //!
-//! Build a VM with [`Vmm::build`], then [`Vmm::run`] it until the guest
-//! resets, powers off or fails.
+//! Build a VM with [`Vmm::build`], then run it in the one event loop,
+//! [`controller::serve_actions`], until the guest resets, powers off or
+//! fails, podvm is stopped, or an API client shuts it down.
 
 pub mod arch;
 pub mod builder;
@@ -90,12 +91,5 @@ impl Vmm {
     /// The number of vCPUs.
     pub fn vcpu_count(&self) -> usize {
         self.vcpus.len()
-    }
-
-    /// Runs the guest until it resets, powers off or fails, or podvm is
-    /// stopped. Bytes read from `serial_input` (when given) are typed into
-    /// the serial console.
-    pub fn run(self, serial_input: Option<ConsoleInput>) -> Result<VmExit, RunError> {
-        runtime::run(self, serial_input)
     }
 }

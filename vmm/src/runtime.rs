@@ -1,5 +1,8 @@
-//! Running a built VM: start the vCPUs, then serve the event loop until the
-//! guest ends, then stop the vCPUs and flush the console.
+//! Running a built VM: the event loop and how a VM ends ([`EventLoop`],
+//! [`VmExit`]), and the running VM itself ([`RunningVm`]: start the vCPUs
+//! and device handlers, pause, resume, stop — vCPUs first, then the disks
+//! and the console are flushed). The loop that drives it is
+//! [`crate::controller::serve_actions`].
 
 use std::fmt;
 use std::fs::File;
@@ -486,21 +489,6 @@ impl RunningVm {
         flushed?;
         Ok(())
     }
-}
-
-pub(crate) fn run(vmm: Vmm, serial_input: Option<ConsoleInput>) -> Result<VmExit, RunError> {
-    let mut event_loop = EventLoop::new()?;
-    let running = RunningVm::start(vmm, serial_input, &mut event_loop)?;
-    let result = loop {
-        if let Some(exit) = event_loop.outcome() {
-            break Ok(exit);
-        }
-        if let Err(e) = event_loop.run_once() {
-            break Err(e);
-        }
-    };
-    running.stop()?;
-    result
 }
 
 fn stop_vcpus(handles: Vec<VcpuHandle>) {

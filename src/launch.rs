@@ -1,0 +1,223 @@
+//! The one path from a configuration to a running pod-VM, shared by
+//! `podvm run` (flags) and `podvm serve` (the API, a config file, or
+//! both): one event loop, one way to build the VM, one console set-up, one
+//! way to report how it ended.
+//!
+//! The API thread (`api` crate) parses requests and hands each one, as a
+//! typed action with its own reply channel, to the VMM thread (this one),
+//! which answers between device events (`vmm::controller`). Without an API
+//! socket (`run` without `--api-sock`, `serve --no-api`) nobody sends
+//! actions, and the same loop only runs the VM.
+
+use std::io;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use resources::action::{
+    ActionError, ActionRequest, ActionResult, MetricsConfig, Reply, VmmAction,
+};
+use resources::{SerialConfig, VmSpec};
+use vmm::controller::{serve_actions, ActionQueue, Controller, PendingConfig};
+use vmm::{BuildContext, ConsoleInput, EventLoop, Vmm};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::exit::{self, SpecSource};
+use crate::terminal;
+
+/// What to launch.
+pub struct Launch<'a> {
+    /// Serve the control API on this socket (none: no API).
+    pub api_sock: Option<&'a Path>,
+    /// The instance id `GET /` reports.
+    pub id: String,
+    /// A VM to build and start at once (flags or a config file); without
+    /// one, the API configures and starts it.
+    pub spec: Option<VmSpec>,
+    /// Where `spec` came from, for naming what is at fault.
+    pub source: SpecSource,
+    /// Where metrics go from the start (a config file's `metrics`).
+    pub metrics: Option<MetricsConfig>,
+    /// When the process started (the boot timer's reference).
+    pub start_time: Instant,
+}
+
+/// Builds the VM `spec` describes; a failure is reported (naming the flag
+/// or field at fault) and becomes the exit code.
+pub fn build_vm(spec: &VmSpec, source: SpecSource, start_time: Instant) -> Result<Vmm, ExitCode> {
+    Vmm::build(spec, &BuildContext { start_time }).map_err(|e| exit::build_failed(&e, source))
+}
+
+/// The console's input: standard input, when the console is on standard
+/// output (`serial` is `None` for a VM the API will configure, whose
+/// console is always there). A standard input that cannot be used is
+/// logged, and the console has no input.
+pub fn console_input(serial: Option<&SerialConfig>) -> Option<ConsoleInput> {
+    if serial.is_some_and(|s| *s != SerialConfig::Stdout) {
+        return None;
+    }
+    match ConsoleInput::stdin() {
+        Ok(input) => Some(input),
+        Err(e) => {
+            log::warn!("no console input: cannot open standard input: {e}");
+            None
+        }
+    }
+}
+
+/// Runs a pod-VM as `launch` says, until it ends; the process's exit code.
+pub fn launch(launch: Launch<'_>) -> ExitCode {
+    let Launch {
+        api_sock,
+        id,
+        spec,
+        source,
+        metrics,
+        start_time,
+    } = launch;
+    // The event loop first: it blocks the stop signals for every thread
+    // created after it (the API thread, the vCPUs).
+    let event_loop = match EventLoop::new() {
+        Ok(l) => l,
+        Err(e) => return exit::failed(e),
+    };
+    // A VM from flags or a config file is built before the API answers
+    // anything, so its configuration errors end podvm the same way.
+    let prebuilt = match &spec {
+        Some(spec) => match build_vm(spec, source, start_time) {
+            Ok(vmm) => Some(vmm),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let (requests_tx, requests_rx) = channel();
+    let kick = match EventFd::new(EFD_NONBLOCK).and_then(|k| Ok((k.try_clone()?, k))) {
+        Ok(pair) => pair,
+        Err(e) => return exit::failed(format_args!("cannot create the API's eventfd: {e}")),
+    };
+    let server = match api_sock {
+        Some(sock) => match ApiSocket::start(sock, requests_tx, kick.0) {
+            Ok(server) => Some(server),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+
+    let input = console_input(spec.as_ref().map(|s| &s.serial));
+    if input.as_ref().is_some_and(|i| i.tty) {
+        terminal::enter_raw_mode();
+    }
+    let config = spec.map(PendingConfig::from_spec).unwrap_or_default();
+    let mut controller = Controller::new(id, config, start_time, input);
+    if let Some(metrics) = &metrics {
+        if let Err(e) = controller.set_metrics(metrics) {
+            terminal::restore();
+            return exit::usage(format_args!("--config-file: {e}"));
+        }
+    }
+    let queue = ActionQueue {
+        requests: requests_rx,
+        kick: kick.1,
+    };
+    let result = serve_actions(controller, queue, event_loop, prebuilt);
+    terminal::restore();
+    // Let the API thread finish the replies it is writing (Shutdown's 204).
+    if let Some(server) = server {
+        server.stop();
+    }
+    exit::report_exit(result)
+}
+
+/// The API server on its socket; the socket file goes when it stops.
+struct ApiSocket {
+    server: api::ApiServer,
+    _file: SocketFile,
+}
+
+impl ApiSocket {
+    /// Binds `sock` and starts the API thread, which sends requests on
+    /// `requests` and kicks the event loop with `kick`.
+    fn start(
+        sock: &Path,
+        requests: Sender<ActionRequest>,
+        kick: EventFd,
+    ) -> Result<ApiSocket, ExitCode> {
+        let listener = bind_socket(sock)
+            .map_err(|e| exit::usage(format_args!("--api-sock {}: {e}", sock.display())))?;
+        let file = SocketFile(sock.to_path_buf());
+        let sender = Arc::new(ChannelSender {
+            requests: Mutex::new(requests),
+            kick,
+        });
+        let server = api::start_server(listener, sender)
+            .map_err(|e| exit::failed(format_args!("cannot start the API server: {e}")))?;
+        Ok(ApiSocket {
+            server,
+            _file: file,
+        })
+    }
+
+    /// Stops the API thread once the replies it is writing are out.
+    fn stop(self) {
+        self.server.shutdown();
+    }
+}
+
+/// Binds the API socket, replacing a stale socket file but never one a
+/// live process is serving on.
+fn bind_socket(path: &Path) -> io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process is serving on it",
+                ));
+            }
+            std::fs::remove_file(path)?;
+            UnixListener::bind(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the socket file when dropped.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The API thread's way to the VMM thread: a channel plus an `EventFd`
+/// that wakes the event loop.
+struct ChannelSender {
+    requests: Mutex<Sender<ActionRequest>>,
+    kick: EventFd,
+}
+
+impl api::ActionSender for ChannelSender {
+    fn send(&self, action: VmmAction) -> ActionResult {
+        let (reply, answer) = Reply::channel();
+        let gone = || ActionError("the VMM is stopping".into());
+        self.submit(action, reply).map_err(|_| gone())?;
+        answer.recv().unwrap_or_else(|_| Err(gone()))
+    }
+
+    fn submit(&self, action: VmmAction, reply: Reply) -> Result<(), (VmmAction, Reply)> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(ActionRequest { action, reply })
+            .map_err(|e| (e.0.action, e.0.reply))?;
+        // A failed kick leaves the request queued for a VMM thread that
+        // is stopping: it drops the reply, which answers "stopping".
+        let _ = self.kick.write(1);
+        Ok(())
+    }
+}
