@@ -433,18 +433,8 @@ fn a_running_drive_gets_a_new_backing_file() {
     assert!(config.contains(&b.display().to_string()), "{config}");
 
     // The drive's counters survived the swap.
-    assert_eq!(
-        http(
-            &sock,
-            "PUT",
-            "/actions",
-            r#"{"action_type": "FlushMetrics"}"#
-        )
-        .0,
-        204
-    );
-    let text = std::fs::read_to_string(&metrics).unwrap();
-    let m: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    action(&sock, "FlushMetrics");
+    let m = last_metrics(&metrics);
     assert_eq!(m["block"]["data"]["reads"], 1, "{m}");
     assert_eq!(m["block"]["data"]["read_bytes"], 512, "{m}");
 
@@ -506,25 +496,11 @@ fn metrics_are_flushed_as_json_lines() {
     );
     let mut seen = String::new();
     wait_output(&out, &mut seen, "blk-done\n");
-    assert_eq!(
-        http(
-            &sock,
-            "PUT",
-            "/actions",
-            r#"{"action_type": "FlushMetrics"}"#
-        )
-        .0,
-        204
-    );
-    assert_eq!(
-        http(&sock, "PUT", "/actions", r#"{"action_type": "Shutdown"}"#).0,
-        204
-    );
+    action(&sock, "FlushMetrics");
+    action(&sock, "Shutdown");
     assert_eq!(wait_exit(&mut vm.0), 0);
 
-    let text = std::fs::read_to_string(&metrics).unwrap();
-    let line = text.lines().last().expect("one flush");
-    let m: serde_json::Value = serde_json::from_str(line).unwrap();
+    let m = last_metrics(&metrics);
     assert_eq!(m["api"]["instance_start"], 1, "{m}");
     assert_eq!(m["api"]["flush_metrics"], 2, "{m}");
     assert!(m["vcpu_exits"]["io_out"].as_u64().unwrap() > 0, "{m}");

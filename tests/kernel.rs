@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::mpsc;
 
-use common::{kvm_available, podvm, stream_stdout, wait_output, KillOnDrop};
+use common::{kvm_available, podvm, spawn_podvm, stream_stdout, wait_output};
 
 const MIB: u64 = 1 << 20;
 
@@ -63,18 +63,9 @@ const EARLY: &str = "console=ttyS0 earlyprintk=serial reboot=k panic=1 i8042.noa
 /// Boots `kernel` with `args` and collects its console until `until`
 /// appears, then stops the VM. Returns the console lines.
 fn early_boot(kernel: &PathBuf, args: &[&str], until: &str) -> Vec<String> {
-    let mut child = KillOnDrop(
-        podvm()
-            .arg("run")
-            .arg("--kernel")
-            .arg(kernel)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn podvm"),
-    );
+    let mut all: Vec<&std::ffi::OsStr> = vec!["run".as_ref(), "--kernel".as_ref(), kernel.as_ref()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    let mut child = spawn_podvm(&all);
     let rx: mpsc::Receiver<String> = stream_stdout(&mut child.0);
     let mut seen = String::new();
     wait_output(&rx, &mut seen, until);

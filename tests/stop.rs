@@ -7,7 +7,6 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 
 use common::*;
 
@@ -58,18 +57,15 @@ fn sigterm_makes_the_guests_writes_durable() {
     }
     let dir = tempfile::tempdir().unwrap();
     let img = clean_image(dir.path());
-    let mut vm = KillOnDrop(
-        podvm()
-            .args(["run", "--kernel", guest("virtio_blk").to_str().unwrap()])
-            .arg("--disk")
-            .arg(format!("path={}", img.display()))
-            .args(["--cmdline", &format!("console=ttyS0 {WRITE} blk.hold=1")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut vm = spawn_podvm(&[
+        "run".to_string(),
+        "--kernel".into(),
+        guest("virtio_blk").display().to_string(),
+        "--disk".into(),
+        format!("path={}", img.display()),
+        "--cmdline".into(),
+        format!("console=ttyS0 {WRITE} blk.hold=1"),
+    ]);
     let out = stream_stdout(&mut vm.0);
     let mut seen = String::new();
     wait_output(&out, &mut seen, "blk-done\n");
@@ -103,25 +99,19 @@ fn api_shutdown_makes_the_guests_writes_durable() {
         .to_string(),
     )
     .unwrap();
-    let mut vm = KillOnDrop(
-        podvm()
-            .args(["serve", "--api-sock"])
-            .arg(&sock)
-            .arg("--config-file")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut vm = spawn_podvm(&[
+        "serve".as_ref(),
+        "--api-sock".as_ref(),
+        sock.as_os_str(),
+        "--config-file".as_ref(),
+        config.as_os_str(),
+    ]);
     let out = stream_stdout(&mut vm.0);
     let mut seen = String::new();
     wait_output(&out, &mut seen, "blk-done\n");
     assert_dirty_now(&img);
     wait_for_path(&sock);
-    let (code, body) = http(&sock, "PUT", "/actions", r#"{"action_type": "Shutdown"}"#);
-    assert_eq!(code, 204, "{body}");
+    action(&sock, "Shutdown");
     // The 204 comes once the disks are flushed: durable before the exit.
     assert_written_and_durable(&img);
     assert_eq!(wait_exit(&mut vm.0), 0);

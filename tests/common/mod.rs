@@ -136,6 +136,34 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Starts `podvm <args…>` with no input and both outputs piped, killed
+/// when the test ends.
+pub fn spawn_podvm<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> KillOnDrop {
+    KillOnDrop(
+        podvm()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn podvm"),
+    )
+}
+
+/// `PUT /actions {"action_type": <action>}` must answer 204.
+pub fn action(sock: &std::path::Path, action: &str) {
+    let body = format!(r#"{{"action_type": "{action}"}}"#);
+    let (code, reply) = http(sock, "PUT", "/actions", &body);
+    assert_eq!(code, 204, "{action}: {reply}");
+}
+
+/// The last line of a metrics file, as JSON.
+pub fn last_metrics(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let line = text.lines().last().expect("a metrics line");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
 /// One HTTP/1.1 request over the API socket (a fresh connection, closed
 /// after the reply); returns the status code and the body.
 pub fn http(sock: &std::path::Path, method: &str, path: &str, body: &str) -> (u16, String) {
