@@ -107,7 +107,11 @@ fn api(c: &mut Criterion) {
 
 fn vm(c: &mut Criterion) {
     if !kvm_usable() {
-        eprintln!("SKIPPED VM benchmarks of the API: /dev/kvm is not available");
+        testkit::skip(
+            testkit::Need::Kvm,
+            "VM benchmarks of the API",
+            "/dev/kvm is not available",
+        );
         return;
     }
     let sock = sock_path();

@@ -30,7 +30,11 @@ fn kvm_usable() -> bool {
         .open("/dev/kvm")
         .is_ok();
     if !ok {
-        eprintln!("SKIPPED boot benchmarks: /dev/kvm is not available");
+        testkit::skip(
+            testkit::Need::Kvm,
+            "boot benchmarks",
+            "/dev/kvm is not available",
+        );
     }
     ok
 }
@@ -248,9 +252,10 @@ fn kernel_boot(c: &mut Criterion) {
         .output()
         .expect("podvm doctor");
     if !String::from_utf8_lossy(&doctor.stdout).contains("guest execution: hardware-accelerated") {
-        eprintln!(
-            "SKIPPED kernel_boot: podvm doctor reports that KVM emulates guests here; \
-             Linux cannot reach user space"
+        testkit::skip(
+            testkit::Need::HardwareVirt,
+            "kernel_boot",
+            "podvm doctor reports that KVM emulates guests here; Linux cannot reach user space",
         );
         return;
     }

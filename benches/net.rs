@@ -267,9 +267,7 @@ fn setns(ns: &File) -> io::Result<()> {
 /// A tap in a fresh namespace, up, with no address: frames written to it
 /// enter that namespace's stack, which has nowhere to send them.
 fn isolated_tap() -> Option<(Netns, Tap)> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/dev/net/tun").exists() {
-        eprintln!("SKIPPED tap benchmarks: they need root and /dev/net/tun");
+    if !testkit::need_net("tap benchmarks") {
         return None;
     }
     let Some(ns) = Netns::create() else {

@@ -90,39 +90,54 @@ impl ApiError {
 mod tests {
     use super::*;
 
+    /// The status of each kind of error (their messages are checked where
+    /// real requests produce them: `routes` and `tests/server.rs`).
     #[test]
     fn statuses_follow_firecracker() {
-        let nf = ApiError::NotFound { path: "/x".into() };
-        assert_eq!(nf.status(), StatusCode::NOT_FOUND);
-        assert_eq!(nf.to_string(), "no such path: /x");
-        let mna = ApiError::MethodNotAllowed {
-            method: "DELETE".into(),
-            path: "/vm".into(),
-            allowed: &["PATCH"],
-        };
-        assert_eq!(mna.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(
-            mna.to_string(),
-            "method DELETE is not allowed on /vm (allowed: PATCH)"
-        );
-        let big = ApiError::PayloadTooLarge { limit: 51200 };
-        assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let act = ApiError::from(ActionError("the VM is not running".into()));
-        assert_eq!(act.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(act.to_string(), "the VM is not running");
-        assert_eq!(
-            ApiError::NotSupported("vsock is not supported yet").to_string(),
-            "vsock is not supported yet"
-        );
-        let mismatch = ApiError::IdMismatch {
-            field: "drive_id",
-            path_id: "rootfs".into(),
-            body_id: "data".into(),
-        };
-        assert_eq!(mismatch.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(
-            mismatch.to_string(),
-            r#"drive_id "data" in the body does not match "rootfs" in the path"#
-        );
+        let cases = [
+            (
+                ApiError::NotFound { path: "/x".into() },
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                ApiError::MethodNotAllowed {
+                    method: "DELETE".into(),
+                    path: "/vm".into(),
+                    allowed: &["PATCH"],
+                },
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                ApiError::PayloadTooLarge { limit: 51200 },
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                ApiError::from(ActionError("the VM is not running".into())),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ApiError::NotSupported("vsock is not supported yet"),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ApiError::Unsupported(resources::firecracker::Unsupported("x".into())),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ApiError::IdMismatch {
+                    field: "drive_id",
+                    path_id: "rootfs".into(),
+                    body_id: "data".into(),
+                },
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ApiError::Internal("panicked".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status(), status, "{e:?}");
+        }
     }
 }
