@@ -29,6 +29,7 @@ pub enum Command {
     /// The VM ends when the guest resets or powers off (exit code 0), when it
     /// triple-faults (3), or when KVM cannot run one of its instructions (4).
     /// A bad flag or configuration exits with 2 before any VM is created;
+    /// a system call outside a thread's seccomp filter ends podvm with 148;
     /// other failures exit with 1. Type Ctrl-A then x to end the VM from the
     /// console.
     Run(crate::run::RunArgs),

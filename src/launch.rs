@@ -17,16 +17,45 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use clap::Args;
 use resources::action::{
     ActionError, ActionRequest, ActionResult, MetricsConfig, Reply, VmmAction,
 };
 use resources::{SerialConfig, VmSpec};
 use vmm::controller::{serve_actions, ActionQueue, Controller, PendingConfig};
+use vmm::seccomp::{self, SeccompError, SeccompFilters, ThreadKind};
 use vmm::{BuildContext, ConsoleInput, EventLoop, Vmm};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::exit::{self, SpecSource};
 use crate::terminal;
+
+/// The seccomp flags of `run` and `serve` (Firecracker's).
+#[derive(Debug, Args)]
+pub struct SeccompArgs {
+    /// Run without seccomp filters: every thread may make any system call.
+    #[arg(long, conflicts_with = "seccomp_filter")]
+    pub no_seccomp: bool,
+
+    /// Use the seccomp filters of this file instead of podvm's own: a
+    /// seccompiler JSON file (the format of Firecracker's
+    /// resources/seccomp/*.json) with a "vmm", an "api" and a "vcpu" filter.
+    #[arg(long, value_name = "FILE")]
+    pub seccomp_filter: Option<PathBuf>,
+}
+
+impl SeccompArgs {
+    /// The filters these flags ask for (none with `--no-seccomp`).
+    pub fn filters(&self) -> Result<Option<SeccompFilters>, SeccompError> {
+        if self.no_seccomp {
+            return Ok(None);
+        }
+        match &self.seccomp_filter {
+            Some(path) => SeccompFilters::from_json_file(path).map(Some),
+            None => SeccompFilters::builtin().map(Some),
+        }
+    }
+}
 
 /// What to launch.
 pub struct Launch<'a> {
@@ -43,6 +72,8 @@ pub struct Launch<'a> {
     pub metrics: Option<MetricsConfig>,
     /// When the process started (the boot timer's reference).
     pub start_time: Instant,
+    /// The seccomp flags.
+    pub seccomp: &'a SeccompArgs,
 }
 
 /// Builds the VM `spec` describes; a failure is reported (naming the flag
@@ -77,7 +108,12 @@ pub fn launch(launch: Launch<'_>) -> ExitCode {
         source,
         metrics,
         start_time,
+        seccomp,
     } = launch;
+    let filters = match seccomp.filters() {
+        Ok(f) => f,
+        Err(e) => return exit::usage(e),
+    };
     // The event loop first: it blocks the stop signals for every thread
     // created after it (the API thread, the vCPUs).
     let event_loop = match EventLoop::new() {
@@ -99,7 +135,7 @@ pub fn launch(launch: Launch<'_>) -> ExitCode {
         Err(e) => return exit::failed(format_args!("cannot create the API's eventfd: {e}")),
     };
     let server = match api_sock {
-        Some(sock) => match ApiSocket::start(sock, requests_tx, kick.0) {
+        Some(sock) => match ApiSocket::start(sock, requests_tx, kick.0, filters.clone()) {
             Ok(server) => Some(server),
             Err(code) => return code,
         },
@@ -111,12 +147,18 @@ pub fn launch(launch: Launch<'_>) -> ExitCode {
         terminal::enter_raw_mode();
     }
     let config = spec.map(PendingConfig::from_spec).unwrap_or_default();
-    let mut controller = Controller::new(id, config, start_time, input);
+    let mut controller = Controller::new(id, config, start_time, input, filters.clone());
     if let Some(metrics) = &metrics {
         if let Err(e) = controller.set_metrics(metrics) {
             terminal::restore();
             return exit::usage(format_args!("--config-file: {e}"));
         }
+    }
+    // From here on the VMM thread runs under its filter, before any vCPU
+    // (they inherit it and add their own) enters the guest.
+    if let Err(e) = seccomp::apply(filters.as_ref(), ThreadKind::Vmm, 0) {
+        terminal::restore();
+        return exit::failed(e);
     }
     let queue = ActionQueue {
         requests: requests_rx,
@@ -138,12 +180,14 @@ struct ApiSocket {
 }
 
 impl ApiSocket {
-    /// Binds `sock` and starts the API thread, which sends requests on
-    /// `requests` and kicks the event loop with `kick`.
+    /// Binds `sock` and starts the API thread, which installs its filter
+    /// of `filters`, sends requests on `requests` and kicks the event loop
+    /// with `kick`.
     fn start(
         sock: &Path,
         requests: Sender<ActionRequest>,
         kick: EventFd,
+        filters: Option<SeccompFilters>,
     ) -> Result<ApiSocket, ExitCode> {
         let listener = bind_socket(sock)
             .map_err(|e| exit::usage(format_args!("--api-sock {}: {e}", sock.display())))?;
@@ -152,7 +196,9 @@ impl ApiSocket {
             requests: Mutex::new(requests),
             kick,
         });
-        let server = api::start_server(listener, sender)
+        let init =
+            move || seccomp::apply(filters.as_ref(), ThreadKind::Api, 0).map_err(|e| e.to_string());
+        let server = api::start_server_with(listener, sender, init)
             .map_err(|e| exit::failed(format_args!("cannot start the API server: {e}")))?;
         Ok(ApiSocket {
             server,
@@ -209,15 +255,27 @@ impl api::ActionSender for ChannelSender {
         answer.recv().unwrap_or_else(|_| Err(gone()))
     }
 
+    /// Always takes the action: the API thread then never needs a
+    /// blocking thread (which its seccomp filter could not create).
     fn submit(&self, action: VmmAction, reply: Reply) -> Result<(), (VmmAction, Reply)> {
-        self.requests
+        let sent = self
+            .requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .send(ActionRequest { action, reply })
-            .map_err(|e| (e.0.action, e.0.reply))?;
-        // A failed kick leaves the request queued for a VMM thread that
-        // is stopping: it drops the reply, which answers "stopping".
-        let _ = self.kick.write(1);
+            .send(ActionRequest { action, reply });
+        match sent {
+            // A failed kick leaves the request queued for a VMM thread
+            // that is stopping: it drops the reply, which answers
+            // "stopping".
+            Ok(()) => {
+                let _ = self.kick.write(1);
+            }
+            // The VMM thread has left its loop.
+            Err(e) => {
+                e.0.reply
+                    .send(Err(ActionError("the VMM is stopping".into())))
+            }
+        }
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use resources::{
 };
 
 use crate::exit::{self, SpecSource};
-use crate::launch::{launch, Launch};
+use crate::launch::{launch, Launch, SeccompArgs};
 
 /// Flags of `podvm run`.
 #[derive(Debug, Args)]
@@ -68,6 +68,10 @@ pub struct RunArgs {
     /// (pause, resume, Shutdown, state; as `podvm serve`).
     #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
+
+    /// Seccomp.
+    #[command(flatten)]
+    pub seccomp: SeccompArgs,
 }
 
 /// Splits `key=value,flag,...` into (key, optional value) pairs.
@@ -183,6 +187,7 @@ pub fn run(args: RunArgs, start_time: Instant) -> ExitCode {
         source: SpecSource::Flags,
         metrics: None,
         start_time,
+        seccomp: &args.seccomp,
     })
 }
 

@@ -11,7 +11,7 @@ use clap::Args;
 use resources::ConfigFileContents;
 
 use crate::exit::{self, SpecSource};
-use crate::launch::{launch, Launch};
+use crate::launch::{launch, Launch, SeccompArgs};
 
 /// Flags of `podvm serve` (Firecracker's, with the same meaning).
 #[derive(Debug, Args)]
@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// The instance id reported by `GET /`.
     #[arg(long, value_name = "ID", default_value = "anonymous-instance")]
     pub id: String,
+
+    /// Seccomp.
+    #[command(flatten)]
+    pub seccomp: SeccompArgs,
 }
 
 fn read_config(path: &Path) -> Result<ConfigFileContents, String> {
@@ -70,5 +74,6 @@ pub fn serve(args: ServeArgs, start_time: Instant) -> ExitCode {
         source: SpecSource::ConfigFile,
         metrics,
         start_time,
+        seccomp: &args.seccomp,
     })
 }

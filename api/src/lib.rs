@@ -18,7 +18,7 @@ pub use resources::action::{ActionError, ActionResult, Reply, VmmAction, VmmData
 pub use resources::VmSpec;
 pub use response::{error_response, success_response, ResponseBody};
 pub use routes::{route, RouteSpec, MAX_BODY_SIZE, ROUTES};
-pub use server::{start_server, ApiServer};
+pub use server::{start_server, start_server_with, ApiServer};
 
 /// Hands an action to the VMM (the VMM side implements it with a channel
 /// + `EventFd`).

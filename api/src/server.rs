@@ -79,6 +79,18 @@ pub fn start_server(
     listener: std::os::unix::net::UnixListener,
     sender: Arc<dyn ActionSender>,
 ) -> io::Result<ApiServer> {
+    start_server_with(listener, sender, || Ok(()))
+}
+
+/// Starts the API thread like [`start_server`], running `init` on that
+/// thread before it serves anything (podvm installs the API thread's
+/// seccomp filter there). Returns once `init` has run; its error is the
+/// error of the start.
+pub fn start_server_with(
+    listener: std::os::unix::net::UnixListener,
+    sender: Arc<dyn ActionSender>,
+    init: impl FnOnce() -> Result<(), String> + Send + 'static,
+) -> io::Result<ApiServer> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -90,17 +102,36 @@ pub fn start_server(
         tokio::net::UnixListener::from_std(listener)?
     };
     let (stop, stopped) = oneshot::channel();
+    let (started, start_result) = std::sync::mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
+            let ready = init();
+            let failed = ready.is_err();
+            // The starting thread waits for this answer.
+            let _ = started.send(ready);
+            if failed {
+                return;
+            }
             runtime.block_on(serve(listener, sender, stopped));
             // Blocking-pool threads still inside `send` answer nobody now.
             runtime.shutdown_background();
         })?;
-    Ok(ApiServer {
+    let mut server = ApiServer {
         stop: Some(stop),
         thread: Some(thread),
-    })
+    };
+    match start_result.recv() {
+        Ok(Ok(())) => Ok(server),
+        Ok(Err(e)) => {
+            server.stop_and_join();
+            Err(io::Error::other(e))
+        }
+        Err(_) => {
+            server.stop_and_join();
+            Err(io::Error::other("the API thread ended while starting"))
+        }
+    }
 }
 
 async fn serve(

@@ -502,3 +502,31 @@ async fn submitted_actions_are_answered_whenever_and_in_any_order() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.fault(), "the VMM is stopping");
 }
+
+#[tokio::test]
+async fn an_init_that_fails_fails_the_start_and_nothing_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let vmm = Arc::new(FakeVmm::default());
+    let err =
+        api::start_server_with(listener, vmm.clone(), || Err("no filter".into())).unwrap_err();
+    assert_eq!(err.to_string(), "no filter");
+    // The listener went with the thread: nobody accepts.
+    assert!(UnixStream::connect(&sock).await.is_err());
+
+    // An init that succeeds runs on the API thread before anything is
+    // served.
+    let sock = dir.path().join("api2.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let _server = api::start_server_with(listener, vmm, move || {
+        tx.send(std::thread::current().name().map(str::to_string))
+            .unwrap();
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(rx.recv().unwrap().as_deref(), Some("api"));
+    let mut c = connect(&sock).await;
+    c.call(Method::GET, "/", "").await.json();
+}

@@ -23,6 +23,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::runtime::{EventLoop, RunError, RunningVm};
+use crate::seccomp::SeccompFilters;
 use crate::{BuildContext, ConsoleInput, VmExit, Vmm};
 
 /// podvm's version, as `GET /` and `GET /version` report it.
@@ -98,6 +99,8 @@ pub struct Controller {
     running: Option<RunningVm>,
     start_time: Instant,
     serial_input: Option<ConsoleInput>,
+    /// The filters every vCPU thread installs (none: `--no-seccomp`).
+    seccomp: Option<SeccompFilters>,
 }
 
 fn fail<T>(msg: impl Into<String>) -> Result<T, ActionError> {
@@ -106,12 +109,14 @@ fn fail<T>(msg: impl Into<String>) -> Result<T, ActionError> {
 
 impl Controller {
     /// A controller for instance `id`; `serial_input` is typed into the
-    /// console once the VM runs.
+    /// console once the VM runs, whose vCPUs run under `seccomp`'s vCPU
+    /// filter.
     pub fn new(
         id: String,
         config: PendingConfig,
         start_time: Instant,
         serial_input: Option<ConsoleInput>,
+        seccomp: Option<SeccompFilters>,
     ) -> Self {
         Controller {
             id,
@@ -121,6 +126,7 @@ impl Controller {
             running: None,
             start_time,
             serial_input,
+            seccomp,
         }
     }
 
@@ -152,8 +158,13 @@ impl Controller {
             },
         )
         .map_err(|e| ActionError(format!("InstanceStart: {e}")))?;
-        let running = RunningVm::start(vmm, self.serial_input.take(), event_loop)
-            .map_err(|e| ActionError(format!("InstanceStart: {e}")))?;
+        let running = RunningVm::start(
+            vmm,
+            self.serial_input.take(),
+            event_loop,
+            self.seccomp.as_ref(),
+        )
+        .map_err(|e| ActionError(format!("InstanceStart: {e}")))?;
         self.running = Some(running);
         Ok(VmmData::Empty)
     }
@@ -453,7 +464,13 @@ pub fn serve_actions(
     }
     if let Some(vmm) = prebuilt {
         let input = controller.serial_input.take();
-        controller.running = Some(RunningVm::start(vmm, input, &mut event_loop)?);
+        let seccomp = controller.seccomp.clone();
+        controller.running = Some(RunningVm::start(
+            vmm,
+            input,
+            &mut event_loop,
+            seccomp.as_ref(),
+        )?);
     }
     let result = loop {
         if let Some(exit) = event_loop.outcome() {
@@ -489,6 +506,7 @@ mod tests {
                 "pod-1".into(),
                 PendingConfig::default(),
                 Instant::now(),
+                None,
                 None,
             ),
             EventLoop::new().unwrap(),

@@ -16,6 +16,7 @@ pub mod logger;
 pub mod memory;
 pub mod probe;
 mod runtime;
+pub mod seccomp;
 pub mod vstate;
 
 use std::fs::File;

@@ -21,6 +21,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::builder::VirtioDevices;
 use crate::console::SerialInput;
 use crate::device_manager::LegacyDevices;
+use crate::seccomp::SeccompFilters;
 use crate::vstate::vcpu::{VcpuError, VcpuHandle, VcpuStopReason, VcpuStopped};
 use crate::vstate::vm::Vm;
 use crate::{ConsoleInput, Vmm};
@@ -100,6 +101,7 @@ impl VmExit {
                 vcpu,
                 reason: format!("unexpected {what} exit"),
             },
+            VcpuStopReason::Seccomp(e) => VmExit::VcpuFailed { vcpu, reason: e },
             VcpuStopReason::Kvm(e) => VmExit::VcpuFailed {
                 vcpu,
                 reason: format!("KVM_RUN failed: {e}"),
@@ -323,12 +325,13 @@ pub struct RunningVm {
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl RunningVm {
-    /// Starts the vCPUs of `vmm`, its device handlers and console in
-    /// `event_loop`.
+    /// Starts the vCPUs of `vmm` (each under the vCPU filter of
+    /// `seccomp`), its device handlers and console in `event_loop`.
     pub fn start(
         vmm: Vmm,
         serial_input: Option<ConsoleInput>,
         event_loop: &mut EventLoop,
+        seccomp: Option<&SeccompFilters>,
     ) -> Result<RunningVm, RunError> {
         let Vmm {
             vm,
@@ -376,7 +379,7 @@ impl RunningVm {
         let mut handles: Vec<VcpuHandle> = Vec::with_capacity(vcpus.len());
         for vcpu in vcpus {
             let evt = vcpu_exit_evt.try_clone().map_err(RunError::EventFd)?;
-            match vcpu.start(report_tx.clone(), evt) {
+            match vcpu.start(report_tx.clone(), evt, seccomp.cloned()) {
                 Ok(h) => handles.push(h),
                 Err(e) => {
                     stop_vcpus(handles);

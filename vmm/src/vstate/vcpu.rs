@@ -30,6 +30,7 @@ use crate::arch::x86_64::cpuid::{filter_cpuid, Topology};
 use crate::arch::x86_64::interrupts::set_lint;
 use crate::arch::x86_64::msr::supported_boot_msrs;
 use crate::arch::x86_64::regs::{boot_fpu, boot_regs, boot_sregs, BootEntry};
+use crate::seccomp::{self, SeccompFilters, ThreadKind};
 
 /// `CLOCK_MONOTONIC` in nanoseconds (the clock `std::time::Instant` reads).
 pub fn monotonic_ns() -> u128 {
@@ -113,6 +114,9 @@ pub enum VcpuStopReason {
     Unexpected(&'static str),
     /// `KVM_RUN` itself failed.
     Kvm(kvm_ioctls::Error),
+    /// The thread's seccomp filter could not be installed: the vCPU never
+    /// entered the guest.
+    Seccomp(String),
     /// The VMM asked the vCPU to stop.
     Stopped,
 }
@@ -233,12 +237,15 @@ impl Vcpu {
         Ok(())
     }
 
-    /// Starts the vCPU's thread. When it stops by itself it sends its
-    /// report on `report` and writes `exit_evt`.
+    /// Starts the vCPU's thread, which installs the vCPU seccomp filter of
+    /// `seccomp` (none: `--no-seccomp`) before it enters the guest. When it
+    /// stops by itself it sends its report on `report` and writes
+    /// `exit_evt`.
     pub fn start(
         mut self,
         report: Sender<VcpuStopped>,
         exit_evt: EventFd,
+        seccomp: Option<SeccompFilters>,
     ) -> Result<VcpuHandle, VcpuError> {
         install_kick_handler()?;
         let control = Arc::new(VcpuControl::default());
@@ -248,7 +255,10 @@ impl Vcpu {
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
             .spawn(move || {
-                let reason = self.run_loop(&thread_control);
+                let reason = match seccomp::apply(seccomp.as_ref(), ThreadKind::Vcpu, index) {
+                    Ok(()) => self.run_loop(&thread_control),
+                    Err(e) => VcpuStopReason::Seccomp(e.to_string()),
+                };
                 let stopped_by_vmm = matches!(reason, VcpuStopReason::Stopped);
                 // The VMM may be gone already when it is the one stopping us.
                 let _ = report.send(VcpuStopped { index, reason });
@@ -548,7 +558,9 @@ mod tests {
         vcpu.configure(&cpuid, &msrs, Topology::new(1, false), entry)
             .unwrap();
         let (tx, _rx) = channel();
-        let handle = vcpu.start(tx, EventFd::new(EFD_NONBLOCK).unwrap()).unwrap();
+        let handle = vcpu
+            .start(tx, EventFd::new(EFD_NONBLOCK).unwrap(), None)
+            .unwrap();
 
         wait_until("the guest to run", || count.load(Ordering::SeqCst) > 10);
         assert!(handle.pause(Duration::from_secs(10)), "paused");
