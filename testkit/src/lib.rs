@@ -140,10 +140,14 @@ fn net_missing() -> Option<&'static str> {
 mod tests {
     use super::*;
 
-    // The environment is process-wide: one test covers every switch, in
-    // order, so that no other test of this crate sees a switch half-set.
+    /// The environment is process-wide: tests that read or set the
+    /// switches take this first.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    // One test covers every switch, in order.
     #[test]
     fn switches_turn_skips_into_failures() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
         for v in [REQUIRE_ALL, "PODVM_REQUIRE_KVM", "PODVM_REQUIRE_NET"] {
             std::env::remove_var(v);
         }
@@ -182,5 +186,43 @@ mod tests {
             .ends_with("and PODVM_REQUIRE_ALL=1 requires it to"));
         std::env::remove_var(REQUIRE_ALL);
         std::env::remove_var("PODVM_REQUIRE_KVM");
+    }
+
+    /// The checks agree with what this host has, looked at another way.
+    #[test]
+    fn checks_tell_what_this_host_has() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let kvm = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+            .unwrap();
+        assert_eq!(is_root(), uid == "0");
+        let ip = std::process::Command::new("sh")
+            .args(["-c", "command -v ip"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let tun = Path::new("/dev/net/tun").exists();
+        let want_net = match (is_root(), tun, ip) {
+            (false, _, _) => Some("root"),
+            (true, false, _) => Some("/dev/net/tun"),
+            (true, true, false) => Some("iproute2 (the `ip` command)"),
+            (true, true, true) => None,
+        };
+        assert_eq!(net_missing(), want_net);
+        // Without a switch on, the need_* checks only report: they return
+        // whether the thing is there.
+        if !required(Need::Kvm) {
+            assert_eq!(need_kvm("testkit-self-check"), kvm);
+        }
+        if !required(Need::Net) {
+            assert_eq!(need_net("testkit-self-check"), want_net.is_none());
+        }
     }
 }
