@@ -16,6 +16,7 @@ mod device;
 mod interrupt;
 mod mmio;
 pub mod net;
+mod queue;
 pub mod rng;
 pub mod state;
 

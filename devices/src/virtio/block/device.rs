@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemory;
 
 use super::backend::DiskBackend;
@@ -13,11 +13,12 @@ use super::request::{
     VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
     VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
+use crate::virtio::queue::{drain, interrupt_if_wanted, next_to_serve};
 use crate::virtio::state::DeviceState;
 use crate::virtio::{
-    device_type, ActivateError, Activation, IrqLine, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+    device_type, finish_pass, log_this, ActivateError, Activation, IrqLine, VirtioDevice,
+    VIRTIO_F_VERSION_1,
 };
-use crate::virtio::{finish_pass, log_this, should_interrupt};
 
 /// Size of the one request queue.
 pub const BLOCK_QUEUE_SIZE: u16 = 256;
@@ -72,6 +73,8 @@ pub enum BlockError {
 pub struct Disk {
     backend: Box<dyn DiskBackend>,
     id: String,
+    /// `virtio-blk "<id>"`, how logs name the device.
+    name: String,
     /// The id as GET_ID returns it: zero-padded or truncated.
     id_bytes: [u8; VIRTIO_BLK_ID_BYTES],
     capacity_sectors: u64,
@@ -81,8 +84,6 @@ pub struct Disk {
     /// Reused by every request; grows to the largest transfer up to
     /// [`MAX_CHUNK`].
     bounce: Vec<u8>,
-    /// Requests that failed, for rate-limited logs.
-    errors: u64,
     counters: BlockCounters,
 }
 
@@ -99,7 +100,8 @@ pub struct BlockCounters {
     pub write_bytes: u64,
     /// Flush requests served.
     pub flushes: u64,
-    /// Requests answered with an error status (or dropped).
+    /// Requests answered with an error status, or dropped: without a
+    /// status byte, or as available-ring entries that name no chain.
     pub errors: u64,
 }
 
@@ -123,13 +125,13 @@ impl Disk {
         id_bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
         Ok(Disk {
             backend,
+            name: format!("virtio-blk {id:?}"),
             id,
             id_bytes,
             capacity_sectors: size >> SECTOR_SHIFT,
             read_only,
             bufs: RequestBuffers::new(),
             bounce: Vec::new(),
-            errors: 0,
             counters: BlockCounters::default(),
         })
     }
@@ -170,11 +172,11 @@ impl Disk {
     ) -> u32 {
         self.bufs.collect(mem, chain);
         let Some(status_addr) = self.bufs.status_addr() else {
-            if log_this(&mut self.errors) {
+            if log_this(&mut self.counters.errors) {
                 log::warn!(
-                    "virtio-blk \"{}\": request without a status byte, dropped ({} failed requests)",
-                    self.id,
-                    self.errors
+                    "{}: request without a status byte, dropped ({} failed requests)",
+                    self.name,
+                    self.counters.errors
                 );
             }
             return 0;
@@ -182,19 +184,18 @@ impl Disk {
         let (status, written) = match self.execute(mem) {
             Ok(done) => done,
             Err(e) => {
-                self.counters.errors += 1;
-                if log_this(&mut self.errors) {
+                if log_this(&mut self.counters.errors) {
                     log::warn!(
-                        "virtio-blk \"{}\": {e} ({} failed requests)",
-                        self.id,
-                        self.errors
+                        "{}: {e} ({} failed requests)",
+                        self.name,
+                        self.counters.errors
                     );
                 }
                 (VIRTIO_BLK_S_IOERR, 0)
             }
         };
         if let Err(e) = write_guest(mem, status_addr, &[status]) {
-            log::warn!("virtio-blk \"{}\": cannot write the status: {e}", self.id);
+            log::warn!("{}: cannot write the status: {e}", self.name);
             return written;
         }
         // The chain holds less than 4 GiB (the descriptor iterator stops
@@ -250,7 +251,7 @@ impl Disk {
                 Ok((VIRTIO_BLK_S_OK, VIRTIO_BLK_ID_BYTES as u32))
             }
             other => {
-                log::debug!("virtio-blk \"{}\": unsupported request {other}", self.id);
+                log::debug!("{}: unsupported request {other}", self.name);
                 Ok((VIRTIO_BLK_S_UNSUPP, 0))
             }
         }
@@ -363,9 +364,10 @@ const REQUEST_BUDGET: usize = 256;
 /// Serves the pending requests of the queue, up to [`REQUEST_BUDGET`], then
 /// interrupts once if the driver wants to know. A bad request is answered
 /// (or dropped, when it has no status byte) and the next one served; only
-/// a broken available ring stops the batch. Returns true when it stopped
-/// at its budget with requests possibly left: the caller must call again
-/// later.
+/// a broken ring (an available index too far ahead, a used ring the device
+/// cannot write) stops the batch, and never with the driver told not to
+/// notify. Returns true when it stopped at its budget with requests
+/// possibly left: the caller must call again later.
 pub fn process_requestq<M: GuestMemory>(
     queue: &mut Queue,
     mem: &M,
@@ -373,19 +375,10 @@ pub fn process_requestq<M: GuestMemory>(
     irq: &IrqLine,
 ) -> Result<bool, virtio_queue::Error> {
     let mut used_any = false;
-    let result = serve_batch(queue, mem, disk, &mut used_any);
-    if result.is_err() {
-        // Leave the driver able to notify, should the ring come right.
-        let _ = queue.enable_notification(mem);
-    }
-    if used_any && should_interrupt(queue, mem)? {
-        if let Err(e) = irq.trigger(INT_VRING) {
-            log::warn!(
-                "virtio-blk \"{}\": cannot interrupt the guest: {e}",
-                disk.id
-            );
-        }
-    }
+    let result = drain(queue, mem, |queue| {
+        serve_batch(queue, mem, disk, &mut used_any)
+    });
+    interrupt_if_wanted(queue, mem, irq, used_any, &disk.name)?;
     result
 }
 
@@ -398,30 +391,17 @@ fn serve_batch<M: GuestMemory>(
     used_any: &mut bool,
 ) -> Result<bool, virtio_queue::Error> {
     let mut served = 0;
-    // The driver need not notify while the queue is being drained.
-    queue.disable_notification(mem)?;
-    loop {
-        let Some(chain) = queue.iter(mem)?.next() else {
-            // Look once more after re-enabling notifications: the driver
-            // may have queued a request without notifying in between.
-            if queue.enable_notification(mem)? {
-                queue.disable_notification(mem)?;
-                continue;
-            }
-            return Ok(false);
-        };
+    while let Some(chain) = next_to_serve(queue, mem, &mut disk.counters.errors, &disk.name)? {
         let head = chain.head_index();
         let used = disk.serve(mem, chain);
-        match queue.add_used(mem, head, used) {
-            Ok(()) => *used_any = true,
-            // A head index beyond the queue: nothing to answer.
-            Err(e) => log::warn!("virtio-blk \"{}\": cannot return a request: {e}", disk.id),
-        }
+        queue.add_used(mem, head, used)?;
+        *used_any = true;
         served += 1;
         if served == REQUEST_BUDGET {
             return Ok(true);
         }
     }
+    Ok(false)
 }
 
 /// The virtio-blk device.
@@ -531,9 +511,9 @@ impl Block {
             return;
         };
         let result = process_requestq(&mut queues[0], mem, &mut self.disk, irq);
-        let id = &self.disk.id;
+        let name = &self.disk.name;
         finish_pass(result, &queue_evts[0], &mut self.queue_errors, || {
-            format!("virtio-blk {id:?} request queue")
+            format!("{name} request queue")
         });
     }
 }

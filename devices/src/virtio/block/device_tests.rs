@@ -10,6 +10,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::*;
+use crate::virtio::INT_VRING;
 
 const NEXT: u16 = 1;
 const WRITE: u16 = 2;
@@ -536,6 +537,35 @@ fn a_descriptor_loop_and_a_bad_head_index_do_not_stop_the_queue() {
     assert_eq!(irq.event().read().unwrap(), 1);
 }
 
+/// The used ring's `flags`: VRING_USED_F_NO_NOTIFY (1) while the device
+/// asks the driver not to notify.
+fn used_flags(mem: &GuestMemoryMmap, vq: &MockSplitQueue<GuestMemoryMmap>) -> u16 {
+    u16::from_le(mem.read_obj(vq.used_addr()).unwrap())
+}
+
+#[test]
+fn a_head_index_past_the_queue_is_counted_and_skipped() {
+    let m = mem();
+    let fake = FakeDisk::with_pattern(DISK_LEN);
+    let mut d = disk(&fake, false);
+    let vq = MockSplitQueue::new(&m, 16);
+    // An entry naming descriptor 16 of a 16-entry table, then a request.
+    vq.avail().ring().ref_at(0).unwrap().store(16);
+    vq.avail().idx().store(1);
+    write_header(&m, HDR, VIRTIO_BLK_T_IN, 1);
+    push_chain(&vq, 0, &[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    let mut q: Queue = vq.create_queue().unwrap();
+    let irq = irq();
+    assert!(!process_requestq(&mut q, &m, &mut d, &irq).unwrap());
+    assert_eq!(vq.used().idx().load(), 1);
+    let used = vq.used().ring().ref_at(0).unwrap().load();
+    assert_eq!((used.id(), used.len()), (0, 513));
+    assert_eq!(read_guest(&m, DATA, 512), fake.range(512, 512));
+    assert_eq!(used_flags(&m, &vq), 0, "the driver may notify again");
+    assert_eq!(d.counters.errors, 1);
+    assert_eq!(d.counters.reads, 1);
+}
+
 #[test]
 fn a_broken_available_ring_is_an_error_not_a_panic() {
     let m = mem();
@@ -548,6 +578,7 @@ fn a_broken_available_ring_is_an_error_not_a_panic() {
     assert!(process_requestq(&mut q, &m, &mut d, &irq).is_err());
     assert_eq!(vq.used().idx().load(), 0);
     assert_eq!(irq.status(), 0);
+    assert_eq!(used_flags(&m, &vq), 0, "the driver may notify again");
 }
 
 #[test]

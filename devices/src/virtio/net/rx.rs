@@ -16,12 +16,13 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
     VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP,
 };
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
 use super::{NetBackend, MAX_FRAME_LEN, VNET_HDR_LEN};
-use crate::virtio::{log_this, should_interrupt};
-use crate::virtio::{IrqLine, INT_VRING};
+use crate::virtio::log_this;
+use crate::virtio::queue::{interrupt_if_wanted, skip_bad_head, take, Avail};
+use crate::virtio::IrqLine;
 
 /// Most frames taken from the backend in one call, so that a busy tap
 /// cannot hold the event loop.
@@ -268,14 +269,30 @@ fn place<M: GuestMemory>(
     rx: &mut Rx,
 ) -> Result<Placement, virtio_queue::Error> {
     let len = rx.held;
-    let start = queue.next_avail();
+    let mut start = queue.next_avail();
     rx.chains.clear();
     rx.segments.clear();
     let mut room = 0;
     let mut descs = 0;
     while room < len {
-        let chain = match queue.iter(mem) {
-            Ok(mut avail) => avail.next(),
+        let chain = match take(queue, mem) {
+            Ok(Some(Avail::Chain(chain))) => Some(chain),
+            Ok(Some(Avail::BadHead(head))) => {
+                skip_bad_head(&mut rx.counters.malformed, head, queue, "virtio-net");
+                if rx.chains.is_empty() {
+                    // Nothing taken yet: the next attempt starts after it,
+                    // so that it is counted once.
+                    start = queue.next_avail();
+                    continue;
+                }
+                // The chains taken before it go back empty, as for a
+                // malformed chain, so that no later attempt meets it again.
+                for taken in rx.chains.drain(..) {
+                    queue.add_used(mem, taken.head, 0)?;
+                }
+                return Ok(Placement::ReturnedMalformed);
+            }
+            Ok(None) => None,
             Err(e) => {
                 // A broken available ring (the driver moved its index too
                 // far) after some chains were taken: hand them back empty,
@@ -460,11 +477,7 @@ pub fn process_rxq<M: GuestMemory, B: NetBackend>(
             }
         }
     }
-    if used_any && should_interrupt(queue, mem)? {
-        if let Err(e) = irq.trigger(INT_VRING) {
-            log::warn!("virtio-net: cannot interrupt the guest: {e}");
-        }
-    }
+    interrupt_if_wanted(queue, mem, irq, used_any, "virtio-net")?;
     Ok(more)
 }
 

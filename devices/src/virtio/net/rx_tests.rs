@@ -1,6 +1,7 @@
 //! Tests of `rx.rs`.
 use super::*;
 use crate::virtio::net::test_utils::{frame, test_irq, test_mem, FakeBackend, TestQueue, WRITE};
+use crate::virtio::INT_VRING;
 use vm_memory::GuestMemoryMmap;
 
 /// The receive side of one test: memory, the driver's queue, the
@@ -261,6 +262,45 @@ fn malformed_chains_are_returned_empty_and_the_frame_goes_on() {
     }
     assert_eq!(h.tq.used(3), (3, f.len() as u32));
     assert_eq!(h.read(0x2_0000, f.len()), with_num_buffers(&f, 1));
+}
+
+#[test]
+fn a_head_index_past_the_queue_is_skipped_and_counted() {
+    let mem = test_mem();
+    let mut h = Harness::new(&mem, 16, false);
+    h.tq.add_head(16);
+    h.post(&[(0x1_0000, 2048)]);
+    let f = frame(100, 0);
+    h.backend.incoming.push_back(f.clone());
+    assert!(!h.run());
+    assert_eq!(h.rx.counters.malformed, 1);
+    assert_eq!(h.tq.used_idx(), 1);
+    assert_eq!(h.tq.used(0), (0, f.len() as u32));
+    assert_eq!(h.read(0x1_0000, f.len()), with_num_buffers(&f, 1));
+    assert_eq!(h.irq.status(), INT_VRING);
+}
+
+#[test]
+fn a_head_index_past_the_queue_among_mergeable_chains_is_counted_once() {
+    let mem = test_mem();
+    let mut h = Harness::new(&mem, 16, true);
+    // A frame of three buffers' worth: one buffer, a bad entry, then (later)
+    // two more buffers.
+    h.post(&[(0x1_0000, 1000)]);
+    h.tq.add_head(16);
+    h.backend.incoming.push_back(frame(2500 - 12, 0));
+    h.run();
+    assert_eq!(h.rx.counters.malformed, 1);
+    assert!(h.rx.holds_frame());
+    // The buffer taken before the bad entry came back empty.
+    assert_eq!(h.tq.used_idx(), 1);
+    assert_eq!(h.tq.used(0), (0, 0));
+    h.post(&[(0x2_0000, 1000), (0x3_0000, 1000), (0x4_0000, 1000)]);
+    h.run();
+    assert_eq!(h.rx.counters.malformed, 1, "counted once");
+    assert_eq!(h.rx.counters.frames, 1);
+    assert_eq!(h.tq.used_idx(), 4);
+    assert_eq!(h.tq.used(3), (3, 500));
 }
 
 #[test]

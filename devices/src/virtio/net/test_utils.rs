@@ -163,6 +163,12 @@ impl<'a> TestQueue<'a> {
             let d = RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next));
             self.vq.desc_table().store(index, d).unwrap();
         }
+        self.add_head(head);
+    }
+
+    /// Makes the chain at `head` available (again), or, with a head past
+    /// the queue size, puts an entry there that names no chain.
+    pub fn add_head(&mut self, head: u16) {
         let idx = self.vq.avail().idx().load();
         self.vq
             .avail()
@@ -171,6 +177,19 @@ impl<'a> TestQueue<'a> {
             .unwrap()
             .store(head);
         self.vq.avail().idx().store(idx.wrapping_add(1));
+    }
+
+    /// Moves the available index `n` entries ahead without filling them
+    /// (a driver breaking its ring when `n` exceeds the queue size).
+    pub fn skip_avail(&self, n: u16) {
+        let idx = self.vq.avail().idx().load();
+        self.vq.avail().idx().store(idx.wrapping_add(n));
+    }
+
+    /// The used ring's `flags`: VRING_USED_F_NO_NOTIFY (1) while the device
+    /// asks the driver not to notify.
+    pub fn used_flags(&self) -> u16 {
+        u16::from_le(self.mem.read_obj(self.used_addr).unwrap())
     }
 
     /// Sets the available ring's `flags` (VRING_AVAIL_F_NO_INTERRUPT is 1).

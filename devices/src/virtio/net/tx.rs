@@ -1,12 +1,13 @@
 //! The transmit path: frames the driver queues on the transmitq, written
 //! to the backend straight from guest memory (spec §5.1.6.2).
 
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
 use super::{NetBackend, MAX_FRAME_LEN, VNET_HDR_LEN};
-use crate::virtio::{log_this, should_interrupt};
-use crate::virtio::{IrqLine, INT_VRING};
+use crate::virtio::log_this;
+use crate::virtio::queue::{drain, interrupt_if_wanted, next_to_serve};
+use crate::virtio::IrqLine;
 
 /// Most chains sent in one call, so that a driver that keeps queueing
 /// cannot hold the event loop.
@@ -151,7 +152,9 @@ fn transmit<M: GuestMemory, B: NetBackend>(
 /// driver (used length 0: the device writes nothing into them), with one
 /// interrupt for the batch when the driver wants it. Returns true when it
 /// stopped at its budget with frames possibly left: the caller must call
-/// again later.
+/// again later. A malformed chain is dropped (counted, logged) and the next
+/// one sent; only a broken ring ends the pass early, and never with the
+/// driver told not to notify.
 pub fn process_txq<M: GuestMemory, B: NetBackend>(
     queue: &mut Queue,
     mem: &M,
@@ -159,35 +162,35 @@ pub fn process_txq<M: GuestMemory, B: NetBackend>(
     tx: &mut Tx,
     irq: &IrqLine,
 ) -> Result<bool, virtio_queue::Error> {
+    let mut used_any = false;
+    let result = drain(queue, mem, |queue| {
+        send_batch(queue, mem, backend, tx, &mut used_any)
+    });
+    interrupt_if_wanted(queue, mem, irq, used_any, "virtio-net")?;
+    result
+}
+
+/// The loop of [`process_txq`]: sets `used_any` when a chain was
+/// returned, and says whether the budget ran out.
+fn send_batch<M: GuestMemory, B: NetBackend>(
+    queue: &mut Queue,
+    mem: &M,
+    backend: &mut B,
+    tx: &mut Tx,
+    used_any: &mut bool,
+) -> Result<bool, virtio_queue::Error> {
     let mut sent = 0;
-    let mut more = false;
-    // The driver need not notify while the queue is being drained.
-    queue.disable_notification(mem)?;
-    loop {
-        let Some(chain) = queue.iter(mem)?.next() else {
-            // Look once more after re-enabling notifications: the driver
-            // may have queued a frame without notifying in between.
-            if queue.enable_notification(mem)? {
-                queue.disable_notification(mem)?;
-                continue;
-            }
-            break;
-        };
+    while let Some(chain) = next_to_serve(queue, mem, &mut tx.counters.malformed, "virtio-net")? {
         let head = chain.head_index();
         transmit(chain, mem, backend, tx);
         queue.add_used(mem, head, 0)?;
+        *used_any = true;
         sent += 1;
         if sent == TX_BUDGET {
-            more = true;
-            break;
+            return Ok(true);
         }
     }
-    if sent > 0 && should_interrupt(queue, mem)? {
-        if let Err(e) = irq.trigger(INT_VRING) {
-            log::warn!("virtio-net: cannot interrupt the guest: {e}");
-        }
-    }
-    Ok(more)
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -196,6 +199,7 @@ mod tests {
     use crate::virtio::net::test_utils::{
         frame, test_irq, test_mem, FakeBackend, TestQueue, WRITE,
     };
+    use crate::virtio::INT_VRING;
     use vm_memory::{Bytes, GuestMemoryMmap};
 
     /// Runs the transmit path once over what `tq` holds.
@@ -310,6 +314,42 @@ mod tests {
         assert_eq!(tx.counters.malformed, 6);
         assert_eq!(tx.counters.frames, 1);
         assert_eq!(irq.status(), INT_VRING);
+    }
+
+    #[test]
+    fn a_head_index_past_the_queue_is_skipped_and_notifications_come_back() {
+        let mem = test_mem();
+        let f = frame(60, 1);
+        mem.write_slice(&f, GuestAddress(0x1_0000)).unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        // An entry naming descriptor 16 of a 16-entry table, then a frame.
+        tq.add_head(16);
+        tq.add_chain(&[(0x1_0000, f.len() as u32, 0)]);
+        let mut backend = FakeBackend::new();
+        let (tx, irq, more) = transmit_all(&mem, &tq, &mut backend);
+        assert!(!more);
+        assert_eq!(backend.written, vec![f]);
+        // Only the frame's chain can be returned.
+        assert_eq!(tq.used_idx(), 1);
+        assert_eq!(tq.used(0), (0, 0));
+        assert_eq!(tq.used_flags(), 0, "the driver may notify again");
+        assert_eq!(tx.counters.malformed, 1);
+        assert_eq!(tx.counters.frames, 1);
+        assert_eq!(irq.status(), INT_VRING);
+    }
+
+    #[test]
+    fn a_broken_available_ring_leaves_notifications_enabled() {
+        let mem = test_mem();
+        let tq = TestQueue::new(&mem, 0, 16);
+        // More new entries than the queue holds.
+        tq.skip_avail(100);
+        let mut q = tq.create_queue();
+        let mut backend = FakeBackend::new();
+        let irq = test_irq();
+        assert!(process_txq(&mut q, &mem, &mut backend, &mut Tx::new(), &irq).is_err());
+        assert_eq!(tq.used_flags(), 0, "the driver may notify again");
+        assert_eq!(irq.status(), 0);
     }
 
     #[test]

@@ -2,14 +2,15 @@
 
 use std::io::{self, Write};
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemory;
 
+use crate::virtio::queue::{drain, interrupt_if_wanted, next_to_serve};
 use crate::virtio::state::DeviceState;
 use crate::virtio::{
-    device_type, ActivateError, Activation, IrqLine, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+    device_type, finish_pass, log_this, ActivateError, Activation, IrqLine, VirtioDevice,
+    VIRTIO_F_VERSION_1,
 };
-use crate::virtio::{finish_pass, log_this, should_interrupt};
 
 /// Size of the one request queue.
 pub const RNG_QUEUE_SIZE: u16 = 256;
@@ -127,17 +128,10 @@ pub fn process_requestq<M: GuestMemory>(
     irq: &IrqLine,
 ) -> Result<bool, virtio_queue::Error> {
     let mut used_any = false;
-    let result = serve_batch(queue, mem, entropy, &mut used_any);
-    if !matches!(result, Ok(true)) {
-        // Leave the driver able to notify: after a failure, its next
-        // request retries the one left in the queue.
-        let _ = queue.enable_notification(mem);
-    }
-    if used_any && should_interrupt(queue, mem)? {
-        if let Err(e) = irq.trigger(INT_VRING) {
-            log::warn!("virtio-rng: cannot interrupt the guest: {e}");
-        }
-    }
+    let result = drain(queue, mem, |queue| {
+        serve_batch(queue, mem, entropy, &mut used_any)
+    });
+    interrupt_if_wanted(queue, mem, irq, used_any, "virtio-rng")?;
     result
 }
 
@@ -150,18 +144,7 @@ fn serve_batch<M: GuestMemory>(
     used_any: &mut bool,
 ) -> Result<bool, virtio_queue::Error> {
     let mut served = 0;
-    // The driver need not notify while the queue is being drained.
-    queue.disable_notification(mem)?;
-    loop {
-        let Some(chain) = queue.iter(mem)?.next() else {
-            // Look once more after re-enabling notifications: the driver
-            // may have queued a request without notifying in between.
-            if queue.enable_notification(mem)? {
-                queue.disable_notification(mem)?;
-                continue;
-            }
-            return Ok(false);
-        };
+    while let Some(chain) = next_to_serve(queue, mem, &mut entropy.malformed, "virtio-rng")? {
         let head = chain.head_index();
         let written = match chain.writer(mem) {
             Ok(writer) if writer.available_bytes() == 0 => {
@@ -196,6 +179,7 @@ fn serve_batch<M: GuestMemory>(
             return Ok(true);
         }
     }
+    Ok(false)
 }
 
 /// Counts a request returned empty as malformed, and logs it now and then.
@@ -244,6 +228,7 @@ impl VirtioDevice for Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::INT_VRING;
     use virtio_queue::desc::{split::Descriptor as RawDescriptor, RawDescriptor as Raw};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -387,6 +372,28 @@ mod tests {
         assert_eq!(src.malformed, 1);
         assert_eq!(vq.used().idx().load(), 1);
         assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 0);
+    }
+
+    #[test]
+    fn a_head_index_past_the_queue_is_counted_and_skipped() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        // An entry naming descriptor 16 of a 16-entry table, then a request.
+        vq.avail().ring().ref_at(0).unwrap().store(16);
+        vq.avail().idx().store(1);
+        let descs = [Raw::from(RawDescriptor::new(0x8000, 16, WRITE, 0))];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut src = Entropy::new(counting_source());
+        assert!(!process_requestq(&mut q, &mem, &mut src, &irq).unwrap());
+        assert_eq!(vq.used().idx().load(), 1);
+        let used = vq.used().ring().ref_at(0).unwrap().load();
+        assert_eq!((used.id(), used.len()), (0, 16));
+        let flags: u16 = mem.read_obj(vq.used_addr()).unwrap();
+        assert_eq!(u16::from_le(flags), 0, "the driver may notify again");
+        assert_eq!(src.malformed, 1);
+        assert_eq!(irq.status(), INT_VRING);
     }
 
     #[test]
