@@ -29,6 +29,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory};
 pub use device::{ActivateError, Activation, VirtioDevice};
 pub use interrupt::{IrqLine, INT_CONFIG, INT_VRING};
 pub use mmio::{MmioTransport, MMIO_REGION_SIZE, QUEUE_NOTIFY_OFFSET};
+pub use queue::ChainError;
 
 /// Device status bits (virtio spec §2.1).
 pub mod status {

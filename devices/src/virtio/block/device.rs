@@ -16,8 +16,8 @@ use super::request::{
 use crate::virtio::queue::{drain, interrupt_if_wanted, next_to_serve};
 use crate::virtio::state::DeviceState;
 use crate::virtio::{
-    device_type, finish_pass, log_this, ActivateError, Activation, IrqLine, VirtioDevice,
-    VIRTIO_F_VERSION_1,
+    device_type, finish_pass, log_this, ActivateError, Activation, ChainError, IrqLine,
+    VirtioDevice, VIRTIO_F_VERSION_1,
 };
 
 /// Size of the one request queue.
@@ -50,6 +50,10 @@ const CONFIG_LEN: usize = 24;
 /// The descriptors of a request beyond its data: the header and the status
 /// (Linux sizes its requests from `seg_max` plus these two).
 const NON_DATA_DESCRIPTORS: u16 = 2;
+/// The most data segments in one request, as `seg_max` tells the driver.
+const SEG_MAX: u16 = BLOCK_QUEUE_SIZE - NON_DATA_DESCRIPTORS;
+/// The most descriptors in one request; a longer chain is refused.
+const MAX_DESCRIPTORS: usize = (SEG_MAX + NON_DATA_DESCRIPTORS) as usize;
 
 /// The most bytes moved through the bounce buffer by one backend call. A
 /// larger request takes several calls; this bounds the memory a guest can
@@ -79,7 +83,7 @@ pub struct Disk {
     id_bytes: [u8; VIRTIO_BLK_ID_BYTES],
     capacity_sectors: u64,
     read_only: bool,
-    /// Reused by every request.
+    /// Reused by every request; holds [`MAX_DESCRIPTORS`] without growing.
     bufs: RequestBuffers,
     /// Reused by every request; grows to the largest transfer up to
     /// [`MAX_CHUNK`].
@@ -130,7 +134,7 @@ impl Disk {
             id_bytes,
             capacity_sectors: size >> SECTOR_SHIFT,
             read_only,
-            bufs: RequestBuffers::new(),
+            bufs: RequestBuffers::with_capacity(MAX_DESCRIPTORS),
             bounce: Vec::new(),
             counters: BlockCounters::default(),
         })
@@ -164,17 +168,23 @@ impl Disk {
     /// Serves one request and answers it: returns the used length (bytes
     /// written to the guest, status byte included). Never fails: a bad
     /// request gets `VIRTIO_BLK_S_IOERR` when it has a status byte, and is
-    /// only logged when it has none.
+    /// only counted and logged when it has none, or when its chain broke
+    /// part-way (an indirect descriptor, too many descriptors), so that
+    /// where its status byte lies is not known.
     pub fn serve<M: GuestMemory>(
         &mut self,
         mem: &M,
-        chain: impl Iterator<Item = virtio_queue::desc::split::Descriptor>,
+        chain: impl Iterator<Item = Result<virtio_queue::desc::split::Descriptor, ChainError>>,
     ) -> u32 {
         self.bufs.collect(mem, chain);
         let Some(status_addr) = self.bufs.status_addr() else {
             if log_this(&mut self.counters.errors) {
+                let why = match self.bufs.broken() {
+                    Some(e) => e.to_string(),
+                    None => "it has no status byte".to_string(),
+                };
                 log::warn!(
-                    "{}: request without a status byte, dropped ({} failed requests)",
+                    "{}: dropped a request: {why} ({} failed requests)",
                     self.name,
                     self.counters.errors
                 );
@@ -198,8 +208,8 @@ impl Disk {
             log::warn!("{}: cannot write the status: {e}", self.name);
             return written;
         }
-        // The chain holds less than 4 GiB (the descriptor iterator stops
-        // there), so data plus status fits.
+        // The chain holds less than 4 GiB (a longer one is broken), so
+        // data plus status fits.
         written.saturating_add(1)
     }
 
@@ -391,7 +401,13 @@ fn serve_batch<M: GuestMemory>(
     used_any: &mut bool,
 ) -> Result<bool, virtio_queue::Error> {
     let mut served = 0;
-    while let Some(chain) = next_to_serve(queue, mem, &mut disk.counters.errors, &disk.name)? {
+    while let Some(chain) = next_to_serve(
+        queue,
+        mem,
+        MAX_DESCRIPTORS,
+        &mut disk.counters.errors,
+        &disk.name,
+    )? {
         let head = chain.head_index();
         let used = disk.serve(mem, chain);
         queue.add_used(mem, head, used)?;
@@ -439,8 +455,8 @@ impl Block {
         config[CONFIG_CAPACITY..CONFIG_CAPACITY + 8]
             .copy_from_slice(&disk.capacity_sectors.to_le_bytes());
         config[CONFIG_SIZE_MAX..CONFIG_SIZE_MAX + 4].copy_from_slice(&0u32.to_le_bytes());
-        let seg_max = u32::from(BLOCK_QUEUE_SIZE - NON_DATA_DESCRIPTORS);
-        config[CONFIG_SEG_MAX..CONFIG_SEG_MAX + 4].copy_from_slice(&seg_max.to_le_bytes());
+        config[CONFIG_SEG_MAX..CONFIG_SEG_MAX + 4]
+            .copy_from_slice(&u32::from(SEG_MAX).to_le_bytes());
         config[CONFIG_BLK_SIZE..CONFIG_BLK_SIZE + 4]
             .copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
         Ok(Block {

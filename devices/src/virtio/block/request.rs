@@ -18,6 +18,7 @@ use vm_memory::{
 };
 
 use super::backend::GuestBuffers;
+use crate::virtio::ChainError;
 
 /// Sectors are 512 bytes whatever the disk's block size (§5.2.6).
 pub const SECTOR_SIZE: u64 = 512;
@@ -153,6 +154,8 @@ struct Segment {
 #[derive(Debug, Default)]
 pub struct RequestBuffers {
     segments: Vec<Segment>,
+    /// Where the chain went wrong, when it did: its end is not known.
+    broken: Option<ChainError>,
     /// Index of the first device-writable segment.
     first_writable: usize,
     readable_len: u64,
@@ -173,23 +176,41 @@ struct Iovecs(Vec<libc::iovec>);
 unsafe impl Send for Iovecs {}
 
 impl RequestBuffers {
-    /// Empty buffers.
-    pub fn new() -> Self {
-        Self::default()
+    /// Empty buffers, with room for requests of `segments` descriptors.
+    pub fn with_capacity(segments: usize) -> Self {
+        RequestBuffers {
+            segments: Vec::with_capacity(segments),
+            ..Self::default()
+        }
     }
 
     /// Records the buffers of `chain`, checking each lies in guest memory
-    /// and that device-readable ones come first.
-    pub fn collect<M: GuestMemory>(&mut self, mem: &M, chain: impl Iterator<Item = Descriptor>) {
+    /// and that device-readable ones come first. A chain that goes wrong
+    /// part-way has no known end: it has no status byte
+    /// ([`RequestBuffers::broken`]).
+    pub fn collect<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        chain: impl Iterator<Item = Result<Descriptor, ChainError>>,
+    ) {
         self.segments.clear();
+        self.broken = None;
         self.first_writable = usize::MAX;
         self.readable_len = 0;
         self.writable_len = 0;
         self.fault = None;
-        // The chain's iterator stops after the queue size (or an indirect
-        // table's size) descriptors and before 4 GiB in total, so neither
-        // the list nor the u64 sums can grow without bound.
+        // The chain ends after at most the device's descriptors per request
+        // (indirect tables are refused) and before 4 GiB in total, so the
+        // list does not grow beyond its capacity, nor the u64 sums without
+        // bound.
         for desc in chain {
+            let desc = match desc {
+                Ok(desc) => desc,
+                Err(e) => {
+                    self.broken = Some(e);
+                    break;
+                }
+            };
             let seg = Segment {
                 addr: desc.addr(),
                 len: desc.len(),
@@ -221,6 +242,18 @@ impl RequestBuffers {
         }
     }
 
+    /// How many segments the list holds without growing, for tests that
+    /// check it stays bounded.
+    #[cfg(test)]
+    pub(super) fn segments_capacity(&self) -> usize {
+        self.segments.capacity()
+    }
+
+    /// Where the chain went wrong, if it did.
+    pub fn broken(&self) -> Option<ChainError> {
+        self.broken
+    }
+
     /// The first problem found by [`RequestBuffers::collect`], taken.
     pub fn take_fault(&mut self) -> Option<RequestError> {
         self.fault.take()
@@ -236,8 +269,12 @@ impl RequestBuffers {
         self.writable_len
     }
 
-    /// Where the status byte goes: the last device-writable byte.
+    /// Where the status byte goes: the last device-writable byte. None
+    /// when there is none, or when the chain broke before its end.
     pub fn status_addr(&self) -> Option<GuestAddress> {
+        if self.broken.is_some() {
+            return None;
+        }
         self.segments
             .iter()
             .rev()
@@ -451,10 +488,10 @@ mod tests {
     }
 
     fn collect(mem: &GuestMemoryMmap, descs: &[(u64, u32, u16)]) -> RequestBuffers {
-        let mut bufs = RequestBuffers::new();
+        let mut bufs = RequestBuffers::with_capacity(4);
         let chain = descs
             .iter()
-            .map(|&(addr, len, flags)| Descriptor::new(addr, len, flags, 0));
+            .map(|&(addr, len, flags)| Ok(Descriptor::new(addr, len, flags, 0)));
         bufs.collect(mem, chain);
         bufs
     }
@@ -523,6 +560,26 @@ mod tests {
         assert_eq!(bufs.status_addr(), Some(GuestAddress(0x2003)));
         let bufs = collect(&m, &[(0x1000, 16, 0)]);
         assert_eq!(bufs.status_addr(), None);
+    }
+
+    #[test]
+    fn a_chain_broken_part_way_has_no_status_byte() {
+        let m = mem();
+        let mut bufs = RequestBuffers::with_capacity(4);
+        let chain = [
+            Ok(Descriptor::new(0x1000, 16, 0, 0)),
+            Ok(Descriptor::new(0x2000, 1, WRITE, 0)),
+            Err(ChainError::Indirect { index: 2 }),
+            Ok(Descriptor::new(0x3000, 1, WRITE, 0)),
+        ];
+        bufs.collect(&m, chain.into_iter());
+        assert_eq!(bufs.broken(), Some(ChainError::Indirect { index: 2 }));
+        assert_eq!(bufs.status_addr(), None);
+        assert_eq!(bufs.writable_len(), 1, "nothing after the break");
+        // The next request starts afresh.
+        bufs.collect(&m, [Ok(Descriptor::new(0x2000, 1, WRITE, 0))].into_iter());
+        assert_eq!(bufs.broken(), None);
+        assert_eq!(bufs.status_addr(), Some(GuestAddress(0x2000)));
     }
 
     #[test]

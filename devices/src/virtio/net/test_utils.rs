@@ -19,6 +19,9 @@ use crate::virtio::IrqLine;
 const NEXT: u16 = 1;
 /// Descriptor flag: device-writable.
 pub const WRITE: u16 = 2;
+/// Descriptor flag: the buffer is a table of descriptors
+/// (VIRTIO_F_INDIRECT_DESC, never offered).
+pub const INDIRECT: u16 = 4;
 /// Where a [`TestQueue`]'s used ring lies, from the queue's start.
 const USED_RING_OFFSET: u64 = 0x2000;
 
@@ -164,6 +167,23 @@ impl<'a> TestQueue<'a> {
             self.vq.desc_table().store(index, d).unwrap();
         }
         self.add_head(head);
+    }
+
+    /// Writes `buffers` as an indirect table at `table`, linked in order,
+    /// and posts a chain of one descriptor referring to it.
+    pub fn add_indirect_chain(&mut self, table: u64, buffers: &[(u64, u32, u16)]) {
+        for (i, &(addr, len, flags)) in buffers.iter().enumerate() {
+            let (flags, next) = if i + 1 < buffers.len() {
+                (flags | NEXT, i as u16 + 1)
+            } else {
+                (flags, 0)
+            };
+            let d = RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next));
+            self.mem
+                .write_obj(d, GuestAddress(table + 16 * i as u64))
+                .unwrap();
+        }
+        self.add_chain(&[(table, 16 * buffers.len() as u32, INDIRECT)]);
     }
 
     /// Makes the chain at `head` available (again), or, with a head past

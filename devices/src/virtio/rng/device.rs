@@ -1,15 +1,15 @@
 //! The entropy device model.
 
-use std::io::{self, Write};
+use std::io;
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemory;
+use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
-use crate::virtio::queue::{drain, interrupt_if_wanted, next_to_serve};
+use crate::virtio::queue::{drain, interrupt_if_wanted, next_to_serve, Chain};
 use crate::virtio::state::DeviceState;
 use crate::virtio::{
-    device_type, finish_pass, log_this, ActivateError, Activation, IrqLine, VirtioDevice,
-    VIRTIO_F_VERSION_1,
+    device_type, finish_pass, log_this, ActivateError, Activation, ChainError, IrqLine,
+    VirtioDevice, VIRTIO_F_VERSION_1,
 };
 
 /// Size of the one request queue.
@@ -43,13 +43,17 @@ pub fn host_entropy(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Where requests get their bytes: the source, a buffer allocated once, and
+/// Where requests get their bytes: the source, buffers allocated once, and
 /// counters for rate-limited logs.
 pub struct Entropy {
     source: EntropySource,
     buf: Vec<u8>,
-    /// Chains returned empty: no writable bytes, or buffers outside guest
-    /// memory.
+    /// The writable buffers of the request being served; a chain has at
+    /// most [`RNG_QUEUE_SIZE`] descriptors, so this never grows.
+    segments: Vec<(GuestAddress, usize)>,
+    /// Chains returned empty: no writable bytes, indirect descriptors or
+    /// buffers outside guest memory; and available-ring entries that name
+    /// no chain.
     pub malformed: u64,
     /// Times the source failed.
     pub failures: u64,
@@ -61,6 +65,7 @@ impl Entropy {
         Entropy {
             source,
             buf: vec![0; MAX_REQUEST_BYTES],
+            segments: Vec::with_capacity(usize::from(RNG_QUEUE_SIZE)),
             malformed: 0,
             failures: 0,
         }
@@ -144,15 +149,17 @@ fn serve_batch<M: GuestMemory>(
     used_any: &mut bool,
 ) -> Result<bool, virtio_queue::Error> {
     let mut served = 0;
-    while let Some(chain) = next_to_serve(queue, mem, &mut entropy.malformed, "virtio-rng")? {
+    while let Some(chain) = next_to_serve(
+        queue,
+        mem,
+        usize::from(RNG_QUEUE_SIZE),
+        &mut entropy.malformed,
+        "virtio-rng",
+    )? {
         let head = chain.head_index();
-        let written = match chain.writer(mem) {
-            Ok(writer) if writer.available_bytes() == 0 => {
-                malformed(entropy, &"it has no writable bytes");
-                0
-            }
-            Ok(mut writer) => {
-                let len = writer.available_bytes().min(MAX_REQUEST_BYTES);
+        let written = match writable_buffers(chain, mem, &mut entropy.segments) {
+            Ok(available) => {
+                let len = available.min(MAX_REQUEST_BYTES);
                 if let Err(e) = (entropy.source)(&mut entropy.buf[..len]) {
                     if log_this(&mut entropy.failures) {
                         log::warn!(
@@ -164,7 +171,7 @@ fn serve_batch<M: GuestMemory>(
                     queue.set_next_avail(queue.next_avail().wrapping_sub(1));
                     return Ok(false);
                 }
-                writer.write(&entropy.buf[..len]).unwrap_or(0)
+                scatter(mem, &entropy.segments, &entropy.buf[..len])
             }
             Err(e) => {
                 malformed(entropy, &e);
@@ -180,6 +187,64 @@ fn serve_batch<M: GuestMemory>(
         }
     }
     Ok(false)
+}
+
+/// Why a request was returned empty.
+#[derive(Debug, thiserror::Error)]
+enum BadRequest {
+    #[error("it has no writable bytes")]
+    NothingWritable,
+    #[error("a buffer lies outside guest memory")]
+    OutsideMemory,
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+/// Records the non-empty device-writable buffers of `chain` in `segments`
+/// (device-readable ones are passed over) and returns their size.
+fn writable_buffers<M: GuestMemory>(
+    chain: Chain<'_, M>,
+    mem: &M,
+    segments: &mut Vec<(GuestAddress, usize)>,
+) -> Result<usize, BadRequest> {
+    segments.clear();
+    let mut total = 0usize;
+    for desc in chain {
+        let desc = desc?;
+        let len = desc.len() as usize;
+        if !desc.is_write_only() || len == 0 {
+            continue;
+        }
+        if !mem.check_range(desc.addr(), len, Permissions::Write) {
+            return Err(BadRequest::OutsideMemory);
+        }
+        segments.push((desc.addr(), len));
+        // The chain holds less than 4 GiB.
+        total += len;
+    }
+    if total == 0 {
+        return Err(BadRequest::NothingWritable);
+    }
+    Ok(total)
+}
+
+/// Writes `bytes` over `segments` in order; returns how many were written.
+fn scatter<M: GuestMemory>(mem: &M, segments: &[(GuestAddress, usize)], bytes: &[u8]) -> usize {
+    let mut done = 0;
+    for &(addr, len) in segments {
+        let n = len.min(bytes.len() - done);
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = mem.write_slice(&bytes[done..done + n], addr) {
+            // Cannot happen: the range was checked and guest memory does
+            // not change under a running device.
+            log::warn!("virtio-rng: cannot write a request's buffer: {e}");
+            break;
+        }
+        done += n;
+    }
+    done
 }
 
 /// Counts a request returned empty as malformed, and logs it now and then.
@@ -235,6 +300,8 @@ mod tests {
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     const WRITE: u16 = 2;
+    /// Descriptor flag: the buffer is a table of descriptors.
+    const INDIRECT: u16 = 4;
 
     fn counting_source() -> EntropySource {
         let mut n = 0u8;
@@ -394,6 +461,59 @@ mod tests {
         assert_eq!(u16::from_le(flags), 0, "the driver may notify again");
         assert_eq!(src.malformed, 1);
         assert_eq!(irq.status(), INT_VRING);
+    }
+
+    #[test]
+    fn chains_with_an_indirect_descriptor_are_returned_empty() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        // A table of one writable buffer: the device never offered
+        // VIRTIO_F_INDIRECT_DESC.
+        let table = Raw::from(RawDescriptor::new(0x8000, 16, WRITE, 0));
+        mem.write_obj(table, GuestAddress(0x7000)).unwrap();
+        let descs = [
+            Raw::from(RawDescriptor::new(0x7000, 16, INDIRECT, 0)),
+            Raw::from(RawDescriptor::new(0x9000, 8, WRITE, 0)),
+        ];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut src = Entropy::new(counting_source());
+        process_requestq(&mut q, &mem, &mut src, &irq).unwrap();
+        assert_eq!(vq.used().idx().load(), 2);
+        assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 0);
+        assert_eq!(vq.used().ring().ref_at(1).unwrap().load().len(), 8);
+        assert_eq!(src.malformed, 1);
+        let mut got = [0xffu8; 16];
+        mem.read_slice(&mut got, GuestAddress(0x8000)).unwrap();
+        assert_eq!(got, [0; 16], "nothing went into the table's buffer");
+    }
+
+    #[test]
+    fn a_chain_longer_than_the_queue_is_returned_empty() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        // A ring larger than the device's, so that a chain can exceed the
+        // cap without looping.
+        let vq = MockSplitQueue::new(&mem, 512);
+        let n = usize::from(RNG_QUEUE_SIZE) + 1;
+        let descs: Vec<Raw> = (0..n)
+            .map(|i| {
+                let (flags, next) = if i + 1 < n {
+                    (WRITE | 1, i as u16 + 1)
+                } else {
+                    (WRITE, 0)
+                };
+                Raw::from(RawDescriptor::new(0x8000 + i as u64, 1, flags, next))
+            })
+            .collect();
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut src = Entropy::new(counting_source());
+        process_requestq(&mut q, &mem, &mut src, &irq).unwrap();
+        assert_eq!(vq.used().idx().load(), 1);
+        assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 0);
+        assert_eq!(src.malformed, 1);
     }
 
     #[test]
