@@ -117,13 +117,7 @@ impl Disk {
         backend: Box<dyn DiskBackend>,
         read_only: bool,
     ) -> Result<Self, BlockError> {
-        let size = backend.size().map_err(BlockError::ReadDiskSize)?;
-        let tail = size % (1 << SECTOR_SHIFT);
-        if tail != 0 {
-            log::warn!(
-                "virtio-blk {id:?}: the image is not a whole number of 512-byte sectors; its last {tail} bytes are not visible to the guest"
-            );
-        }
+        let capacity_sectors = capacity_of(&*backend, &id)?;
         let mut id_bytes = [0u8; VIRTIO_BLK_ID_BYTES];
         let n = id.len().min(VIRTIO_BLK_ID_BYTES);
         id_bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
@@ -132,7 +126,7 @@ impl Disk {
             name: format!("virtio-blk {id:?}"),
             id,
             id_bytes,
-            capacity_sectors: size >> SECTOR_SHIFT,
+            capacity_sectors,
             read_only,
             bufs: RequestBuffers::with_capacity(MAX_DESCRIPTORS),
             bounce: Vec::new(),
@@ -153,6 +147,19 @@ impl Disk {
     /// Whether writes are refused.
     pub fn read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Serves from `backend` from now on, after flushing the old one (a
+    /// failure is logged: the swap goes on), and returns the new capacity.
+    /// What was served so far stays counted.
+    fn swap_backend(&mut self, backend: Box<dyn DiskBackend>) -> Result<u64, BlockError> {
+        let capacity_sectors = capacity_of(&*backend, &self.id)?;
+        if let Err(e) = self.flush() {
+            log::error!("{}: cannot flush the old image: {e}", self.name);
+        }
+        self.backend = backend;
+        self.capacity_sectors = capacity_sectors;
+        Ok(capacity_sectors)
     }
 
     /// Makes every completed write durable.
@@ -342,6 +349,19 @@ impl Disk {
     }
 }
 
+/// The capacity of `backend` in whole sectors: a partial last sector is not
+/// addressable (and is warned about, for drive `id`).
+fn capacity_of(backend: &dyn DiskBackend, id: &str) -> Result<u64, BlockError> {
+    let size = backend.size().map_err(BlockError::ReadDiskSize)?;
+    let tail = size % (1 << SECTOR_SHIFT);
+    if tail != 0 {
+        log::warn!(
+            "virtio-blk {id:?}: the image is not a whole number of 512-byte sectors; its last {tail} bytes are not visible to the guest"
+        );
+    }
+    Ok(size >> SECTOR_SHIFT)
+}
+
 /// The first `n` bytes of the bounce buffer, grown when needed.
 fn bounce(buf: &mut Vec<u8>, n: usize) -> &mut [u8] {
     if buf.len() < n {
@@ -473,17 +493,8 @@ impl Block {
     /// the capacity in the config space; returns the new capacity in
     /// sectors. The caller tells the driver with a config-change interrupt.
     pub fn swap_backend(&mut self, backend: Box<dyn DiskBackend>) -> Result<u64, BlockError> {
-        let read_only = self.disk.read_only();
-        let disk = Disk::new(self.disk.id().to_string(), backend, read_only)?;
-        if let Err(e) = self.disk.flush() {
-            log::error!(
-                "virtio-blk {:?}: cannot flush the old image: {e}",
-                self.disk.id()
-            );
-        }
-        let capacity = disk.capacity_sectors();
+        let capacity = self.disk.swap_backend(backend)?;
         self.config[CONFIG_CAPACITY..CONFIG_CAPACITY + 8].copy_from_slice(&capacity.to_le_bytes());
-        self.disk = disk;
         Ok(capacity)
     }
 

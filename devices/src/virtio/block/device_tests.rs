@@ -343,6 +343,56 @@ fn a_swapped_backend_changes_capacity_and_content() {
 }
 
 #[test]
+fn counters_survive_a_swapped_backend() {
+    let m = mem();
+    let fake = FakeDisk::with_pattern(DISK_LEN);
+    let mut block = Block::with_backend("d".into(), Box::new(fake.clone()), false).unwrap();
+    assert_eq!(read_request(&m, &mut block.disk, 1, 512), answer(513, 0));
+    assert_eq!(read_request(&m, &mut block.disk, 99, 512), ioerr());
+    let before = block.counters();
+    assert_eq!(
+        (before.reads, before.read_bytes, before.errors),
+        (1, 512, 1)
+    );
+    let bigger = FakeDisk::with_pattern(2 * DISK_LEN);
+    assert_eq!(block.swap_backend(Box::new(bigger.clone())).unwrap(), 32);
+    assert_eq!(block.counters(), before);
+    // The new backend serves, and the counts go on from where they were.
+    assert_eq!(read_request(&m, &mut block.disk, 20, 512), answer(513, 0));
+    assert_eq!(read_guest(&m, DATA, 512), bigger.range(20 * 512, 512));
+    assert_eq!(block.counters().reads, 2);
+    // The old image was flushed.
+    assert_eq!(fake.state().flushes, 1);
+    // A backend whose size cannot be read is refused; the disk stays.
+    struct NoSize;
+    impl DiskBackend for NoSize {
+        fn read_at(&mut self, _buf: &mut [u8], _offset: u64) -> io::Result<()> {
+            unreachable!("never served")
+        }
+        fn write_at(&mut self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+            unreachable!("never served")
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn size(&self) -> io::Result<u64> {
+            Err(io::Error::other("no size"))
+        }
+    }
+    assert!(matches!(
+        block.swap_backend(Box::new(NoSize)),
+        Err(BlockError::ReadDiskSize(_))
+    ));
+    assert_eq!(block.capacity_sectors(), 32);
+    assert_eq!(
+        bigger.state().flushes,
+        0,
+        "nothing flushed before the refusal"
+    );
+    assert_eq!(read_request(&m, &mut block.disk, 20, 512), answer(513, 0));
+}
+
+#[test]
 fn read_only_drive_refuses_writes_and_serves_reads() {
     let m = mem();
     let fake = FakeDisk::with_pattern(DISK_LEN);
