@@ -56,6 +56,8 @@ pub trait VirtioDevice: Send {
     /// Starts the device. Runs on a vCPU thread: store, signal, return.
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
     /// Stops the device, dropping its queues, so that it can be activated
-    /// again. Returns false when it cannot stop.
-    fn reset(&mut self) -> bool;
+    /// again. A reset cannot fail: the driver's write of 0 to the status
+    /// resets the device (spec §2.4), and every device here stops by
+    /// forgetting its activation.
+    fn reset(&mut self);
 }

@@ -363,16 +363,7 @@ impl MmioTransport {
 
     fn reset(&mut self) {
         if self.active {
-            if !lock(&self.device).reset() {
-                // The device cannot stop: keep it as it is and tell the
-                // driver it must not use it.
-                log::warn!(
-                    "virtio-mmio: device type {} cannot be reset",
-                    self.device_type
-                );
-                self.status |= FAILED;
-                return;
-            }
+            lock(&self.device).reset();
             self.active = false;
         }
         for q in &mut self.queues {
@@ -439,6 +430,7 @@ mod tests {
         active: Option<Activation>,
         fail_activate: bool,
         activations: usize,
+        resets: usize,
     }
 
     impl VirtioDevice for Dummy {
@@ -470,8 +462,12 @@ mod tests {
             self.active = Some(activation);
             Ok(())
         }
-        fn reset(&mut self) -> bool {
-            self.active.take().is_some()
+        fn reset(&mut self) {
+            assert!(
+                self.active.take().is_some(),
+                "only an active device is reset"
+            );
+            self.resets += 1;
         }
     }
 
@@ -690,6 +686,10 @@ mod tests {
         assert_eq!(r(&mut f.t, STATUS), 0);
         assert_eq!(r(&mut f.t, INTERRUPT_STATUS), 0);
         assert!(f.dev.lock().unwrap().active.is_none());
+        assert_eq!(f.dev.lock().unwrap().resets, 1);
+        // A second reset finds nothing to stop in the device.
+        w(&mut f.t, STATUS, 0);
+        assert_eq!(f.dev.lock().unwrap().resets, 1);
         w(&mut f.t, QUEUE_SEL, 0);
         assert_eq!(r(&mut f.t, QUEUE_READY), 0);
         negotiate(&mut f.t);

@@ -587,8 +587,8 @@ impl VirtioDevice for Block {
         self.state.activate(activation, 1)
     }
 
-    fn reset(&mut self) -> bool {
-        self.state.reset()
+    fn reset(&mut self) {
+        self.state.reset();
     }
 }
 

@@ -250,7 +250,7 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         self.state.activate(activation, 2)
     }
 
-    fn reset(&mut self) -> bool {
+    fn reset(&mut self) {
         // A frame held for the old rings is dropped with them.
         self.rx.reset();
         self.tx.reset();
@@ -261,7 +261,7 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         }
         // DeviceState keeps its own duplicates of the watched queue events
         // until the event loop has let go of them.
-        self.state.reset()
+        self.state.reset();
     }
 }
 
@@ -376,7 +376,7 @@ mod tests {
     fn reset_clears_the_offloads() {
         let mut n = net();
         n.set_acked_features(AVAIL_FEATURES);
-        assert!(n.reset());
+        n.reset();
         assert_eq!(n.backend().offload, Some(0));
     }
 

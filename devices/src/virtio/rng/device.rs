@@ -285,8 +285,8 @@ impl VirtioDevice for Rng {
         self.state.activate(activation, 1)
     }
 
-    fn reset(&mut self) -> bool {
-        self.state.reset()
+    fn reset(&mut self) {
+        self.state.reset();
     }
 }
 
