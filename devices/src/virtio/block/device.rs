@@ -302,8 +302,13 @@ impl Disk {
     /// bounce buffer.
     fn read<M: GuestMemory>(&mut self, mem: &M, offset: u64, len: u64) -> Result<(), RequestError> {
         // `len` < 4 GiB (see `serve`).
-        let direct = self.bufs.guest_buffers(mem, true, 0, len as usize)?;
-        if let Some(result) = self.backend.read_to_guest(&direct, offset) {
+        let backend = &mut self.backend;
+        let direct = self
+            .bufs
+            .with_guest_buffers(mem, true, 0, len as usize, |bufs| {
+                backend.read_to_guest(bufs, offset)
+            })?;
+        if let Some(result) = direct {
             return result.map_err(|source| RequestError::ReadDisk { offset, source });
         }
         let mut done = 0;
@@ -328,10 +333,13 @@ impl Disk {
         offset: u64,
         len: u64,
     ) -> Result<(), RequestError> {
-        let direct = self
-            .bufs
-            .guest_buffers(mem, false, HEADER_LEN, len as usize)?;
-        if let Some(result) = self.backend.write_from_guest(&direct, offset) {
+        let backend = &mut self.backend;
+        let direct =
+            self.bufs
+                .with_guest_buffers(mem, false, HEADER_LEN, len as usize, |bufs| {
+                    backend.write_from_guest(bufs, offset)
+                })?;
+        if let Some(result) = direct {
             return result.map_err(|source| RequestError::WriteDisk { offset, source });
         }
         let mut done = 0;

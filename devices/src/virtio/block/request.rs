@@ -170,10 +170,23 @@ pub struct RequestBuffers {
 #[derive(Debug, Default)]
 struct Iovecs(Vec<libc::iovec>);
 
-// SAFETY: raw pointers are not `Send` only as a lint. These are filled and
-// handed to the kernel within one request, on the thread serving it, and
-// never dereferenced by this code.
+// SAFETY: the vector holds host addresses only while
+// `RequestBuffers::with_guest_buffers` runs, on the thread serving the
+// request, which hands them to the kernel and never dereferences them
+// itself; it is emptied before that function returns (by a guard, so also
+// when a backend panics). Between requests it holds no pointer at all, so
+// moving it to another thread moves only an allocation.
 unsafe impl Send for Iovecs {}
+
+/// Empties the host ranges when dropped: no address outlives the transfer
+/// that used it.
+struct ClearOnDrop<'a>(&'a mut Vec<libc::iovec>);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
 
 impl RequestBuffers {
     /// Empty buffers, with room for requests of `segments` descriptors.
@@ -249,6 +262,13 @@ impl RequestBuffers {
         self.segments.capacity()
     }
 
+    /// How many host ranges are held between transfers, for tests (none
+    /// should be).
+    #[cfg(test)]
+    pub(super) fn iovecs_held(&self) -> usize {
+        self.iovecs.0.len()
+    }
+
     /// Where the chain went wrong, if it did.
     pub fn broken(&self) -> Option<ChainError> {
         self.broken
@@ -293,29 +313,31 @@ impl RequestBuffers {
         Ok(RequestHeader::from_bytes(&bytes))
     }
 
-    /// The guest memory holding `len` bytes starting `skip` bytes into the
-    /// device-readable bytes, or the device-writable ones when `writable`,
-    /// for a backend to move without a copy. Device-writable memory is
-    /// marked dirty first (a failed transfer leaves it marked: harmless).
-    pub fn guest_buffers<'s, M: GuestMemory>(
-        &'s mut self,
-        mem: &'s M,
+    /// Runs `op` on the guest memory holding `len` bytes starting `skip`
+    /// bytes into the device-readable bytes, or the device-writable ones
+    /// when `writable`, for a backend to move without a copy; the host
+    /// addresses are forgotten as soon as `op` returns. Device-writable
+    /// memory is marked dirty first (a failed transfer leaves it marked:
+    /// harmless).
+    pub fn with_guest_buffers<M: GuestMemory, R>(
+        &mut self,
+        mem: &M,
         writable: bool,
         skip: u64,
         len: usize,
-    ) -> Result<GuestBuffers<'s>, RequestError> {
+        op: impl FnOnce(&GuestBuffers<'_>) -> R,
+    ) -> Result<R, RequestError> {
         let (segments, access) = if writable {
             (&self.segments[self.first_writable..], Permissions::Write)
         } else {
             (&self.segments[..self.first_writable], Permissions::Read)
         };
-        let iovecs = &mut self.iovecs.0;
-        iovecs.clear();
+        let iovecs = ClearOnDrop(&mut self.iovecs.0);
         let mut moved = 0;
         for (addr, n) in pieces(segments, skip, len) {
             let direct = mem.physical_memory().map(|pm| pm.get_slice(addr, n));
             if let Some(Ok(slice)) = direct {
-                moved += push_iovec(iovecs, &slice, writable);
+                moved += push_iovec(iovecs.0, &slice, writable);
                 continue;
             }
             let slices = mem
@@ -323,15 +345,17 @@ impl RequestBuffers {
                 .map_err(RequestError::AccessGuestMemory)?;
             for slice in slices {
                 let slice = slice.map_err(RequestError::AccessGuestMemory)?;
-                moved += push_iovec(iovecs, &slice, writable);
+                moved += push_iovec(iovecs.0, &slice, writable);
             }
         }
         short_transfer(len - moved)?;
         // SAFETY: every range is a slice of `mem`, which stays borrowed
-        // (hence mapped) for `'s`; empty ones were left out. Without
+        // (hence mapped) while `op` runs, and the ranges are forgotten
+        // before `mem` is released; empty ones were left out. Without
         // vm-memory's `xen` feature a slice's pointer guard maps nothing,
         // so its address is valid beyond the guard.
-        Ok(unsafe { GuestBuffers::new(iovecs) })
+        let bufs = unsafe { GuestBuffers::new(iovecs.0) };
+        Ok(op(&bufs))
     }
 
     /// Copies device-readable bytes, starting `skip` bytes in, into `buf`.
