@@ -5,12 +5,69 @@
 //! itself.
 
 use std::mem::size_of;
+use std::sync::atomic::{fence, Ordering};
 
+use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 
-use super::{log_this, should_interrupt, IrqLine, INT_VRING};
+use super::{IrqLine, INT_VRING};
+
+/// Counts one more occurrence of something a guest caused and says whether
+/// to log it: the 1st, 2nd, 4th, 8th… time, so that a misbehaving guest
+/// cannot flood the host's log.
+pub(crate) fn log_this(counter: &mut u64) -> bool {
+    *counter += 1;
+    counter.is_power_of_two()
+}
+
+/// Acts on the result of a bounded pass over a queue: a pass that stopped
+/// at its budget kicks the queue's own event, so the event loop comes back
+/// to it after other work; a broken ring is logged, rate-limited through
+/// `errors`. `device` names the device and queue, and is only built when
+/// something is logged.
+pub(crate) fn finish_pass(
+    result: Result<bool, virtio_queue::Error>,
+    queue_evt: &vmm_sys_util::eventfd::EventFd,
+    errors: &mut u64,
+    device: impl FnOnce() -> String,
+) {
+    match result {
+        Ok(false) => {}
+        Ok(true) => {
+            if let Err(e) = queue_evt.write(1) {
+                log::warn!("{}: cannot reschedule the queue: {e}", device());
+            }
+        }
+        Err(e) => {
+            if log_this(errors) {
+                log::warn!("{}: {e}", device());
+            }
+        }
+    }
+}
+
+/// Whether the driver wants an interrupt for the chains just used. With
+/// VIRTIO_F_EVENT_IDX that is `Queue::needs_notification`; without it the
+/// driver may set VRING_AVAIL_F_NO_INTERRUPT in the available ring's
+/// `flags` (spec §2.7.7), which virtio-queue 0.18 does not look at.
+pub(crate) fn should_interrupt<M: GuestMemory>(
+    queue: &mut Queue,
+    mem: &M,
+) -> Result<bool, virtio_queue::Error> {
+    if queue.event_idx_enabled() {
+        return queue.needs_notification(mem);
+    }
+    // The used ring writes must be visible before the driver's flags are
+    // read (spec §2.7.7.1), as `needs_notification` does.
+    fence(Ordering::SeqCst);
+    // `flags` is the available ring's first field.
+    let flags: u16 = mem
+        .load(GuestAddress(queue.avail_ring()), Ordering::Acquire)
+        .map_err(virtio_queue::Error::GuestMemory)?;
+    Ok(u32::from(u16::from_le(flags)) & VRING_AVAIL_F_NO_INTERRUPT == 0)
+}
 
 /// Why a descriptor chain was refused part-way. The rest of the chain is
 /// not read, so where it ends (and, for a block request, where its status
@@ -474,5 +531,17 @@ mod tests {
         m.write_obj(0u16, vq.avail_addr()).unwrap();
         interrupt_if_wanted(&mut q, &m, &irq, true, "test").unwrap();
         assert_eq!(irq.status(), INT_VRING);
+    }
+
+    #[test]
+    fn no_interrupt_flag_suppresses_interrupts_without_event_idx() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let mut q: Queue = vq.create_queue().unwrap();
+        assert!(should_interrupt(&mut q, &mem).unwrap());
+        mem.write_obj(1u16.to_le(), vq.avail_addr()).unwrap();
+        assert!(!should_interrupt(&mut q, &mem).unwrap());
+        mem.write_obj(0u16, vq.avail_addr()).unwrap();
+        assert!(should_interrupt(&mut q, &mem).unwrap());
     }
 }

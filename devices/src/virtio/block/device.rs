@@ -13,11 +13,9 @@ use super::request::{
     VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
     VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
-use crate::virtio::queue::{drain, interrupt_if_wanted, next_to_serve};
-use crate::virtio::state::DeviceState;
+use crate::virtio::queue::{drain, interrupt_if_wanted, log_this, next_to_serve};
 use crate::virtio::{
-    device_type, finish_pass, log_this, ActivateError, Activation, ChainError, IrqLine,
-    VirtioDevice, VIRTIO_F_VERSION_1,
+    device_type, ChainError, IrqLine, VirtioCommon, VirtioDevice, VIRTIO_F_VERSION_1,
 };
 
 /// Size of the one request queue.
@@ -450,13 +448,8 @@ fn serve_batch<M: GuestMemory>(
 
 /// The virtio-blk device.
 pub struct Block {
-    pub(super) state: DeviceState,
+    pub(super) common: VirtioCommon,
     pub(super) disk: Disk,
-    avail_features: u64,
-    acked_features: u64,
-    config: [u8; CONFIG_LEN],
-    /// Broken-ring errors, for rate-limited logs.
-    queue_errors: u64,
 }
 
 impl Block {
@@ -479,7 +472,7 @@ impl Block {
         if read_only {
             avail_features |= 1 << VIRTIO_BLK_F_RO;
         }
-        let mut config = [0u8; CONFIG_LEN];
+        let mut config = vec![0u8; CONFIG_LEN];
         config[CONFIG_CAPACITY..CONFIG_CAPACITY + 8]
             .copy_from_slice(&disk.capacity_sectors.to_le_bytes());
         config[CONFIG_SIZE_MAX..CONFIG_SIZE_MAX + 4].copy_from_slice(&0u32.to_le_bytes());
@@ -487,14 +480,15 @@ impl Block {
             .copy_from_slice(&u32::from(SEG_MAX).to_le_bytes());
         config[CONFIG_BLK_SIZE..CONFIG_BLK_SIZE + 4]
             .copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
-        Ok(Block {
-            state: DeviceState::new().map_err(BlockError::CreateStateEvent)?,
-            disk,
+        let common = VirtioCommon::new(
+            disk.name.clone(),
+            device_type::BLOCK,
+            &[BLOCK_QUEUE_SIZE],
             avail_features,
-            acked_features: 0,
             config,
-            queue_errors: 0,
-        })
+        )
+        .map_err(BlockError::CreateStateEvent)?;
+        Ok(Block { common, disk })
     }
 
     /// Replaces the backing file (after flushing the old one) and updates
@@ -502,7 +496,8 @@ impl Block {
     /// sectors. The caller tells the driver with a config-change interrupt.
     pub fn swap_backend(&mut self, backend: Box<dyn DiskBackend>) -> Result<u64, BlockError> {
         let capacity = self.disk.swap_backend(backend)?;
-        self.config[CONFIG_CAPACITY..CONFIG_CAPACITY + 8].copy_from_slice(&capacity.to_le_bytes());
+        self.common.config_space_mut()[CONFIG_CAPACITY..CONFIG_CAPACITY + 8]
+            .copy_from_slice(&capacity.to_le_bytes());
         Ok(capacity)
     }
 
@@ -536,67 +531,21 @@ impl Block {
     /// its own queue event so that the event loop comes back to them after
     /// other work.
     pub(super) fn process(&mut self) {
-        let Some(Activation {
-            mem,
-            queues,
-            queue_evts,
-            irq,
-        }) = self.state.active()
-        else {
-            return;
-        };
-        let result = process_requestq(&mut queues[0], mem, &mut self.disk, irq);
-        let name = &self.disk.name;
-        finish_pass(result, &queue_evts[0], &mut self.queue_errors, || {
-            format!("{name} request queue")
-        });
+        let disk = &mut self.disk;
+        self.common
+            .run_pass(0, |queue, mem, irq| process_requestq(queue, mem, disk, irq));
     }
 }
 
+/// Every field of the configuration space is read-only: without
+/// VIRTIO_BLK_F_CONFIG_WCE (§5.2.4), which is not offered.
 impl VirtioDevice for Block {
-    fn device_type(&self) -> u32 {
-        device_type::BLOCK
+    fn common(&self) -> &VirtioCommon {
+        &self.common
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[BLOCK_QUEUE_SIZE]
-    }
-
-    fn avail_features(&self) -> u64 {
-        self.avail_features
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features;
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| self.config.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // Every field is read-only without VIRTIO_BLK_F_CONFIG_WCE
-        // (§5.2.4), which is not offered.
-        log::debug!(
-            "virtio-blk \"{}\": ignored {}-byte config write at {offset:#x}",
-            self.disk.id,
-            data.len()
-        );
-    }
-
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        self.state.activate(activation, 1)
-    }
-
-    fn reset(&mut self) {
-        self.state.reset();
+    fn common_mut(&mut self) -> &mut VirtioCommon {
+        &mut self.common
     }
 }
 

@@ -10,7 +10,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::*;
-use crate::virtio::INT_VRING;
+use crate::virtio::{ActivateError, Activation, INT_VRING};
 
 const NEXT: u16 = 1;
 const WRITE: u16 = 2;

@@ -20,8 +20,8 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
 use super::{NetBackend, MAX_FRAME_LEN, MAX_SEGMENTS, VNET_HDR_LEN};
-use crate::virtio::log_this;
-use crate::virtio::queue::{interrupt_if_wanted, skip_bad_head, take, Avail, Chain};
+
+use crate::virtio::queue::{interrupt_if_wanted, log_this, skip_bad_head, take, Avail, Chain};
 use crate::virtio::{ChainError, IrqLine};
 
 /// Most frames taken from the backend in one call, so that a busy tap
@@ -49,7 +49,7 @@ pub struct RxCounters {
     pub bytes: u64,
     /// Frames dropped: shorter than the vnet header, larger than the
     /// driver's buffers could ever hold (or spread over more than
-    /// [`MAX_SEGMENTS`] of them), or carrying an offload the driver did
+    /// 1024 of them), or carrying an offload the driver did
     /// not accept (queued in the tap under earlier features).
     pub dropped: u64,
     /// Receive chains returned empty as malformed (read-only or indirect

@@ -5,8 +5,8 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
 use super::{NetBackend, MAX_FRAME_LEN, MAX_SEGMENTS, VNET_HDR_LEN};
-use crate::virtio::log_this;
-use crate::virtio::queue::{drain, interrupt_if_wanted, next_to_serve, Chain};
+
+use crate::virtio::queue::{drain, interrupt_if_wanted, log_this, next_to_serve, Chain};
 use crate::virtio::{ChainError, IrqLine};
 
 /// Most chains sent in one call, so that a driver that keeps queueing

@@ -5,11 +5,9 @@ use std::io;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
-use crate::virtio::queue::{drain, interrupt_if_wanted, next_to_serve, Chain};
-use crate::virtio::state::DeviceState;
+use crate::virtio::queue::{drain, interrupt_if_wanted, log_this, next_to_serve, Chain};
 use crate::virtio::{
-    device_type, finish_pass, log_this, ActivateError, Activation, ChainError, IrqLine,
-    VirtioDevice, VIRTIO_F_VERSION_1,
+    device_type, ChainError, IrqLine, VirtioCommon, VirtioDevice, VIRTIO_F_VERSION_1,
 };
 
 /// Size of the one request queue.
@@ -74,11 +72,8 @@ impl Entropy {
 
 /// The virtio-rng device.
 pub struct Rng {
-    pub(super) state: DeviceState,
+    pub(super) common: VirtioCommon,
     entropy: Entropy,
-    acked_features: u64,
-    /// Broken-ring errors, for rate-limited logs.
-    queue_errors: u64,
 }
 
 impl Rng {
@@ -87,13 +82,18 @@ impl Rng {
         Self::with_source(Box::new(host_entropy))
     }
 
-    /// An entropy device reading from `source` (tests use a fake).
+    /// An entropy device reading from `source` (tests use a fake). It has
+    /// no configuration space (spec §5.4.4): reads return zeros.
     pub fn with_source(source: EntropySource) -> io::Result<Self> {
         Ok(Rng {
-            state: DeviceState::new()?,
+            common: VirtioCommon::new(
+                "virtio-rng".to_string(),
+                device_type::RNG,
+                &[RNG_QUEUE_SIZE],
+                1 << VIRTIO_F_VERSION_1,
+                Vec::new(),
+            )?,
             entropy: Entropy::new(source),
-            acked_features: 0,
-            queue_errors: 0,
         })
     }
 
@@ -101,18 +101,9 @@ impl Rng {
     /// its own queue event so that the event loop comes back to them after
     /// other work.
     pub(super) fn process(&mut self) {
-        let Some(Activation {
-            mem,
-            queues,
-            queue_evts,
-            irq,
-        }) = self.state.active()
-        else {
-            return;
-        };
-        let result = process_requestq(&mut queues[0], mem, &mut self.entropy, irq);
-        finish_pass(result, &queue_evts[0], &mut self.queue_errors, || {
-            "virtio-rng request queue".to_string()
+        let entropy = &mut self.entropy;
+        self.common.run_pass(0, |queue, mem, irq| {
+            process_requestq(queue, mem, entropy, irq)
         });
     }
 }
@@ -258,35 +249,12 @@ fn malformed(entropy: &mut Entropy, why: &dyn std::fmt::Display) {
 }
 
 impl VirtioDevice for Rng {
-    fn device_type(&self) -> u32 {
-        device_type::RNG
+    fn common(&self) -> &VirtioCommon {
+        &self.common
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[RNG_QUEUE_SIZE]
-    }
-
-    fn avail_features(&self) -> u64 {
-        1 << VIRTIO_F_VERSION_1
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features;
-    }
-
-    fn read_config(&self, _offset: u64, data: &mut [u8]) {
-        // No configuration space (spec §5.4.4).
-        data.fill(0);
-    }
-
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        self.state.activate(activation, 1)
-    }
-
-    fn reset(&mut self) {
-        self.state.reset();
+    fn common_mut(&mut self) -> &mut VirtioCommon {
+        &mut self.common
     }
 }
 
