@@ -275,6 +275,7 @@ mod tests {
             Ok(true)
         });
         assert_eq!(runs, 0, "inactive");
+        assert!(c.active().is_none());
         let evts: Vec<EventFd> = (0..2)
             .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
             .collect();
@@ -290,6 +291,7 @@ mod tests {
         })
         .unwrap();
         assert!(c.is_active());
+        assert_eq!(c.active().map(|a| a.queues.len()), Some(2));
         c.run_pass(1, |q, _, _| {
             runs += 1;
             assert_eq!(q.max_size(), 8, "the queue asked for");

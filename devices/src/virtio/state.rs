@@ -367,6 +367,14 @@ mod tests {
             Err(ActivateError::Queues { need: 1, got: 0 })
         ));
         assert!(!s.is_active());
+        // A ready queue without its notification event is no better.
+        let mut a = activation(&evt);
+        a.queue_evts.clear();
+        assert!(matches!(
+            s.activate(a, 1),
+            Err(ActivateError::Queues { need: 1, got: 1 })
+        ));
+        assert!(!s.is_active());
     }
 
     /// A two-queue device with an fd of its own, which it watches while
@@ -401,7 +409,8 @@ mod tests {
                     let e = self.common.watch(ops, fd, data, EventSet::IN).unwrap_err();
                     self.refusals.push(e.to_string());
                 }
-                self.common.watch(ops, fd, 7, EventSet::IN).unwrap();
+                // The first value past the queue indices is the device's.
+                self.common.watch(ops, fd, 2, EventSet::IN).unwrap();
                 self.watching = true;
             }
         }
@@ -426,7 +435,7 @@ mod tests {
         fn init(&mut self, ops: &mut EventOps) {
             self.common.init(ops);
             let fd = std::os::fd::AsRawFd::as_raw_fd(&self.own);
-            let e = self.common.watch(ops, fd, 7, EventSet::IN).unwrap_err();
+            let e = self.common.watch(ops, fd, 2, EventSet::IN).unwrap_err();
             self.refusals.push(e.to_string());
         }
     }
@@ -482,7 +491,7 @@ mod tests {
         );
         own.write(1).unwrap();
         assert_eq!(turn(&mut em), 1);
-        assert_eq!(dev.lock().unwrap().events, [7]);
+        assert_eq!(dev.lock().unwrap().events, [2]);
         // A notification is consumed and its queue served.
         evts[0].write(1).unwrap();
         assert_eq!(turn(&mut em), 1);
@@ -511,7 +520,7 @@ mod tests {
         // The second event unwatches the fd, which then goes quiet.
         own.write(1).unwrap();
         assert_eq!(turn(&mut em), 1);
-        assert_eq!(dev.lock().unwrap().events, [7, 7]);
+        assert_eq!(dev.lock().unwrap().events, [2, 2]);
         assert_eq!(
             dev.lock().unwrap().unwatch_again.as_deref(),
             Some(format!("fd {own_fd} is not watched").as_str())

@@ -186,9 +186,9 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
     }
 
     fn reset(&mut self) {
-        // A frame held for the old rings is dropped with them.
+        // A frame held for the old rings is dropped with them. (The
+        // transmit side holds nothing between passes.)
         self.rx.reset();
-        self.tx.reset();
         // Frames read after the next negotiation must match it.
         if let Err(e) = self.backend.set_offload(0) {
             log::warn!(

@@ -46,11 +46,6 @@ impl Tx {
             counters: TxCounters::default(),
         }
     }
-
-    /// Forgets the frame in progress (device reset).
-    pub(super) fn reset(&mut self) {
-        self.segments.clear();
-    }
 }
 
 /// Why a transmit chain was dropped.
@@ -428,6 +423,20 @@ mod tests {
         assert_eq!(vq.used().idx().load(), 2);
         assert_eq!(tx.counters.malformed, 1);
         assert!(tx.segments.capacity() <= MAX_SEGMENTS);
+    }
+
+    #[test]
+    fn a_chain_of_just_the_header_is_sent_one_byte_less_is_not() {
+        let mem = test_mem();
+        let f = frame(0, 0);
+        mem.write_slice(&f, GuestAddress(0x1_0000)).unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        tq.add_chain(&[(0x1_0000, VNET_HDR_LEN as u32, 0)]);
+        tq.add_chain(&[(0x1_0000, VNET_HDR_LEN as u32 - 1, 0)]);
+        let mut backend = FakeBackend::new();
+        let (tx, _, _) = transmit_all(&mem, &tq, &mut backend);
+        assert_eq!(backend.written, vec![f]);
+        assert_eq!((tx.counters.frames, tx.counters.malformed), (1, 1));
     }
 
     #[test]

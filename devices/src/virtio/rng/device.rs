@@ -261,7 +261,7 @@ impl VirtioDevice for Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::INT_VRING;
+    use crate::virtio::{Activation, INT_VRING};
     use virtio_queue::desc::{split::Descriptor as RawDescriptor, RawDescriptor as Raw};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -482,6 +482,66 @@ mod tests {
         assert_eq!(vq.used().idx().load(), 1);
         assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 0);
         assert_eq!(src.malformed, 1);
+    }
+
+    #[test]
+    fn identity_features_and_an_empty_config_space() {
+        let rng = Rng::with_source(counting_source()).unwrap();
+        assert_eq!(rng.device_type(), 4);
+        assert_eq!(rng.queue_max_sizes(), &[256]);
+        assert_eq!(rng.avail_features(), 1 << 32);
+        let mut b = [0xffu8; 4];
+        rng.read_config(0, &mut b);
+        assert_eq!(b, [0; 4]);
+    }
+
+    #[test]
+    fn a_request_gets_at_most_64_kib_across_its_buffers() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        // 60 KiB, then 8 KiB of which only 4 KiB can be filled.
+        let descs = [
+            Raw::from(RawDescriptor::new(0x1_0000, 0xf000, WRITE | 1, 1)),
+            Raw::from(RawDescriptor::new(0x2_0000, 0x2000, WRITE, 0)),
+        ];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        mem.write_slice(&[0xee; 0x2000], GuestAddress(0x2_0000))
+            .unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut src = Entropy::new(Box::new(|buf: &mut [u8]| {
+            buf.fill(0x11);
+            Ok(())
+        }));
+        process_requestq(&mut q, &mem, &mut src, &irq).unwrap();
+        let used = vq.used().ring().ref_at(0).unwrap().load();
+        assert_eq!(used.len(), 0x1_0000);
+        let mut tail = vec![0u8; 0x2000];
+        mem.read_slice(&mut tail, GuestAddress(0x2_0000)).unwrap();
+        assert_eq!(tail[..0x1000], [0x11; 0x1000]);
+        assert_eq!(tail[0x1000..], [0xee; 0x1000], "beyond 64 KiB: untouched");
+    }
+
+    #[test]
+    fn the_device_serves_its_queue_once_active() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let descs = [Raw::from(RawDescriptor::new(0x8000, 16, WRITE, 0))];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut rng = Rng::with_source(counting_source()).unwrap();
+        rng.process();
+        assert_eq!(vq.used().idx().load(), 0, "not active yet");
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        rng.activate(Activation {
+            mem: mem.clone(),
+            queues: vec![vq.create_queue().unwrap()],
+            queue_evts: vec![EventFd::new(EFD_NONBLOCK).unwrap()],
+            irq: irq.clone(),
+        })
+        .unwrap();
+        rng.process();
+        assert_eq!(vq.used().idx().load(), 1);
+        assert_eq!(irq.status(), INT_VRING);
     }
 
     #[test]
