@@ -363,16 +363,7 @@ impl MmioTransport {
 
     fn reset(&mut self) {
         if self.active {
-            if !lock(&self.device).reset() {
-                // The device cannot stop: keep it as it is and tell the
-                // driver it must not use it.
-                log::warn!(
-                    "virtio-mmio: device type {} cannot be reset",
-                    self.device_type
-                );
-                self.status |= FAILED;
-                return;
-            }
+            lock(&self.device).reset();
             self.active = false;
         }
         for q in &mut self.queues {
@@ -427,40 +418,49 @@ impl BusDevice for MmioTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::{ActivateError, INT_VRING};
+    use crate::virtio::{ActivateError, VirtioCommon, INT_VRING};
     use vm_memory::GuestAddress;
     use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
     /// A device that records what the transport did to it.
-    #[derive(Default)]
     struct Dummy {
+        common: VirtioCommon,
         acked: u64,
-        config: [u8; 8],
         active: Option<Activation>,
         fail_activate: bool,
         activations: usize,
+        resets: usize,
+    }
+
+    impl Dummy {
+        /// Device type 42, queues of 16 and 8, a config space of `config`.
+        fn new(config: &[u8]) -> Self {
+            let features = (1 << VIRTIO_F_VERSION_1) | 0b101;
+            Dummy {
+                common: VirtioCommon::new("dummy".into(), 42, &[16, 8], features, config.to_vec())
+                    .unwrap(),
+                acked: 0,
+                active: None,
+                fail_activate: false,
+                activations: 0,
+                resets: 0,
+            }
+        }
     }
 
     impl VirtioDevice for Dummy {
-        fn device_type(&self) -> u32 {
-            42
+        fn common(&self) -> &VirtioCommon {
+            &self.common
         }
-        fn queue_max_sizes(&self) -> &[u16] {
-            &[16, 8]
-        }
-        fn avail_features(&self) -> u64 {
-            (1 << VIRTIO_F_VERSION_1) | 0b101
+        fn common_mut(&mut self) -> &mut VirtioCommon {
+            &mut self.common
         }
         fn set_acked_features(&mut self, features: u64) {
             self.acked = features;
         }
-        fn read_config(&self, offset: u64, data: &mut [u8]) {
-            let start = offset as usize;
-            data.copy_from_slice(&self.config[start..start + data.len()]);
-        }
         fn write_config(&mut self, offset: u64, data: &[u8]) {
             let start = offset as usize;
-            self.config[start..start + data.len()].copy_from_slice(data);
+            self.common.config_space_mut()[start..start + data.len()].copy_from_slice(data);
         }
         fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
             if self.fail_activate {
@@ -470,8 +470,12 @@ mod tests {
             self.active = Some(activation);
             Ok(())
         }
-        fn reset(&mut self) -> bool {
-            self.active.take().is_some()
+        fn reset(&mut self) {
+            assert!(
+                self.active.take().is_some(),
+                "only an active device is reset"
+            );
+            self.resets += 1;
         }
     }
 
@@ -483,10 +487,7 @@ mod tests {
 
     fn fixture() -> Fixture {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
-        let dev = Arc::new(Mutex::new(Dummy {
-            config: *b"podvmcfg",
-            ..Default::default()
-        }));
+        let dev = Arc::new(Mutex::new(Dummy::new(b"podvmcfg")));
         let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
         let evts = (0..2)
             .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
@@ -690,6 +691,10 @@ mod tests {
         assert_eq!(r(&mut f.t, STATUS), 0);
         assert_eq!(r(&mut f.t, INTERRUPT_STATUS), 0);
         assert!(f.dev.lock().unwrap().active.is_none());
+        assert_eq!(f.dev.lock().unwrap().resets, 1);
+        // A second reset finds nothing to stop in the device.
+        w(&mut f.t, STATUS, 0);
+        assert_eq!(f.dev.lock().unwrap().resets, 1);
         w(&mut f.t, QUEUE_SEL, 0);
         assert_eq!(r(&mut f.t, QUEUE_READY), 0);
         negotiate(&mut f.t);

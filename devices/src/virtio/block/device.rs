@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemory;
 
 use super::backend::DiskBackend;
@@ -13,11 +13,10 @@ use super::request::{
     VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
     VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
-use crate::virtio::state::DeviceState;
+use crate::virtio::queue::{drain, interrupt_if_wanted, log_this, next_to_serve};
 use crate::virtio::{
-    device_type, ActivateError, Activation, IrqLine, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+    device_type, ChainError, IrqLine, VirtioCommon, VirtioDevice, VIRTIO_F_VERSION_1,
 };
-use crate::virtio::{finish_pass, log_this, should_interrupt};
 
 /// Size of the one request queue.
 pub const BLOCK_QUEUE_SIZE: u16 = 256;
@@ -49,6 +48,10 @@ const CONFIG_LEN: usize = 24;
 /// The descriptors of a request beyond its data: the header and the status
 /// (Linux sizes its requests from `seg_max` plus these two).
 const NON_DATA_DESCRIPTORS: u16 = 2;
+/// The most data segments in one request, as `seg_max` tells the driver.
+const SEG_MAX: u16 = BLOCK_QUEUE_SIZE - NON_DATA_DESCRIPTORS;
+/// The most descriptors in one request; a longer chain is refused.
+const MAX_DESCRIPTORS: usize = (SEG_MAX + NON_DATA_DESCRIPTORS) as usize;
 
 /// The most bytes moved through the bounce buffer by one backend call. A
 /// larger request takes several calls; this bounds the memory a guest can
@@ -72,17 +75,17 @@ pub enum BlockError {
 pub struct Disk {
     backend: Box<dyn DiskBackend>,
     id: String,
+    /// `virtio-blk "<id>"`, how logs name the device.
+    name: String,
     /// The id as GET_ID returns it: zero-padded or truncated.
     id_bytes: [u8; VIRTIO_BLK_ID_BYTES],
     capacity_sectors: u64,
     read_only: bool,
-    /// Reused by every request.
+    /// Reused by every request; holds [`MAX_DESCRIPTORS`] without growing.
     bufs: RequestBuffers,
     /// Reused by every request; grows to the largest transfer up to
     /// [`MAX_CHUNK`].
     bounce: Vec<u8>,
-    /// Requests that failed, for rate-limited logs.
-    errors: u64,
     counters: BlockCounters,
 }
 
@@ -99,7 +102,8 @@ pub struct BlockCounters {
     pub write_bytes: u64,
     /// Flush requests served.
     pub flushes: u64,
-    /// Requests answered with an error status (or dropped).
+    /// Requests answered with an error status, or dropped: without a
+    /// status byte, or as available-ring entries that name no chain.
     pub errors: u64,
 }
 
@@ -111,25 +115,19 @@ impl Disk {
         backend: Box<dyn DiskBackend>,
         read_only: bool,
     ) -> Result<Self, BlockError> {
-        let size = backend.size().map_err(BlockError::ReadDiskSize)?;
-        let tail = size % (1 << SECTOR_SHIFT);
-        if tail != 0 {
-            log::warn!(
-                "virtio-blk {id:?}: the image is not a whole number of 512-byte sectors; its last {tail} bytes are not visible to the guest"
-            );
-        }
+        let capacity_sectors = capacity_of(&*backend, &id)?;
         let mut id_bytes = [0u8; VIRTIO_BLK_ID_BYTES];
         let n = id.len().min(VIRTIO_BLK_ID_BYTES);
         id_bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
         Ok(Disk {
             backend,
+            name: format!("virtio-blk {id:?}"),
             id,
             id_bytes,
-            capacity_sectors: size >> SECTOR_SHIFT,
+            capacity_sectors,
             read_only,
-            bufs: RequestBuffers::new(),
+            bufs: RequestBuffers::with_capacity(MAX_DESCRIPTORS),
             bounce: Vec::new(),
-            errors: 0,
             counters: BlockCounters::default(),
         })
     }
@@ -149,6 +147,19 @@ impl Disk {
         self.read_only
     }
 
+    /// Serves from `backend` from now on, after flushing the old one (a
+    /// failure is logged: the swap goes on), and returns the new capacity.
+    /// What was served so far stays counted.
+    fn swap_backend(&mut self, backend: Box<dyn DiskBackend>) -> Result<u64, BlockError> {
+        let capacity_sectors = capacity_of(&*backend, &self.id)?;
+        if let Err(e) = self.flush() {
+            log::error!("{}: cannot flush the old image: {e}", self.name);
+        }
+        self.backend = backend;
+        self.capacity_sectors = capacity_sectors;
+        Ok(capacity_sectors)
+    }
+
     /// Makes every completed write durable.
     pub fn flush(&mut self) -> io::Result<()> {
         // Nothing was written to a read-only disk (and some read-only
@@ -162,19 +173,25 @@ impl Disk {
     /// Serves one request and answers it: returns the used length (bytes
     /// written to the guest, status byte included). Never fails: a bad
     /// request gets `VIRTIO_BLK_S_IOERR` when it has a status byte, and is
-    /// only logged when it has none.
+    /// only counted and logged when it has none, or when its chain broke
+    /// part-way (an indirect descriptor, too many descriptors), so that
+    /// where its status byte lies is not known.
     pub fn serve<M: GuestMemory>(
         &mut self,
         mem: &M,
-        chain: impl Iterator<Item = virtio_queue::desc::split::Descriptor>,
+        chain: impl Iterator<Item = Result<virtio_queue::desc::split::Descriptor, ChainError>>,
     ) -> u32 {
         self.bufs.collect(mem, chain);
         let Some(status_addr) = self.bufs.status_addr() else {
-            if log_this(&mut self.errors) {
+            if log_this(&mut self.counters.errors) {
+                let why = match self.bufs.broken() {
+                    Some(e) => e.to_string(),
+                    None => "it has no status byte".to_string(),
+                };
                 log::warn!(
-                    "virtio-blk \"{}\": request without a status byte, dropped ({} failed requests)",
-                    self.id,
-                    self.errors
+                    "{}: dropped a request: {why} ({} failed requests)",
+                    self.name,
+                    self.counters.errors
                 );
             }
             return 0;
@@ -182,23 +199,22 @@ impl Disk {
         let (status, written) = match self.execute(mem) {
             Ok(done) => done,
             Err(e) => {
-                self.counters.errors += 1;
-                if log_this(&mut self.errors) {
+                if log_this(&mut self.counters.errors) {
                     log::warn!(
-                        "virtio-blk \"{}\": {e} ({} failed requests)",
-                        self.id,
-                        self.errors
+                        "{}: {e} ({} failed requests)",
+                        self.name,
+                        self.counters.errors
                     );
                 }
                 (VIRTIO_BLK_S_IOERR, 0)
             }
         };
         if let Err(e) = write_guest(mem, status_addr, &[status]) {
-            log::warn!("virtio-blk \"{}\": cannot write the status: {e}", self.id);
+            log::warn!("{}: cannot write the status: {e}", self.name);
             return written;
         }
-        // The chain holds less than 4 GiB (the descriptor iterator stops
-        // there), so data plus status fits.
+        // The chain holds less than 4 GiB (a longer one is broken), so
+        // data plus status fits.
         written.saturating_add(1)
     }
 
@@ -250,7 +266,7 @@ impl Disk {
                 Ok((VIRTIO_BLK_S_OK, VIRTIO_BLK_ID_BYTES as u32))
             }
             other => {
-                log::debug!("virtio-blk \"{}\": unsupported request {other}", self.id);
+                log::debug!("{}: unsupported request {other}", self.name);
                 Ok((VIRTIO_BLK_S_UNSUPP, 0))
             }
         }
@@ -284,8 +300,13 @@ impl Disk {
     /// bounce buffer.
     fn read<M: GuestMemory>(&mut self, mem: &M, offset: u64, len: u64) -> Result<(), RequestError> {
         // `len` < 4 GiB (see `serve`).
-        let direct = self.bufs.guest_buffers(mem, true, 0, len as usize)?;
-        if let Some(result) = self.backend.read_to_guest(&direct, offset) {
+        let backend = &mut self.backend;
+        let direct = self
+            .bufs
+            .with_guest_buffers(mem, true, 0, len as usize, |bufs| {
+                backend.read_to_guest(bufs, offset)
+            })?;
+        if let Some(result) = direct {
             return result.map_err(|source| RequestError::ReadDisk { offset, source });
         }
         let mut done = 0;
@@ -310,10 +331,13 @@ impl Disk {
         offset: u64,
         len: u64,
     ) -> Result<(), RequestError> {
-        let direct = self
-            .bufs
-            .guest_buffers(mem, false, HEADER_LEN, len as usize)?;
-        if let Some(result) = self.backend.write_from_guest(&direct, offset) {
+        let backend = &mut self.backend;
+        let direct =
+            self.bufs
+                .with_guest_buffers(mem, false, HEADER_LEN, len as usize, |bufs| {
+                    backend.write_from_guest(bufs, offset)
+                })?;
+        if let Some(result) = direct {
             return result.map_err(|source| RequestError::WriteDisk { offset, source });
         }
         let mut done = 0;
@@ -329,6 +353,19 @@ impl Disk {
         }
         Ok(())
     }
+}
+
+/// The capacity of `backend` in whole sectors: a partial last sector is not
+/// addressable (and is warned about, for drive `id`).
+fn capacity_of(backend: &dyn DiskBackend, id: &str) -> Result<u64, BlockError> {
+    let size = backend.size().map_err(BlockError::ReadDiskSize)?;
+    let tail = size % (1 << SECTOR_SHIFT);
+    if tail != 0 {
+        log::warn!(
+            "virtio-blk {id:?}: the image is not a whole number of 512-byte sectors; its last {tail} bytes are not visible to the guest"
+        );
+    }
+    Ok(size >> SECTOR_SHIFT)
 }
 
 /// The first `n` bytes of the bounce buffer, grown when needed.
@@ -363,9 +400,10 @@ const REQUEST_BUDGET: usize = 256;
 /// Serves the pending requests of the queue, up to [`REQUEST_BUDGET`], then
 /// interrupts once if the driver wants to know. A bad request is answered
 /// (or dropped, when it has no status byte) and the next one served; only
-/// a broken available ring stops the batch. Returns true when it stopped
-/// at its budget with requests possibly left: the caller must call again
-/// later.
+/// a broken ring (an available index too far ahead, a used ring the device
+/// cannot write) stops the batch, and never with the driver told not to
+/// notify. Returns true when it stopped at its budget with requests
+/// possibly left: the caller must call again later.
 pub fn process_requestq<M: GuestMemory>(
     queue: &mut Queue,
     mem: &M,
@@ -373,19 +411,10 @@ pub fn process_requestq<M: GuestMemory>(
     irq: &IrqLine,
 ) -> Result<bool, virtio_queue::Error> {
     let mut used_any = false;
-    let result = serve_batch(queue, mem, disk, &mut used_any);
-    if result.is_err() {
-        // Leave the driver able to notify, should the ring come right.
-        let _ = queue.enable_notification(mem);
-    }
-    if used_any && should_interrupt(queue, mem)? {
-        if let Err(e) = irq.trigger(INT_VRING) {
-            log::warn!(
-                "virtio-blk \"{}\": cannot interrupt the guest: {e}",
-                disk.id
-            );
-        }
-    }
+    let result = drain(queue, mem, |queue| {
+        serve_batch(queue, mem, disk, &mut used_any)
+    });
+    interrupt_if_wanted(queue, mem, irq, used_any, &disk.name)?;
     result
 }
 
@@ -398,41 +427,29 @@ fn serve_batch<M: GuestMemory>(
     used_any: &mut bool,
 ) -> Result<bool, virtio_queue::Error> {
     let mut served = 0;
-    // The driver need not notify while the queue is being drained.
-    queue.disable_notification(mem)?;
-    loop {
-        let Some(chain) = queue.iter(mem)?.next() else {
-            // Look once more after re-enabling notifications: the driver
-            // may have queued a request without notifying in between.
-            if queue.enable_notification(mem)? {
-                queue.disable_notification(mem)?;
-                continue;
-            }
-            return Ok(false);
-        };
+    while let Some(chain) = next_to_serve(
+        queue,
+        mem,
+        MAX_DESCRIPTORS,
+        &mut disk.counters.errors,
+        &disk.name,
+    )? {
         let head = chain.head_index();
         let used = disk.serve(mem, chain);
-        match queue.add_used(mem, head, used) {
-            Ok(()) => *used_any = true,
-            // A head index beyond the queue: nothing to answer.
-            Err(e) => log::warn!("virtio-blk \"{}\": cannot return a request: {e}", disk.id),
-        }
+        queue.add_used(mem, head, used)?;
+        *used_any = true;
         served += 1;
         if served == REQUEST_BUDGET {
             return Ok(true);
         }
     }
+    Ok(false)
 }
 
 /// The virtio-blk device.
 pub struct Block {
-    pub(super) state: DeviceState,
+    pub(super) common: VirtioCommon,
     pub(super) disk: Disk,
-    avail_features: u64,
-    acked_features: u64,
-    config: [u8; CONFIG_LEN],
-    /// Broken-ring errors, for rate-limited logs.
-    queue_errors: u64,
 }
 
 impl Block {
@@ -455,39 +472,32 @@ impl Block {
         if read_only {
             avail_features |= 1 << VIRTIO_BLK_F_RO;
         }
-        let mut config = [0u8; CONFIG_LEN];
+        let mut config = vec![0u8; CONFIG_LEN];
         config[CONFIG_CAPACITY..CONFIG_CAPACITY + 8]
             .copy_from_slice(&disk.capacity_sectors.to_le_bytes());
         config[CONFIG_SIZE_MAX..CONFIG_SIZE_MAX + 4].copy_from_slice(&0u32.to_le_bytes());
-        let seg_max = u32::from(BLOCK_QUEUE_SIZE - NON_DATA_DESCRIPTORS);
-        config[CONFIG_SEG_MAX..CONFIG_SEG_MAX + 4].copy_from_slice(&seg_max.to_le_bytes());
+        config[CONFIG_SEG_MAX..CONFIG_SEG_MAX + 4]
+            .copy_from_slice(&u32::from(SEG_MAX).to_le_bytes());
         config[CONFIG_BLK_SIZE..CONFIG_BLK_SIZE + 4]
             .copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
-        Ok(Block {
-            state: DeviceState::new().map_err(BlockError::CreateStateEvent)?,
-            disk,
+        let common = VirtioCommon::new(
+            disk.name.clone(),
+            device_type::BLOCK,
+            &[BLOCK_QUEUE_SIZE],
             avail_features,
-            acked_features: 0,
             config,
-            queue_errors: 0,
-        })
+        )
+        .map_err(BlockError::CreateStateEvent)?;
+        Ok(Block { common, disk })
     }
 
     /// Replaces the backing file (after flushing the old one) and updates
     /// the capacity in the config space; returns the new capacity in
     /// sectors. The caller tells the driver with a config-change interrupt.
     pub fn swap_backend(&mut self, backend: Box<dyn DiskBackend>) -> Result<u64, BlockError> {
-        let read_only = self.disk.read_only();
-        let disk = Disk::new(self.disk.id().to_string(), backend, read_only)?;
-        if let Err(e) = self.disk.flush() {
-            log::error!(
-                "virtio-blk {:?}: cannot flush the old image: {e}",
-                self.disk.id()
-            );
-        }
-        let capacity = disk.capacity_sectors();
-        self.config[CONFIG_CAPACITY..CONFIG_CAPACITY + 8].copy_from_slice(&capacity.to_le_bytes());
-        self.disk = disk;
+        let capacity = self.disk.swap_backend(backend)?;
+        self.common.config_space_mut()[CONFIG_CAPACITY..CONFIG_CAPACITY + 8]
+            .copy_from_slice(&capacity.to_le_bytes());
         Ok(capacity)
     }
 
@@ -521,67 +531,21 @@ impl Block {
     /// its own queue event so that the event loop comes back to them after
     /// other work.
     pub(super) fn process(&mut self) {
-        let Some(Activation {
-            mem,
-            queues,
-            queue_evts,
-            irq,
-        }) = self.state.active()
-        else {
-            return;
-        };
-        let result = process_requestq(&mut queues[0], mem, &mut self.disk, irq);
-        let id = &self.disk.id;
-        finish_pass(result, &queue_evts[0], &mut self.queue_errors, || {
-            format!("virtio-blk {id:?} request queue")
-        });
+        let disk = &mut self.disk;
+        self.common
+            .run_pass(0, |queue, mem, irq| process_requestq(queue, mem, disk, irq));
     }
 }
 
+/// Every field of the configuration space is read-only: without
+/// VIRTIO_BLK_F_CONFIG_WCE (§5.2.4), which is not offered.
 impl VirtioDevice for Block {
-    fn device_type(&self) -> u32 {
-        device_type::BLOCK
+    fn common(&self) -> &VirtioCommon {
+        &self.common
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[BLOCK_QUEUE_SIZE]
-    }
-
-    fn avail_features(&self) -> u64 {
-        self.avail_features
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features;
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| self.config.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // Every field is read-only without VIRTIO_BLK_F_CONFIG_WCE
-        // (§5.2.4), which is not offered.
-        log::debug!(
-            "virtio-blk \"{}\": ignored {}-byte config write at {offset:#x}",
-            self.disk.id,
-            data.len()
-        );
-    }
-
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        self.state.activate(activation, 1)
-    }
-
-    fn reset(&mut self) -> bool {
-        self.state.reset()
+    fn common_mut(&mut self) -> &mut VirtioCommon {
+        &mut self.common
     }
 }
 

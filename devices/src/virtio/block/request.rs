@@ -18,6 +18,7 @@ use vm_memory::{
 };
 
 use super::backend::GuestBuffers;
+use crate::virtio::ChainError;
 
 /// Sectors are 512 bytes whatever the disk's block size (§5.2.6).
 pub const SECTOR_SIZE: u64 = 512;
@@ -153,6 +154,8 @@ struct Segment {
 #[derive(Debug, Default)]
 pub struct RequestBuffers {
     segments: Vec<Segment>,
+    /// Where the chain went wrong, when it did: its end is not known.
+    broken: Option<ChainError>,
     /// Index of the first device-writable segment.
     first_writable: usize,
     readable_len: u64,
@@ -167,29 +170,60 @@ pub struct RequestBuffers {
 #[derive(Debug, Default)]
 struct Iovecs(Vec<libc::iovec>);
 
-// SAFETY: raw pointers are not `Send` only as a lint. These are filled and
-// handed to the kernel within one request, on the thread serving it, and
-// never dereferenced by this code.
+// SAFETY: the vector holds host addresses only while
+// `RequestBuffers::with_guest_buffers` runs, on the thread serving the
+// request, which hands them to the kernel and never dereferences them
+// itself; it is emptied before that function returns (by a guard, so also
+// when a backend panics). Between requests it holds no pointer at all, so
+// moving it to another thread moves only an allocation.
 unsafe impl Send for Iovecs {}
 
+/// Empties the host ranges when dropped: no address outlives the transfer
+/// that used it.
+struct ClearOnDrop<'a>(&'a mut Vec<libc::iovec>);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
 impl RequestBuffers {
-    /// Empty buffers.
-    pub fn new() -> Self {
-        Self::default()
+    /// Empty buffers, with room for requests of `segments` descriptors.
+    pub fn with_capacity(segments: usize) -> Self {
+        RequestBuffers {
+            segments: Vec::with_capacity(segments),
+            ..Self::default()
+        }
     }
 
     /// Records the buffers of `chain`, checking each lies in guest memory
-    /// and that device-readable ones come first.
-    pub fn collect<M: GuestMemory>(&mut self, mem: &M, chain: impl Iterator<Item = Descriptor>) {
+    /// and that device-readable ones come first. A chain that goes wrong
+    /// part-way has no known end: it has no status byte
+    /// ([`RequestBuffers::broken`]).
+    pub fn collect<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        chain: impl Iterator<Item = Result<Descriptor, ChainError>>,
+    ) {
         self.segments.clear();
+        self.broken = None;
         self.first_writable = usize::MAX;
         self.readable_len = 0;
         self.writable_len = 0;
         self.fault = None;
-        // The chain's iterator stops after the queue size (or an indirect
-        // table's size) descriptors and before 4 GiB in total, so neither
-        // the list nor the u64 sums can grow without bound.
+        // The chain ends after at most the device's descriptors per request
+        // (indirect tables are refused) and before 4 GiB in total, so the
+        // list does not grow beyond its capacity, nor the u64 sums without
+        // bound.
         for desc in chain {
+            let desc = match desc {
+                Ok(desc) => desc,
+                Err(e) => {
+                    self.broken = Some(e);
+                    break;
+                }
+            };
             let seg = Segment {
                 addr: desc.addr(),
                 len: desc.len(),
@@ -221,6 +255,25 @@ impl RequestBuffers {
         }
     }
 
+    /// How many segments the list holds without growing, for tests that
+    /// check it stays bounded.
+    #[cfg(test)]
+    pub(super) fn segments_capacity(&self) -> usize {
+        self.segments.capacity()
+    }
+
+    /// How many host ranges are held between transfers, for tests (none
+    /// should be).
+    #[cfg(test)]
+    pub(super) fn iovecs_held(&self) -> usize {
+        self.iovecs.0.len()
+    }
+
+    /// Where the chain went wrong, if it did.
+    pub fn broken(&self) -> Option<ChainError> {
+        self.broken
+    }
+
     /// The first problem found by [`RequestBuffers::collect`], taken.
     pub fn take_fault(&mut self) -> Option<RequestError> {
         self.fault.take()
@@ -236,8 +289,12 @@ impl RequestBuffers {
         self.writable_len
     }
 
-    /// Where the status byte goes: the last device-writable byte.
+    /// Where the status byte goes: the last device-writable byte. None
+    /// when there is none, or when the chain broke before its end.
     pub fn status_addr(&self) -> Option<GuestAddress> {
+        if self.broken.is_some() {
+            return None;
+        }
         self.segments
             .iter()
             .rev()
@@ -256,29 +313,31 @@ impl RequestBuffers {
         Ok(RequestHeader::from_bytes(&bytes))
     }
 
-    /// The guest memory holding `len` bytes starting `skip` bytes into the
-    /// device-readable bytes, or the device-writable ones when `writable`,
-    /// for a backend to move without a copy. Device-writable memory is
-    /// marked dirty first (a failed transfer leaves it marked: harmless).
-    pub fn guest_buffers<'s, M: GuestMemory>(
-        &'s mut self,
-        mem: &'s M,
+    /// Runs `op` on the guest memory holding `len` bytes starting `skip`
+    /// bytes into the device-readable bytes, or the device-writable ones
+    /// when `writable`, for a backend to move without a copy; the host
+    /// addresses are forgotten as soon as `op` returns. Device-writable
+    /// memory is marked dirty first (a failed transfer leaves it marked:
+    /// harmless).
+    pub fn with_guest_buffers<M: GuestMemory, R>(
+        &mut self,
+        mem: &M,
         writable: bool,
         skip: u64,
         len: usize,
-    ) -> Result<GuestBuffers<'s>, RequestError> {
+        op: impl FnOnce(&GuestBuffers<'_>) -> R,
+    ) -> Result<R, RequestError> {
         let (segments, access) = if writable {
             (&self.segments[self.first_writable..], Permissions::Write)
         } else {
             (&self.segments[..self.first_writable], Permissions::Read)
         };
-        let iovecs = &mut self.iovecs.0;
-        iovecs.clear();
+        let iovecs = ClearOnDrop(&mut self.iovecs.0);
         let mut moved = 0;
         for (addr, n) in pieces(segments, skip, len) {
             let direct = mem.physical_memory().map(|pm| pm.get_slice(addr, n));
             if let Some(Ok(slice)) = direct {
-                moved += push_iovec(iovecs, &slice, writable);
+                moved += push_iovec(iovecs.0, &slice, writable);
                 continue;
             }
             let slices = mem
@@ -286,15 +345,17 @@ impl RequestBuffers {
                 .map_err(RequestError::AccessGuestMemory)?;
             for slice in slices {
                 let slice = slice.map_err(RequestError::AccessGuestMemory)?;
-                moved += push_iovec(iovecs, &slice, writable);
+                moved += push_iovec(iovecs.0, &slice, writable);
             }
         }
         short_transfer(len - moved)?;
         // SAFETY: every range is a slice of `mem`, which stays borrowed
-        // (hence mapped) for `'s`; empty ones were left out. Without
+        // (hence mapped) while `op` runs, and the ranges are forgotten
+        // before `mem` is released; empty ones were left out. Without
         // vm-memory's `xen` feature a slice's pointer guard maps nothing,
         // so its address is valid beyond the guard.
-        Ok(unsafe { GuestBuffers::new(iovecs) })
+        let bufs = unsafe { GuestBuffers::new(iovecs.0) };
+        Ok(op(&bufs))
     }
 
     /// Copies device-readable bytes, starting `skip` bytes in, into `buf`.
@@ -451,10 +512,10 @@ mod tests {
     }
 
     fn collect(mem: &GuestMemoryMmap, descs: &[(u64, u32, u16)]) -> RequestBuffers {
-        let mut bufs = RequestBuffers::new();
+        let mut bufs = RequestBuffers::with_capacity(4);
         let chain = descs
             .iter()
-            .map(|&(addr, len, flags)| Descriptor::new(addr, len, flags, 0));
+            .map(|&(addr, len, flags)| Ok(Descriptor::new(addr, len, flags, 0)));
         bufs.collect(mem, chain);
         bufs
     }
@@ -523,6 +584,26 @@ mod tests {
         assert_eq!(bufs.status_addr(), Some(GuestAddress(0x2003)));
         let bufs = collect(&m, &[(0x1000, 16, 0)]);
         assert_eq!(bufs.status_addr(), None);
+    }
+
+    #[test]
+    fn a_chain_broken_part_way_has_no_status_byte() {
+        let m = mem();
+        let mut bufs = RequestBuffers::with_capacity(4);
+        let chain = [
+            Ok(Descriptor::new(0x1000, 16, 0, 0)),
+            Ok(Descriptor::new(0x2000, 1, WRITE, 0)),
+            Err(ChainError::Indirect { index: 2 }),
+            Ok(Descriptor::new(0x3000, 1, WRITE, 0)),
+        ];
+        bufs.collect(&m, chain.into_iter());
+        assert_eq!(bufs.broken(), Some(ChainError::Indirect { index: 2 }));
+        assert_eq!(bufs.status_addr(), None);
+        assert_eq!(bufs.writable_len(), 1, "nothing after the break");
+        // The next request starts afresh.
+        bufs.collect(&m, [Ok(Descriptor::new(0x2000, 1, WRITE, 0))].into_iter());
+        assert_eq!(bufs.broken(), None);
+        assert_eq!(bufs.status_addr(), Some(GuestAddress(0x2000)));
     }
 
     #[test]

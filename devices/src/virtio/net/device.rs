@@ -11,10 +11,7 @@ use virtio_bindings::virtio_net::{
 use super::{process_rxq, process_txq, NetBackend, Rx, RxCounters, Tap, Tx, TxCounters};
 use super::{RX_QUEUE, TX_QUEUE};
 use crate::virtio::rng::host_entropy;
-use crate::virtio::state::DeviceState;
-use crate::virtio::{
-    device_type, finish_pass, ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1,
-};
+use crate::virtio::{device_type, VirtioCommon, VirtioDevice, VIRTIO_F_VERSION_1};
 
 /// Size of each of the two queues.
 pub const NET_QUEUE_SIZE: u16 = 256;
@@ -63,37 +60,37 @@ pub struct NetCounters {
 pub struct Net<B = Tap> {
     id: String,
     mac: [u8; 6],
-    config: [u8; CONFIG_LEN],
-    pub(super) state: DeviceState,
+    pub(super) common: VirtioCommon,
     pub(super) backend: B,
     tx: Tx,
     rx: Rx,
-    acked_features: u64,
-    /// Queue errors (a driver that broke its rings), for rate-limited logs.
-    queue_errors: u64,
 }
 
 impl<B: NetBackend> Net<B> {
     /// A network device `id` with MAC address `mac`, exchanging frames with
     /// `backend`.
     pub fn new(id: String, backend: B, mac: [u8; 6]) -> Result<Self, NetError> {
-        let state = DeviceState::new().map_err(NetError::CreateStateEvent)?;
-        let mut config = [0u8; CONFIG_LEN];
+        let mut config = vec![0u8; CONFIG_LEN];
         config[CONFIG_MAC..CONFIG_MAC + 6].copy_from_slice(&mac);
         // The link is always up: the tap's carrier is the host's business.
         config[CONFIG_STATUS..CONFIG_STATUS + 2]
             .copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
         config[CONFIG_MAX_VQ_PAIRS..CONFIG_MAX_VQ_PAIRS + 2].copy_from_slice(&1u16.to_le_bytes());
+        let common = VirtioCommon::new(
+            format!("virtio-net {id:?}"),
+            device_type::NET,
+            &[NET_QUEUE_SIZE, NET_QUEUE_SIZE],
+            AVAIL_FEATURES,
+            config,
+        )
+        .map_err(NetError::CreateStateEvent)?;
         Ok(Net {
             id,
             mac,
-            config,
-            state,
+            common,
             backend,
             tx: Tx::new(),
             rx: Rx::new(),
-            acked_features: 0,
-            queue_errors: 0,
         })
     }
 
@@ -122,57 +119,19 @@ impl<B: NetBackend> Net<B> {
 
     /// Sends every frame the driver queued for transmission.
     pub(super) fn process_tx(&mut self) {
-        let Some(Activation {
-            mem,
-            queues,
-            queue_evts,
-            irq,
-        }) = self.state.active()
-        else {
-            return;
-        };
-        let result = process_txq(
-            &mut queues[TX_QUEUE],
-            mem,
-            &mut self.backend,
-            &mut self.tx,
-            irq,
-        );
-        let id = &self.id;
-        finish_pass(
-            result,
-            &queue_evts[TX_QUEUE],
-            &mut self.queue_errors,
-            || format!("net {id:?} transmit queue"),
-        );
+        let (backend, tx) = (&mut self.backend, &mut self.tx);
+        self.common.run_pass(TX_QUEUE, |queue, mem, irq| {
+            process_txq(queue, mem, backend, tx, irq)
+        });
     }
 
     /// Moves waiting frames from the backend into the driver's receive
     /// buffers, as far as they go.
     pub(super) fn process_rx(&mut self) {
-        let Some(Activation {
-            mem,
-            queues,
-            queue_evts,
-            irq,
-        }) = self.state.active()
-        else {
-            return;
-        };
-        let result = process_rxq(
-            &mut queues[RX_QUEUE],
-            mem,
-            &mut self.backend,
-            &mut self.rx,
-            irq,
-        );
-        let id = &self.id;
-        finish_pass(
-            result,
-            &queue_evts[RX_QUEUE],
-            &mut self.queue_errors,
-            || format!("net {id:?} receive queue"),
-        );
+        let (backend, rx) = (&mut self.backend, &mut self.rx);
+        self.common.run_pass(RX_QUEUE, |queue, mem, irq| {
+            process_rxq(queue, mem, backend, rx, irq)
+        });
     }
 }
 
@@ -195,73 +154,51 @@ pub(super) fn tap_offloads(features: u64) -> u32 {
     flags
 }
 
+/// The driver must not write the configuration space of a modern device
+/// (spec §5.1.4.2); the MAC is set by the host.
 impl<B: NetBackend> VirtioDevice for Net<B> {
-    fn device_type(&self) -> u32 {
-        device_type::NET
+    fn common(&self) -> &VirtioCommon {
+        &self.common
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[NET_QUEUE_SIZE, NET_QUEUE_SIZE]
-    }
-
-    fn avail_features(&self) -> u64 {
-        AVAIL_FEATURES
+    fn common_mut(&mut self) -> &mut VirtioCommon {
+        &mut self.common
     }
 
     fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & AVAIL_FEATURES;
-        self.rx.set_features(self.acked_features);
-        let flags = tap_offloads(self.acked_features);
+        self.common.set_acked_features(features);
+        let acked = self.common.acked_features();
+        self.rx.set_features(acked);
+        let flags = tap_offloads(acked);
         if let Err(e) = self.backend.set_offload(flags) {
             log::warn!(
-                "net {:?}: cannot set the tap's offloads to {flags:#x}: {e}",
-                self.id
+                "{}: cannot set the tap's offloads to {flags:#x}: {e}",
+                self.common.name()
             );
             // Never hand the guest more than it accepted.
             if let Err(e) = self.backend.set_offload(0) {
-                log::warn!("net {:?}: cannot clear the tap's offloads: {e}", self.id);
+                log::warn!(
+                    "{}: cannot clear the tap's offloads: {e}",
+                    self.common.name()
+                );
             }
         }
     }
 
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        // Any width at any offset; past the end reads as zeros.
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = start
-                .checked_add(i)
-                .and_then(|at| self.config.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // The driver must not write the config space of a modern device
-        // (spec §5.1.4.2); the MAC is set by the host.
-        log::debug!(
-            "net {:?}: ignored {}-byte config write at {offset:#x}",
-            self.id,
-            data.len()
-        );
-    }
-
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        self.state.activate(activation, 2)
-    }
-
-    fn reset(&mut self) -> bool {
-        // A frame held for the old rings is dropped with them.
+    fn reset(&mut self) {
+        // A frame held for the old rings is dropped with them. (The
+        // transmit side holds nothing between passes.)
         self.rx.reset();
-        self.tx.reset();
-        self.acked_features = 0;
         // Frames read after the next negotiation must match it.
         if let Err(e) = self.backend.set_offload(0) {
-            log::warn!("net {:?}: cannot clear the tap's offloads: {e}", self.id);
+            log::warn!(
+                "{}: cannot clear the tap's offloads: {e}",
+                self.common.name()
+            );
         }
-        // DeviceState keeps its own duplicates of the watched queue events
-        // until the event loop has let go of them.
-        self.state.reset()
+        // The common part keeps its own duplicates of the watched queue
+        // events until the event loop has let go of them.
+        self.common.reset();
     }
 }
 
@@ -376,7 +313,7 @@ mod tests {
     fn reset_clears_the_offloads() {
         let mut n = net();
         n.set_acked_features(AVAIL_FEATURES);
-        assert!(n.reset());
+        n.reset();
         assert_eq!(n.backend().offload, Some(0));
     }
 

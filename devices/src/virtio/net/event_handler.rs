@@ -17,45 +17,46 @@ use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::epoll::EventSet;
 
 use super::{Net, NetBackend, RX_QUEUE, TX_QUEUE};
-use crate::virtio::state::{BACKEND_EVENT, STATE_EVENT};
+use crate::virtio::state::{handle_event, QueueHandler, BACKEND_EVENT};
 
-impl<B: NetBackend + AsRawFd> MutEventSubscriber for Net<B> {
-    fn process(&mut self, events: Events, ops: &mut EventOps) {
-        match events.data() {
-            STATE_EVENT => {
-                let backend = (
-                    self.backend.as_raw_fd(),
-                    EventSet::IN | EventSet::EDGE_TRIGGERED,
-                );
-                let activated = self.state.sync(ops, Some(backend));
-                if activated {
-                    // Frames queued before activation was noticed.
-                    self.process_tx();
-                    self.process_rx();
-                }
-            }
+impl<B: NetBackend + AsRawFd> QueueHandler for Net<B> {
+    fn process_queue(&mut self, index: usize, _ops: &mut EventOps) {
+        match index {
             // The driver posted receive buffers (or a pass rescheduled
             // itself).
-            data if data == RX_QUEUE as u32 => {
-                if let Some(a) = self.state.active() {
-                    let _ = a.queue_evts[RX_QUEUE].read();
-                }
-                self.process_rx();
-            }
-            data if data == TX_QUEUE as u32 => {
-                if let Some(a) = self.state.active() {
-                    let _ = a.queue_evts[TX_QUEUE].read();
-                }
-                self.process_tx();
-            }
-            // The tap has frames.
-            BACKEND_EVENT => self.process_rx(),
-            other => log::warn!("net {:?}: unexpected event {other}", self.id()),
+            RX_QUEUE => self.process_rx(),
+            TX_QUEUE => self.process_tx(),
+            other => log::warn!("{}: no queue {other}", self.common.name()),
         }
     }
 
+    fn activated(&mut self, ops: &mut EventOps) {
+        let tap = self.backend.as_raw_fd();
+        let events = EventSet::IN | EventSet::EDGE_TRIGGERED;
+        if let Err(e) = self.common.watch(ops, tap, BACKEND_EVENT, events) {
+            log::error!("{}: cannot watch the tap: {e}", self.common.name());
+        }
+        // Frames queued before activation was noticed.
+        self.process_tx();
+        self.process_rx();
+    }
+
+    fn process_event(&mut self, data: u32, _events: EventSet, _ops: &mut EventOps) {
+        match data {
+            // The tap has frames.
+            BACKEND_EVENT => self.process_rx(),
+            other => log::warn!("{}: unexpected event {other}", self.common.name()),
+        }
+    }
+}
+
+impl<B: NetBackend + AsRawFd> MutEventSubscriber for Net<B> {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        handle_event(self, events, ops);
+    }
+
     fn init(&mut self, ops: &mut EventOps) {
-        self.state.init(ops);
+        self.common.init(ops);
     }
 }
 
@@ -172,7 +173,7 @@ mod tests {
         assert_eq!((counters.rx.frames, counters.tx.frames), (3, 1));
 
         // After a reset the device watches nothing but its state.
-        assert!(manager.subscriber_mut(id).unwrap().reset());
+        manager.subscriber_mut(id).unwrap().reset();
         turn(&mut manager);
         rxq.add_chains(&[(0x4_0000, 2048, WRITE)]);
         evts[0].write(1).unwrap();

@@ -36,6 +36,11 @@ pub const VNET_HDR_LEN: usize = 12;
 /// (as Firecracker and QEMU).
 pub const MAX_FRAME_LEN: usize = 65536 + 14 + VNET_HDR_LEN;
 
+/// Most buffers one frame may take in either direction: what one
+/// `writev` takes (`UIO_MAXIOV`). This also bounds the device's lists of
+/// buffers, which are kept from frame to frame.
+pub(crate) const MAX_SEGMENTS: usize = 1024;
+
 /// Index of the receive queue (spec §5.1.2).
 pub const RX_QUEUE: usize = 0;
 /// Index of the transmit queue.

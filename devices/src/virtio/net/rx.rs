@@ -16,12 +16,13 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
     VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP,
 };
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
-use super::{NetBackend, MAX_FRAME_LEN, VNET_HDR_LEN};
-use crate::virtio::{log_this, should_interrupt};
-use crate::virtio::{IrqLine, INT_VRING};
+use super::{NetBackend, MAX_FRAME_LEN, MAX_SEGMENTS, VNET_HDR_LEN};
+
+use crate::virtio::queue::{interrupt_if_wanted, log_this, skip_bad_head, take, Avail, Chain};
+use crate::virtio::{ChainError, IrqLine};
 
 /// Most frames taken from the backend in one call, so that a busy tap
 /// cannot hold the event loop.
@@ -47,11 +48,13 @@ pub struct RxCounters {
     /// Their bytes, vnet headers excluded.
     pub bytes: u64,
     /// Frames dropped: shorter than the vnet header, larger than the
-    /// driver's buffers could ever hold, or carrying an offload the driver
-    /// did not accept (queued in the tap under earlier features).
+    /// driver's buffers could ever hold (or spread over more than
+    /// 1024 of them), or carrying an offload the driver did
+    /// not accept (queued in the tap under earlier features).
     pub dropped: u64,
-    /// Receive chains returned empty as malformed (read-only descriptors,
-    /// buffers outside guest memory or smaller than the vnet header).
+    /// Receive chains returned empty as malformed (read-only or indirect
+    /// descriptors, buffers outside guest memory or smaller than the vnet
+    /// header), and available-ring entries that name no chain.
     pub malformed: u64,
     /// Times a frame had to wait for the driver to post more buffers.
     pub deferred: u64,
@@ -74,7 +77,9 @@ pub struct Rx {
     frame: Vec<u8>,
     /// Length of the frame held in `frame` waiting for buffers; 0 if none.
     held: usize,
-    /// Chains and buffers taken for the frame being placed, reused.
+    /// Chains and buffers taken for the frame being placed, reused;
+    /// allocated once for the most a frame may take (each chain holds at
+    /// least one buffer).
     chains: Vec<RxChain>,
     segments: Vec<(GuestAddress, usize)>,
     /// VIRTIO_NET_F_MRG_RXBUF: a frame may span several chains.
@@ -99,8 +104,8 @@ impl Rx {
         Rx {
             frame: vec![0; MAX_FRAME_LEN],
             held: 0,
-            chains: Vec::with_capacity(64),
-            segments: Vec::with_capacity(64),
+            chains: Vec::with_capacity(MAX_SEGMENTS),
+            segments: Vec::with_capacity(MAX_SEGMENTS),
             mrg_rxbuf: false,
             guest_csum: false,
             features: 0,
@@ -165,6 +170,29 @@ enum BadChain {
     OutsideMemory,
     #[error("it is smaller than the {VNET_HDR_LEN}-byte virtio-net header")]
     TooSmall,
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+/// Why no buffers were taken from a receive chain.
+enum NotTaken {
+    /// The chain is malformed: it goes back to the driver empty.
+    Malformed(BadChain),
+    /// With it, the frame's buffers would be more than [`MAX_SEGMENTS`]:
+    /// the chain stays for a frame that takes fewer.
+    TooScattered,
+}
+
+impl From<BadChain> for NotTaken {
+    fn from(e: BadChain) -> Self {
+        NotTaken::Malformed(e)
+    }
+}
+
+impl From<ChainError> for NotTaken {
+    fn from(e: ChainError) -> Self {
+        NotTaken::Malformed(e.into())
+    }
 }
 
 /// What became of the held frame.
@@ -177,29 +205,37 @@ enum Placement {
     NoRoom,
     /// It cannot fit: `room` bytes are all the buffers could take.
     TooBig { room: usize },
+    /// It would take more than [`MAX_SEGMENTS`] buffers.
+    TooScattered,
 }
 
 /// Records the writable buffers of `chain` in `segments`, up to `want`
-/// bytes; returns their size and the number of descriptors seen.
+/// bytes; returns their size and the number of descriptors seen. The
+/// frame's buffers, those of earlier chains included, stay within
+/// [`MAX_SEGMENTS`], so `segments` never grows.
 fn collect<M: GuestMemory>(
-    chain: DescriptorChain<&M>,
+    chain: Chain<'_, M>,
     mem: &M,
     segments: &mut Vec<(GuestAddress, usize)>,
     want: usize,
-) -> Result<(usize, usize), BadChain> {
+) -> Result<(usize, usize), NotTaken> {
     let mut room = 0usize;
     let mut descs = 0;
     for desc in chain {
+        let desc = desc?;
         descs += 1;
         if !desc.is_write_only() {
-            return Err(BadChain::ReadOnly);
+            return Err(BadChain::ReadOnly.into());
         }
         let len = desc.len() as usize;
         if len == 0 {
             continue;
         }
         if !mem.check_range(desc.addr(), len, Permissions::Write) {
-            return Err(BadChain::OutsideMemory);
+            return Err(BadChain::OutsideMemory.into());
+        }
+        if segments.len() == MAX_SEGMENTS {
+            return Err(NotTaken::TooScattered);
         }
         segments.push((desc.addr(), len));
         room += len;
@@ -209,7 +245,7 @@ fn collect<M: GuestMemory>(
     }
     // Each buffer must hold at least the header (spec §5.1.6.3.1).
     if room < VNET_HDR_LEN {
-        return Err(BadChain::TooSmall);
+        return Err(BadChain::TooSmall.into());
     }
     Ok((room, descs))
 }
@@ -268,14 +304,30 @@ fn place<M: GuestMemory>(
     rx: &mut Rx,
 ) -> Result<Placement, virtio_queue::Error> {
     let len = rx.held;
-    let start = queue.next_avail();
+    let mut start = queue.next_avail();
     rx.chains.clear();
     rx.segments.clear();
     let mut room = 0;
     let mut descs = 0;
     while room < len {
-        let chain = match queue.iter(mem) {
-            Ok(mut avail) => avail.next(),
+        let chain = match take(queue, mem, MAX_SEGMENTS) {
+            Ok(Some(Avail::Chain(chain))) => Some(chain),
+            Ok(Some(Avail::BadHead(head))) => {
+                skip_bad_head(&mut rx.counters.malformed, head, queue, "virtio-net");
+                if rx.chains.is_empty() {
+                    // Nothing taken yet: the next attempt starts after it,
+                    // so that it is counted once.
+                    start = queue.next_avail();
+                    continue;
+                }
+                // The chains taken before it go back empty, as for a
+                // malformed chain, so that no later attempt meets it again.
+                for taken in rx.chains.drain(..) {
+                    queue.add_used(mem, taken.head, 0)?;
+                }
+                return Ok(Placement::ReturnedMalformed);
+            }
+            Ok(None) => None,
             Err(e) => {
                 // A broken available ring (the driver moved its index too
                 // far) after some chains were taken: hand them back empty,
@@ -292,8 +344,6 @@ fn place<M: GuestMemory>(
             queue.set_next_avail(start);
             // With every descriptor of the ring posted, the driver cannot
             // post more until the device uses some: the frame never fits.
-            // (Indirect tables count each entry: such a driver may see a
-            // frame dropped that could have waited.)
             if descs >= usize::from(queue.size()) {
                 return Ok(Placement::TooBig { room });
             }
@@ -309,7 +359,12 @@ fn place<M: GuestMemory>(
                     segments_end: rx.segments.len(),
                 });
             }
-            Err(e) => {
+            Err(NotTaken::TooScattered) => {
+                // The chains stay for a frame that takes fewer buffers.
+                queue.set_next_avail(start);
+                return Ok(Placement::TooScattered);
+            }
+            Err(NotTaken::Malformed(e)) => {
                 // Hand back, empty, the bad chain and those taken before
                 // it (each on its own, as empty frames a driver discards);
                 // the frame waits for the next ones.
@@ -447,6 +502,17 @@ pub fn process_rxq<M: GuestMemory, B: NetBackend>(
                 rx.counters.deferred += 1;
                 break;
             }
+            Placement::TooScattered => {
+                if log_this(&mut rx.counters.dropped) {
+                    log::warn!(
+                        "virtio-net: dropped a {}-byte frame: the receive buffers would be more \
+                         than {MAX_SEGMENTS} ({} so far)",
+                        rx.held,
+                        rx.counters.dropped
+                    );
+                }
+                rx.held = 0;
+            }
             Placement::TooBig { room } => {
                 if log_this(&mut rx.counters.dropped) {
                     log::warn!(
@@ -460,11 +526,7 @@ pub fn process_rxq<M: GuestMemory, B: NetBackend>(
             }
         }
     }
-    if used_any && should_interrupt(queue, mem)? {
-        if let Err(e) = irq.trigger(INT_VRING) {
-            log::warn!("virtio-net: cannot interrupt the guest: {e}");
-        }
-    }
+    interrupt_if_wanted(queue, mem, irq, used_any, "virtio-net")?;
     Ok(more)
 }
 

@@ -1,6 +1,9 @@
 //! Tests of `rx.rs`.
 use super::*;
-use crate::virtio::net::test_utils::{frame, test_irq, test_mem, FakeBackend, TestQueue, WRITE};
+use crate::virtio::net::test_utils::{
+    frame, test_irq, test_mem, FakeBackend, TestQueue, INDIRECT, WRITE,
+};
+use crate::virtio::INT_VRING;
 use vm_memory::GuestMemoryMmap;
 
 /// The receive side of one test: memory, the driver's queue, the
@@ -261,6 +264,94 @@ fn malformed_chains_are_returned_empty_and_the_frame_goes_on() {
     }
     assert_eq!(h.tq.used(3), (3, f.len() as u32));
     assert_eq!(h.read(0x2_0000, f.len()), with_num_buffers(&f, 1));
+}
+
+#[test]
+fn a_head_index_past_the_queue_is_skipped_and_counted() {
+    let mem = test_mem();
+    let mut h = Harness::new(&mem, 16, false);
+    h.tq.add_head(16);
+    h.post(&[(0x1_0000, 2048)]);
+    let f = frame(100, 0);
+    h.backend.incoming.push_back(f.clone());
+    assert!(!h.run());
+    assert_eq!(h.rx.counters.malformed, 1);
+    assert_eq!(h.tq.used_idx(), 1);
+    assert_eq!(h.tq.used(0), (0, f.len() as u32));
+    assert_eq!(h.read(0x1_0000, f.len()), with_num_buffers(&f, 1));
+    assert_eq!(h.irq.status(), INT_VRING);
+}
+
+#[test]
+fn a_head_index_past_the_queue_among_mergeable_chains_is_counted_once() {
+    let mem = test_mem();
+    let mut h = Harness::new(&mem, 16, true);
+    // A frame of three buffers' worth: one buffer, a bad entry, then (later)
+    // two more buffers.
+    h.post(&[(0x1_0000, 1000)]);
+    h.tq.add_head(16);
+    h.backend.incoming.push_back(frame(2500 - 12, 0));
+    h.run();
+    assert_eq!(h.rx.counters.malformed, 1);
+    assert!(h.rx.holds_frame());
+    // The buffer taken before the bad entry came back empty.
+    assert_eq!(h.tq.used_idx(), 1);
+    assert_eq!(h.tq.used(0), (0, 0));
+    h.post(&[(0x2_0000, 1000), (0x3_0000, 1000), (0x4_0000, 1000)]);
+    h.run();
+    assert_eq!(h.rx.counters.malformed, 1, "counted once");
+    assert_eq!(h.rx.counters.frames, 1);
+    assert_eq!(h.tq.used_idx(), 4);
+    assert_eq!(h.tq.used(3), (3, 500));
+}
+
+#[test]
+fn chains_with_an_indirect_descriptor_are_returned_empty() {
+    let mem = test_mem();
+    let mut h = Harness::new(&mem, 16, true);
+    // Buffers in a table of their own: the device never offered
+    // VIRTIO_F_INDIRECT_DESC.
+    h.tq.add_indirect_chain(0x8_0000, &[(0x1_0000, 2048, WRITE)]);
+    // An indirect descriptor after a direct one.
+    h.tq.add_chain(&[(0x1_0000, 12, WRITE), (0x8_0000, 16, INDIRECT)]);
+    h.post(&[(0x2_0000, 2048)]);
+    let f = frame(100, 0);
+    h.backend.incoming.push_back(f.clone());
+    h.run();
+    assert_eq!(h.rx.counters.malformed, 2);
+    assert_eq!(h.tq.used_idx(), 3);
+    assert_eq!(h.tq.used(0), (0, 0));
+    assert_eq!(h.tq.used(1), (1, 0));
+    assert_eq!(h.tq.used(2), (3, f.len() as u32));
+    assert_eq!(h.read(0x2_0000, f.len()), with_num_buffers(&f, 1));
+    assert_eq!(
+        h.read(0x1_0000, 12),
+        [0; 12],
+        "nothing went into the table's buffers"
+    );
+}
+
+#[test]
+fn a_frame_needing_more_buffers_than_the_cap_is_dropped_and_the_buffers_stay_small() {
+    let mem = test_mem();
+    let mut h = Harness::new(&mem, 256, true);
+    // One chain of 200 one-byte buffers, made available 8 times: 1600
+    // buffers in all, for a frame of 1500 bytes.
+    let buffers: Vec<_> = (0..200u64).map(|i| (0x1_0000 + i, 1, WRITE)).collect();
+    h.tq.add_chain(&buffers);
+    for _ in 1..8 {
+        h.tq.add_head(0);
+    }
+    h.backend.incoming.push_back(frame(1500 - 12, 0));
+    let small = frame(100, 1);
+    h.backend.incoming.push_back(small.clone());
+    h.run();
+    assert_eq!(h.rx.counters.dropped, 1);
+    assert_eq!(h.rx.counters.frames, 1);
+    // The small frame took the first chain; the big one took none.
+    assert_eq!(h.tq.used_idx(), 1);
+    assert_eq!(h.tq.used(0), (0, small.len() as u32));
+    assert!(h.rx.segments.capacity() <= MAX_SEGMENTS);
 }
 
 #[test]

@@ -19,6 +19,9 @@ use crate::virtio::IrqLine;
 const NEXT: u16 = 1;
 /// Descriptor flag: device-writable.
 pub const WRITE: u16 = 2;
+/// Descriptor flag: the buffer is a table of descriptors
+/// (VIRTIO_F_INDIRECT_DESC, never offered).
+pub const INDIRECT: u16 = 4;
 /// Where a [`TestQueue`]'s used ring lies, from the queue's start.
 const USED_RING_OFFSET: u64 = 0x2000;
 
@@ -163,6 +166,29 @@ impl<'a> TestQueue<'a> {
             let d = RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next));
             self.vq.desc_table().store(index, d).unwrap();
         }
+        self.add_head(head);
+    }
+
+    /// Writes `buffers` as an indirect table at `table`, linked in order,
+    /// and posts a chain of one descriptor referring to it.
+    pub fn add_indirect_chain(&mut self, table: u64, buffers: &[(u64, u32, u16)]) {
+        for (i, &(addr, len, flags)) in buffers.iter().enumerate() {
+            let (flags, next) = if i + 1 < buffers.len() {
+                (flags | NEXT, i as u16 + 1)
+            } else {
+                (flags, 0)
+            };
+            let d = RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next));
+            self.mem
+                .write_obj(d, GuestAddress(table + 16 * i as u64))
+                .unwrap();
+        }
+        self.add_chain(&[(table, 16 * buffers.len() as u32, INDIRECT)]);
+    }
+
+    /// Makes the chain at `head` available (again), or, with a head past
+    /// the queue size, puts an entry there that names no chain.
+    pub fn add_head(&mut self, head: u16) {
         let idx = self.vq.avail().idx().load();
         self.vq
             .avail()
@@ -171,6 +197,19 @@ impl<'a> TestQueue<'a> {
             .unwrap()
             .store(head);
         self.vq.avail().idx().store(idx.wrapping_add(1));
+    }
+
+    /// Moves the available index `n` entries ahead without filling them
+    /// (a driver breaking its ring when `n` exceeds the queue size).
+    pub fn skip_avail(&self, n: u16) {
+        let idx = self.vq.avail().idx().load();
+        self.vq.avail().idx().store(idx.wrapping_add(n));
+    }
+
+    /// The used ring's `flags`: VRING_USED_F_NO_NOTIFY (1) while the device
+    /// asks the driver not to notify.
+    pub fn used_flags(&self) -> u16 {
+        u16::from_le(self.mem.read_obj(self.used_addr).unwrap())
     }
 
     /// Sets the available ring's `flags` (VRING_AVAIL_F_NO_INTERRUPT is 1).

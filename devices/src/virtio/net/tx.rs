@@ -1,18 +1,17 @@
 //! The transmit path: frames the driver queues on the transmitq, written
 //! to the backend straight from guest memory (spec §5.1.6.2).
 
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
-use super::{NetBackend, MAX_FRAME_LEN, VNET_HDR_LEN};
-use crate::virtio::{log_this, should_interrupt};
-use crate::virtio::{IrqLine, INT_VRING};
+use super::{NetBackend, MAX_FRAME_LEN, MAX_SEGMENTS, VNET_HDR_LEN};
+
+use crate::virtio::queue::{drain, interrupt_if_wanted, log_this, next_to_serve, Chain};
+use crate::virtio::{ChainError, IrqLine};
 
 /// Most chains sent in one call, so that a driver that keeps queueing
 /// cannot hold the event loop.
 const TX_BUDGET: usize = 256;
-/// Most buffers in one frame: what one `writev` takes (`UIO_MAXIOV`).
-const MAX_SEGMENTS: usize = 1024;
 
 /// What the transmit side has done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -21,8 +20,9 @@ pub struct TxCounters {
     pub frames: u64,
     /// Their bytes, vnet headers excluded.
     pub bytes: u64,
-    /// Chains dropped as malformed (device-writable descriptors, buffers
-    /// outside guest memory, too long or too short).
+    /// Chains dropped as malformed (device-writable or indirect
+    /// descriptors, buffers outside guest memory, too long or too short),
+    /// and available-ring entries that name no chain.
     pub malformed: u64,
     /// Frames the backend refused.
     pub errors: u64,
@@ -31,7 +31,8 @@ pub struct TxCounters {
 /// The transmit side's scratch space and counters.
 #[derive(Debug, Default)]
 pub struct Tx {
-    /// Guest buffers of the frame being sent, reused from frame to frame.
+    /// Guest buffers of the frame being sent, reused from frame to frame;
+    /// allocated once for the most a chain may have.
     segments: Vec<(GuestAddress, usize)>,
     /// What happened so far.
     pub counters: TxCounters,
@@ -41,14 +42,9 @@ impl Tx {
     /// A transmit side with nothing sent.
     pub fn new() -> Self {
         Tx {
-            segments: Vec::with_capacity(64),
+            segments: Vec::with_capacity(MAX_SEGMENTS),
             counters: TxCounters::default(),
         }
-    }
-
-    /// Forgets the frame in progress (device reset).
-    pub(super) fn reset(&mut self) {
-        self.segments.clear();
     }
 }
 
@@ -63,20 +59,22 @@ enum BadChain {
     TooLong,
     #[error("it is shorter than the {VNET_HDR_LEN}-byte virtio-net header")]
     TooShort,
-    #[error("it has more than {MAX_SEGMENTS} buffers")]
-    TooManyBuffers,
+    #[error(transparent)]
+    Chain(#[from] ChainError),
 }
 
 /// Checks a transmit chain and records its buffers in `segments`; returns
-/// the frame's length, header included.
+/// the frame's length, header included. The chain has at most
+/// [`MAX_SEGMENTS`] descriptors, so `segments` never grows.
 fn gather<M: GuestMemory>(
-    chain: DescriptorChain<&M>,
+    chain: Chain<'_, M>,
     mem: &M,
     segments: &mut Vec<(GuestAddress, usize)>,
 ) -> Result<usize, BadChain> {
     segments.clear();
     let mut total = 0usize;
     for desc in chain {
+        let desc = desc?;
         if desc.is_write_only() {
             return Err(BadChain::Writable);
         }
@@ -89,9 +87,6 @@ fn gather<M: GuestMemory>(
         }
         if len == 0 {
             continue;
-        }
-        if segments.len() == MAX_SEGMENTS {
-            return Err(BadChain::TooManyBuffers);
         }
         if !mem.check_range(desc.addr(), len, Permissions::Read) {
             return Err(BadChain::OutsideMemory);
@@ -106,7 +101,7 @@ fn gather<M: GuestMemory>(
 
 /// Sends one chain's frame to `backend`, or drops it (counted, logged).
 fn transmit<M: GuestMemory, B: NetBackend>(
-    chain: DescriptorChain<&M>,
+    chain: Chain<'_, M>,
     mem: &M,
     backend: &mut B,
     tx: &mut Tx,
@@ -151,7 +146,9 @@ fn transmit<M: GuestMemory, B: NetBackend>(
 /// driver (used length 0: the device writes nothing into them), with one
 /// interrupt for the batch when the driver wants it. Returns true when it
 /// stopped at its budget with frames possibly left: the caller must call
-/// again later.
+/// again later. A malformed chain is dropped (counted, logged) and the next
+/// one sent; only a broken ring ends the pass early, and never with the
+/// driver told not to notify.
 pub fn process_txq<M: GuestMemory, B: NetBackend>(
     queue: &mut Queue,
     mem: &M,
@@ -159,43 +156,52 @@ pub fn process_txq<M: GuestMemory, B: NetBackend>(
     tx: &mut Tx,
     irq: &IrqLine,
 ) -> Result<bool, virtio_queue::Error> {
+    let mut used_any = false;
+    let result = drain(queue, mem, |queue| {
+        send_batch(queue, mem, backend, tx, &mut used_any)
+    });
+    interrupt_if_wanted(queue, mem, irq, used_any, "virtio-net")?;
+    result
+}
+
+/// The loop of [`process_txq`]: sets `used_any` when a chain was
+/// returned, and says whether the budget ran out.
+fn send_batch<M: GuestMemory, B: NetBackend>(
+    queue: &mut Queue,
+    mem: &M,
+    backend: &mut B,
+    tx: &mut Tx,
+    used_any: &mut bool,
+) -> Result<bool, virtio_queue::Error> {
     let mut sent = 0;
-    let mut more = false;
-    // The driver need not notify while the queue is being drained.
-    queue.disable_notification(mem)?;
-    loop {
-        let Some(chain) = queue.iter(mem)?.next() else {
-            // Look once more after re-enabling notifications: the driver
-            // may have queued a frame without notifying in between.
-            if queue.enable_notification(mem)? {
-                queue.disable_notification(mem)?;
-                continue;
-            }
-            break;
-        };
+    while let Some(chain) = next_to_serve(
+        queue,
+        mem,
+        MAX_SEGMENTS,
+        &mut tx.counters.malformed,
+        "virtio-net",
+    )? {
         let head = chain.head_index();
         transmit(chain, mem, backend, tx);
         queue.add_used(mem, head, 0)?;
+        *used_any = true;
         sent += 1;
         if sent == TX_BUDGET {
-            more = true;
-            break;
+            return Ok(true);
         }
     }
-    if sent > 0 && should_interrupt(queue, mem)? {
-        if let Err(e) = irq.trigger(INT_VRING) {
-            log::warn!("virtio-net: cannot interrupt the guest: {e}");
-        }
-    }
-    Ok(more)
+    Ok(false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::virtio::net::test_utils::{
-        frame, test_irq, test_mem, FakeBackend, TestQueue, WRITE,
+        frame, test_irq, test_mem, FakeBackend, TestQueue, INDIRECT, WRITE,
     };
+    use crate::virtio::INT_VRING;
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor as Raw};
+    use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestMemoryMmap};
 
     /// Runs the transmit path once over what `tq` holds.
@@ -310,6 +316,127 @@ mod tests {
         assert_eq!(tx.counters.malformed, 6);
         assert_eq!(tx.counters.frames, 1);
         assert_eq!(irq.status(), INT_VRING);
+    }
+
+    #[test]
+    fn a_head_index_past_the_queue_is_skipped_and_notifications_come_back() {
+        let mem = test_mem();
+        let f = frame(60, 1);
+        mem.write_slice(&f, GuestAddress(0x1_0000)).unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        // An entry naming descriptor 16 of a 16-entry table, then a frame.
+        tq.add_head(16);
+        tq.add_chain(&[(0x1_0000, f.len() as u32, 0)]);
+        let mut backend = FakeBackend::new();
+        let (tx, irq, more) = transmit_all(&mem, &tq, &mut backend);
+        assert!(!more);
+        assert_eq!(backend.written, vec![f]);
+        // Only the frame's chain can be returned.
+        assert_eq!(tq.used_idx(), 1);
+        assert_eq!(tq.used(0), (0, 0));
+        assert_eq!(tq.used_flags(), 0, "the driver may notify again");
+        assert_eq!(tx.counters.malformed, 1);
+        assert_eq!(tx.counters.frames, 1);
+        assert_eq!(irq.status(), INT_VRING);
+    }
+
+    #[test]
+    fn a_broken_available_ring_leaves_notifications_enabled() {
+        let mem = test_mem();
+        let tq = TestQueue::new(&mem, 0, 16);
+        // More new entries than the queue holds.
+        tq.skip_avail(100);
+        let mut q = tq.create_queue();
+        let mut backend = FakeBackend::new();
+        let irq = test_irq();
+        assert!(process_txq(&mut q, &mem, &mut backend, &mut Tx::new(), &irq).is_err());
+        assert_eq!(tq.used_flags(), 0, "the driver may notify again");
+        assert_eq!(irq.status(), 0);
+    }
+
+    #[test]
+    fn a_chain_with_an_indirect_descriptor_is_dropped() {
+        let mem = test_mem();
+        let f = frame(60, 1);
+        mem.write_slice(&f, GuestAddress(0x1_0000)).unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        // The frame, in a table of its own: the device never offered
+        // VIRTIO_F_INDIRECT_DESC.
+        tq.add_indirect_chain(0x8_0000, &[(0x1_0000, 12, 0), (0x1_000c, 60, 0)]);
+        // An indirect descriptor after a direct one.
+        tq.add_chain(&[(0x1_0000, 12, 0), (0x8_0000, 32, INDIRECT)]);
+        tq.add_chain(&[(0x1_0000, f.len() as u32, 0)]);
+        let mut backend = FakeBackend::new();
+        let (tx, _, _) = transmit_all(&mem, &tq, &mut backend);
+        assert_eq!(backend.written, vec![f]);
+        assert_eq!(tq.used_idx(), 3);
+        assert_eq!(tx.counters.malformed, 2);
+    }
+
+    #[test]
+    fn a_chain_longer_than_the_cap_is_dropped_and_the_buffers_stay_small() {
+        let mem = test_mem();
+        let f = frame(60, 1);
+        mem.write_slice(&f, GuestAddress(0x1_0000)).unwrap();
+        // A ring larger than the device's, so that a chain can exceed the
+        // cap without looping; clear of the frame.
+        let vq = MockSplitQueue::create(&mem, GuestAddress(0x8_0000), 4096);
+        let chain = |n: usize| {
+            let mut descs = vec![Raw::from(SplitDescriptor::new(0x1_0000, 0, 0, 0)); n - 1];
+            descs.push(Raw::from(SplitDescriptor::new(
+                0x1_0000,
+                f.len() as u32,
+                0,
+                0,
+            )));
+            descs
+        };
+        // Linked by `add_desc_chains`: each descriptor but the last gets
+        // NEXT to the following one.
+        let link = |descs: Vec<Raw>, first: u16| {
+            let n = descs.len();
+            descs
+                .into_iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let d = SplitDescriptor::from(d);
+                    let (flags, next) = if i + 1 < n {
+                        (1, first + i as u16 + 1)
+                    } else {
+                        (0, 0)
+                    };
+                    Raw::from(SplitDescriptor::new(d.addr().0, d.len(), flags, next))
+                })
+                .collect::<Vec<_>>()
+        };
+        vq.add_desc_chains(&link(chain(MAX_SEGMENTS + 1), 0), 0)
+            .unwrap();
+        let second = MAX_SEGMENTS as u16 + 1;
+        vq.add_desc_chains(&link(chain(MAX_SEGMENTS), second), second)
+            .unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let mut tx = Tx::new();
+        let mut backend = FakeBackend::new();
+        process_txq(&mut q, &mem, &mut backend, &mut tx, &test_irq()).unwrap();
+        // The chain of exactly the cap is sent.
+        assert_eq!(backend.written, vec![f]);
+        assert_eq!(vq.used().idx().load(), 2);
+        assert_eq!(tx.counters.malformed, 1);
+        assert!(tx.segments.capacity() <= MAX_SEGMENTS);
+    }
+
+    #[test]
+    fn a_chain_of_just_the_header_is_sent_one_byte_less_is_not() {
+        let mem = test_mem();
+        let f = frame(0, 0);
+        mem.write_slice(&f, GuestAddress(0x1_0000)).unwrap();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        tq.add_chain(&[(0x1_0000, VNET_HDR_LEN as u32, 0)]);
+        tq.add_chain(&[(0x1_0000, VNET_HDR_LEN as u32 - 1, 0)]);
+        let mut backend = FakeBackend::new();
+        let (tx, _, _) = transmit_all(&mem, &tq, &mut backend);
+        assert_eq!(backend.written, vec![f]);
+        assert_eq!((tx.counters.frames, tx.counters.malformed), (1, 1));
     }
 
     #[test]

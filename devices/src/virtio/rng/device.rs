@@ -1,15 +1,14 @@
 //! The entropy device model.
 
-use std::io::{self, Write};
+use std::io;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemory;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
-use crate::virtio::state::DeviceState;
+use crate::virtio::queue::{drain, interrupt_if_wanted, log_this, next_to_serve, Chain};
 use crate::virtio::{
-    device_type, ActivateError, Activation, IrqLine, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+    device_type, ChainError, IrqLine, VirtioCommon, VirtioDevice, VIRTIO_F_VERSION_1,
 };
-use crate::virtio::{finish_pass, log_this, should_interrupt};
 
 /// Size of the one request queue.
 pub const RNG_QUEUE_SIZE: u16 = 256;
@@ -42,13 +41,17 @@ pub fn host_entropy(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Where requests get their bytes: the source, a buffer allocated once, and
+/// Where requests get their bytes: the source, buffers allocated once, and
 /// counters for rate-limited logs.
 pub struct Entropy {
     source: EntropySource,
     buf: Vec<u8>,
-    /// Chains returned empty: no writable bytes, or buffers outside guest
-    /// memory.
+    /// The writable buffers of the request being served; a chain has at
+    /// most [`RNG_QUEUE_SIZE`] descriptors, so this never grows.
+    segments: Vec<(GuestAddress, usize)>,
+    /// Chains returned empty: no writable bytes, indirect descriptors or
+    /// buffers outside guest memory; and available-ring entries that name
+    /// no chain.
     pub malformed: u64,
     /// Times the source failed.
     pub failures: u64,
@@ -60,6 +63,7 @@ impl Entropy {
         Entropy {
             source,
             buf: vec![0; MAX_REQUEST_BYTES],
+            segments: Vec::with_capacity(usize::from(RNG_QUEUE_SIZE)),
             malformed: 0,
             failures: 0,
         }
@@ -68,11 +72,8 @@ impl Entropy {
 
 /// The virtio-rng device.
 pub struct Rng {
-    pub(super) state: DeviceState,
+    pub(super) common: VirtioCommon,
     entropy: Entropy,
-    acked_features: u64,
-    /// Broken-ring errors, for rate-limited logs.
-    queue_errors: u64,
 }
 
 impl Rng {
@@ -81,13 +82,18 @@ impl Rng {
         Self::with_source(Box::new(host_entropy))
     }
 
-    /// An entropy device reading from `source` (tests use a fake).
+    /// An entropy device reading from `source` (tests use a fake). It has
+    /// no configuration space (spec §5.4.4): reads return zeros.
     pub fn with_source(source: EntropySource) -> io::Result<Self> {
         Ok(Rng {
-            state: DeviceState::new()?,
+            common: VirtioCommon::new(
+                "virtio-rng".to_string(),
+                device_type::RNG,
+                &[RNG_QUEUE_SIZE],
+                1 << VIRTIO_F_VERSION_1,
+                Vec::new(),
+            )?,
             entropy: Entropy::new(source),
-            acked_features: 0,
-            queue_errors: 0,
         })
     }
 
@@ -95,18 +101,9 @@ impl Rng {
     /// its own queue event so that the event loop comes back to them after
     /// other work.
     pub(super) fn process(&mut self) {
-        let Some(Activation {
-            mem,
-            queues,
-            queue_evts,
-            irq,
-        }) = self.state.active()
-        else {
-            return;
-        };
-        let result = process_requestq(&mut queues[0], mem, &mut self.entropy, irq);
-        finish_pass(result, &queue_evts[0], &mut self.queue_errors, || {
-            "virtio-rng request queue".to_string()
+        let entropy = &mut self.entropy;
+        self.common.run_pass(0, |queue, mem, irq| {
+            process_requestq(queue, mem, entropy, irq)
         });
     }
 }
@@ -127,17 +124,10 @@ pub fn process_requestq<M: GuestMemory>(
     irq: &IrqLine,
 ) -> Result<bool, virtio_queue::Error> {
     let mut used_any = false;
-    let result = serve_batch(queue, mem, entropy, &mut used_any);
-    if !matches!(result, Ok(true)) {
-        // Leave the driver able to notify: after a failure, its next
-        // request retries the one left in the queue.
-        let _ = queue.enable_notification(mem);
-    }
-    if used_any && should_interrupt(queue, mem)? {
-        if let Err(e) = irq.trigger(INT_VRING) {
-            log::warn!("virtio-rng: cannot interrupt the guest: {e}");
-        }
-    }
+    let result = drain(queue, mem, |queue| {
+        serve_batch(queue, mem, entropy, &mut used_any)
+    });
+    interrupt_if_wanted(queue, mem, irq, used_any, "virtio-rng")?;
     result
 }
 
@@ -150,26 +140,17 @@ fn serve_batch<M: GuestMemory>(
     used_any: &mut bool,
 ) -> Result<bool, virtio_queue::Error> {
     let mut served = 0;
-    // The driver need not notify while the queue is being drained.
-    queue.disable_notification(mem)?;
-    loop {
-        let Some(chain) = queue.iter(mem)?.next() else {
-            // Look once more after re-enabling notifications: the driver
-            // may have queued a request without notifying in between.
-            if queue.enable_notification(mem)? {
-                queue.disable_notification(mem)?;
-                continue;
-            }
-            return Ok(false);
-        };
+    while let Some(chain) = next_to_serve(
+        queue,
+        mem,
+        usize::from(RNG_QUEUE_SIZE),
+        &mut entropy.malformed,
+        "virtio-rng",
+    )? {
         let head = chain.head_index();
-        let written = match chain.writer(mem) {
-            Ok(writer) if writer.available_bytes() == 0 => {
-                malformed(entropy, &"it has no writable bytes");
-                0
-            }
-            Ok(mut writer) => {
-                let len = writer.available_bytes().min(MAX_REQUEST_BYTES);
+        let written = match writable_buffers(chain, mem, &mut entropy.segments) {
+            Ok(available) => {
+                let len = available.min(MAX_REQUEST_BYTES);
                 if let Err(e) = (entropy.source)(&mut entropy.buf[..len]) {
                     if log_this(&mut entropy.failures) {
                         log::warn!(
@@ -181,7 +162,7 @@ fn serve_batch<M: GuestMemory>(
                     queue.set_next_avail(queue.next_avail().wrapping_sub(1));
                     return Ok(false);
                 }
-                writer.write(&entropy.buf[..len]).unwrap_or(0)
+                scatter(mem, &entropy.segments, &entropy.buf[..len])
             }
             Err(e) => {
                 malformed(entropy, &e);
@@ -196,6 +177,65 @@ fn serve_batch<M: GuestMemory>(
             return Ok(true);
         }
     }
+    Ok(false)
+}
+
+/// Why a request was returned empty.
+#[derive(Debug, thiserror::Error)]
+enum BadRequest {
+    #[error("it has no writable bytes")]
+    NothingWritable,
+    #[error("a buffer lies outside guest memory")]
+    OutsideMemory,
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+/// Records the non-empty device-writable buffers of `chain` in `segments`
+/// (device-readable ones are passed over) and returns their size.
+fn writable_buffers<M: GuestMemory>(
+    chain: Chain<'_, M>,
+    mem: &M,
+    segments: &mut Vec<(GuestAddress, usize)>,
+) -> Result<usize, BadRequest> {
+    segments.clear();
+    let mut total = 0usize;
+    for desc in chain {
+        let desc = desc?;
+        let len = desc.len() as usize;
+        if !desc.is_write_only() || len == 0 {
+            continue;
+        }
+        if !mem.check_range(desc.addr(), len, Permissions::Write) {
+            return Err(BadRequest::OutsideMemory);
+        }
+        segments.push((desc.addr(), len));
+        // The chain holds less than 4 GiB.
+        total += len;
+    }
+    if total == 0 {
+        return Err(BadRequest::NothingWritable);
+    }
+    Ok(total)
+}
+
+/// Writes `bytes` over `segments` in order; returns how many were written.
+fn scatter<M: GuestMemory>(mem: &M, segments: &[(GuestAddress, usize)], bytes: &[u8]) -> usize {
+    let mut done = 0;
+    for &(addr, len) in segments {
+        let n = len.min(bytes.len() - done);
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = mem.write_slice(&bytes[done..done + n], addr) {
+            // Cannot happen: the range was checked and guest memory does
+            // not change under a running device.
+            log::warn!("virtio-rng: cannot write a request's buffer: {e}");
+            break;
+        }
+        done += n;
+    }
+    done
 }
 
 /// Counts a request returned empty as malformed, and logs it now and then.
@@ -209,47 +249,27 @@ fn malformed(entropy: &mut Entropy, why: &dyn std::fmt::Display) {
 }
 
 impl VirtioDevice for Rng {
-    fn device_type(&self) -> u32 {
-        device_type::RNG
+    fn common(&self) -> &VirtioCommon {
+        &self.common
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[RNG_QUEUE_SIZE]
-    }
-
-    fn avail_features(&self) -> u64 {
-        1 << VIRTIO_F_VERSION_1
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features;
-    }
-
-    fn read_config(&self, _offset: u64, data: &mut [u8]) {
-        // No configuration space (spec §5.4.4).
-        data.fill(0);
-    }
-
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        self.state.activate(activation, 1)
-    }
-
-    fn reset(&mut self) -> bool {
-        self.state.reset()
+    fn common_mut(&mut self) -> &mut VirtioCommon {
+        &mut self.common
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::{Activation, INT_VRING};
     use virtio_queue::desc::{split::Descriptor as RawDescriptor, RawDescriptor as Raw};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     const WRITE: u16 = 2;
+    /// Descriptor flag: the buffer is a table of descriptors.
+    const INDIRECT: u16 = 4;
 
     fn counting_source() -> EntropySource {
         let mut n = 0u8;
@@ -387,6 +407,141 @@ mod tests {
         assert_eq!(src.malformed, 1);
         assert_eq!(vq.used().idx().load(), 1);
         assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 0);
+    }
+
+    #[test]
+    fn a_head_index_past_the_queue_is_counted_and_skipped() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        // An entry naming descriptor 16 of a 16-entry table, then a request.
+        vq.avail().ring().ref_at(0).unwrap().store(16);
+        vq.avail().idx().store(1);
+        let descs = [Raw::from(RawDescriptor::new(0x8000, 16, WRITE, 0))];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut src = Entropy::new(counting_source());
+        assert!(!process_requestq(&mut q, &mem, &mut src, &irq).unwrap());
+        assert_eq!(vq.used().idx().load(), 1);
+        let used = vq.used().ring().ref_at(0).unwrap().load();
+        assert_eq!((used.id(), used.len()), (0, 16));
+        let flags: u16 = mem.read_obj(vq.used_addr()).unwrap();
+        assert_eq!(u16::from_le(flags), 0, "the driver may notify again");
+        assert_eq!(src.malformed, 1);
+        assert_eq!(irq.status(), INT_VRING);
+    }
+
+    #[test]
+    fn chains_with_an_indirect_descriptor_are_returned_empty() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        // A table of one writable buffer: the device never offered
+        // VIRTIO_F_INDIRECT_DESC.
+        let table = Raw::from(RawDescriptor::new(0x8000, 16, WRITE, 0));
+        mem.write_obj(table, GuestAddress(0x7000)).unwrap();
+        let descs = [
+            Raw::from(RawDescriptor::new(0x7000, 16, INDIRECT, 0)),
+            Raw::from(RawDescriptor::new(0x9000, 8, WRITE, 0)),
+        ];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut src = Entropy::new(counting_source());
+        process_requestq(&mut q, &mem, &mut src, &irq).unwrap();
+        assert_eq!(vq.used().idx().load(), 2);
+        assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 0);
+        assert_eq!(vq.used().ring().ref_at(1).unwrap().load().len(), 8);
+        assert_eq!(src.malformed, 1);
+        let mut got = [0xffu8; 16];
+        mem.read_slice(&mut got, GuestAddress(0x8000)).unwrap();
+        assert_eq!(got, [0; 16], "nothing went into the table's buffer");
+    }
+
+    #[test]
+    fn a_chain_longer_than_the_queue_is_returned_empty() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        // A ring larger than the device's, so that a chain can exceed the
+        // cap without looping.
+        let vq = MockSplitQueue::new(&mem, 512);
+        let n = usize::from(RNG_QUEUE_SIZE) + 1;
+        let descs: Vec<Raw> = (0..n)
+            .map(|i| {
+                let (flags, next) = if i + 1 < n {
+                    (WRITE | 1, i as u16 + 1)
+                } else {
+                    (WRITE, 0)
+                };
+                Raw::from(RawDescriptor::new(0x8000 + i as u64, 1, flags, next))
+            })
+            .collect();
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut src = Entropy::new(counting_source());
+        process_requestq(&mut q, &mem, &mut src, &irq).unwrap();
+        assert_eq!(vq.used().idx().load(), 1);
+        assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 0);
+        assert_eq!(src.malformed, 1);
+    }
+
+    #[test]
+    fn identity_features_and_an_empty_config_space() {
+        let rng = Rng::with_source(counting_source()).unwrap();
+        assert_eq!(rng.device_type(), 4);
+        assert_eq!(rng.queue_max_sizes(), &[256]);
+        assert_eq!(rng.avail_features(), 1 << 32);
+        let mut b = [0xffu8; 4];
+        rng.read_config(0, &mut b);
+        assert_eq!(b, [0; 4]);
+    }
+
+    #[test]
+    fn a_request_gets_at_most_64_kib_across_its_buffers() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        // 60 KiB, then 8 KiB of which only 4 KiB can be filled.
+        let descs = [
+            Raw::from(RawDescriptor::new(0x1_0000, 0xf000, WRITE | 1, 1)),
+            Raw::from(RawDescriptor::new(0x2_0000, 0x2000, WRITE, 0)),
+        ];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        mem.write_slice(&[0xee; 0x2000], GuestAddress(0x2_0000))
+            .unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut src = Entropy::new(Box::new(|buf: &mut [u8]| {
+            buf.fill(0x11);
+            Ok(())
+        }));
+        process_requestq(&mut q, &mem, &mut src, &irq).unwrap();
+        let used = vq.used().ring().ref_at(0).unwrap().load();
+        assert_eq!(used.len(), 0x1_0000);
+        let mut tail = vec![0u8; 0x2000];
+        mem.read_slice(&mut tail, GuestAddress(0x2_0000)).unwrap();
+        assert_eq!(tail[..0x1000], [0x11; 0x1000]);
+        assert_eq!(tail[0x1000..], [0xee; 0x1000], "beyond 64 KiB: untouched");
+    }
+
+    #[test]
+    fn the_device_serves_its_queue_once_active() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let descs = [Raw::from(RawDescriptor::new(0x8000, 16, WRITE, 0))];
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut rng = Rng::with_source(counting_source()).unwrap();
+        rng.process();
+        assert_eq!(vq.used().idx().load(), 0, "not active yet");
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        rng.activate(Activation {
+            mem: mem.clone(),
+            queues: vec![vq.create_queue().unwrap()],
+            queue_evts: vec![EventFd::new(EFD_NONBLOCK).unwrap()],
+            irq: irq.clone(),
+        })
+        .unwrap();
+        rng.process();
+        assert_eq!(vq.used().idx().load(), 1);
+        assert_eq!(irq.status(), INT_VRING);
     }
 
     #[test]

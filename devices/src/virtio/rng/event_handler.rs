@@ -1,30 +1,22 @@
-//! Event-loop glue of the entropy device.
+//! Event-loop glue of the entropy device: its one queue is all it serves.
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 
 use super::Rng;
-use crate::virtio::state::{single_queue_event, DeviceState, SingleQueueDevice};
+use crate::virtio::state::{handle_event, QueueHandler};
 
-impl SingleQueueDevice for Rng {
-    fn state(&mut self) -> &mut DeviceState {
-        &mut self.state
-    }
-
-    fn process_queue(&mut self) {
+impl QueueHandler for Rng {
+    fn process_queue(&mut self, _index: usize, _ops: &mut EventOps) {
         self.process();
-    }
-
-    fn name(&self) -> String {
-        "virtio-rng".to_string()
     }
 }
 
 impl MutEventSubscriber for Rng {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
-        single_queue_event(self, events, ops);
+        handle_event(self, events, ops);
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        self.state.init(ops);
+        self.common.init(ops);
     }
 }
