@@ -7,6 +7,12 @@
 //! `KVM_RUN` is not lost. When a vCPU stops on its own (reset, triple fault,
 //! emulation failure, KVM error) it reports why to the VMM thread over a
 //! channel and wakes it through an `EventFd`; it never blocks on the VMM.
+//!
+//! Snapshots: a vCPU's KVM state is read on the thread that owns it. The
+//! VMM asks a paused vCPU with [`VcpuHandle::save_state`]; the parked
+//! thread lets KVM finish the instruction of its last I/O exit, reads the
+//! state and hands it back, and stays parked. A restored state is given to
+//! a vCPU before it starts, with [`Vcpu::restore_state`].
 
 use std::cell::Cell;
 use std::io;
@@ -27,6 +33,9 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use super::exit::{handle_exit, ExitAction, ExitCounters, IoBuses, StopKind};
 use crate::arch::x86_64::cpuid::{filter_cpuid, Topology};
+use crate::persist::vcpu::{
+    restore_vcpu_state, save_vcpu_state, VcpuState, VcpuStateError, VcpuStateSupport,
+};
 use crate::arch::x86_64::interrupts::set_lint;
 use crate::arch::x86_64::msr::supported_boot_msrs;
 use crate::arch::x86_64::regs::{boot_fpu, boot_regs, boot_sregs, BootEntry};
@@ -55,6 +64,11 @@ pub const VCPU_KICK_SIGNAL: &str = "SIGRTMIN";
 /// Most bytes of one x86 instruction.
 const MAX_INSN_LEN: usize = 15;
 
+/// Most `KVM_RUN`s a save spends finishing the I/O of the last exit: one,
+/// unless that instruction needs several exits (a string I/O instruction
+/// or an MMIO access crossing a page boundary).
+const MAX_IO_COMPLETION_RUNS: usize = 16;
+
 /// A vCPU could not be created or configured.
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
@@ -78,6 +92,37 @@ pub enum VcpuError {
     /// The kick signal handler could not be installed.
     #[error("cannot install the vCPU kick signal handler: {0}")]
     Signal(#[source] vmm_sys_util::errno::Error),
+    /// The vCPU's KVM state could not be saved or restored.
+    #[error("vCPU {index}: {source}")]
+    State {
+        /// The vCPU.
+        index: u8,
+        /// What failed.
+        #[source]
+        source: VcpuStateError,
+    },
+    /// The I/O of the vCPU's last exit could not be finished before a save.
+    #[error("vCPU {index}: cannot finish its last I/O instruction before saving: {source}")]
+    CompleteIo {
+        /// The vCPU.
+        index: u8,
+        /// The KVM error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Finishing the last I/O instruction stopped the guest (reset, triple
+    /// fault) or did not end.
+    #[error("vCPU {0}: the guest stopped or kept exiting while its last I/O instruction was finished for a save")]
+    IoNotCompleted(u8),
+    /// The state of a vCPU that is not paused was asked for.
+    #[error("vCPU {0} is not paused: its state can only be saved while it is")]
+    NotPaused(u8),
+    /// The vCPU thread did not answer in time.
+    #[error("vCPU {0} did not hand over its state in time")]
+    SaveTimedOut(u8),
+    /// The vCPU thread ended before it could answer.
+    #[error("vCPU {0} has stopped: its state is gone")]
+    Ended(u8),
 }
 
 /// Why a vCPU stopped.
@@ -233,6 +278,65 @@ impl Vcpu {
         Ok(())
     }
 
+    /// Reads this vCPU's KVM state, on the thread that owns it (use
+    /// [`VcpuHandle::save_state`] once it runs). KVM first finishes the
+    /// instruction of the last I/O exit (an `in` gets its data, MMIO its
+    /// write-back): until then that state is inside KVM, not in any
+    /// register ("the operation is complete only after userspace has
+    /// re-entered the kernel with KVM_RUN", Documentation/virt/kvm/api.rst).
+    pub fn save_state(&mut self, support: &VcpuStateSupport) -> Result<VcpuState, VcpuError> {
+        self.complete_pending_io()?;
+        save_vcpu_state(&self.fd, support).map_err(|source| VcpuError::State {
+            index: self.index,
+            source,
+        })
+    }
+
+    /// Gives this vCPU, created but not started (and not configured), the
+    /// state of a snapshot. Create every vCPU of the VM first: KVM
+    /// rebuilds its APIC map as each LAPIC is set.
+    pub fn restore_state(
+        &self,
+        state: &VcpuState,
+        support: &VcpuStateSupport,
+    ) -> Result<(), VcpuError> {
+        restore_vcpu_state(&self.fd, state, support).map_err(|source| VcpuError::State {
+            index: self.index,
+            source,
+        })
+    }
+
+    /// Re-enters KVM with `immediate_exit` set: KVM completes the pending
+    /// I/O of the last exit and returns `EINTR` before running any guest
+    /// instruction. An instruction that needs another exit to complete
+    /// returns with it; that exit is handled as usual.
+    fn complete_pending_io(&mut self) -> Result<(), VcpuError> {
+        let index = self.index;
+        let mut result = Err(VcpuError::IoNotCompleted(index));
+        for _ in 0..MAX_IO_COMPLETION_RUNS {
+            self.fd.set_kvm_immediate_exit(1);
+            let action = match self.fd.run() {
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    result = Ok(());
+                    break;
+                }
+                Err(source) => {
+                    result = Err(VcpuError::CompleteIo { index, source });
+                    break;
+                }
+                Ok(exit) => {
+                    self.exits.record(&exit);
+                    handle_exit(exit, &self.io)
+                }
+            };
+            if let ExitAction::Stop(_) = action {
+                break;
+            }
+        }
+        self.fd.set_kvm_immediate_exit(0);
+        result
+    }
+
     /// Starts the vCPU's thread. When it stops by itself it sends its
     /// report on `report` and writes `exit_evt`.
     pub fn start(
@@ -260,6 +364,7 @@ impl Vcpu {
             })
             .map_err(|e| VcpuError::Spawn(index, e))?;
         Ok(VcpuHandle {
+            index,
             thread,
             control,
             exits,
@@ -277,7 +382,9 @@ impl Vcpu {
             );
         }
         let reason = loop {
-            if control.wanted() != WANT_RUN && !control.park_while_paused() {
+            if control.wanted() != WANT_RUN
+                && !control.park_while_paused(|support| self.save_state(support))
+            {
                 break VcpuStopReason::Stopped;
             }
             let action = match self.fd.run() {
@@ -372,9 +479,19 @@ const WANT_STOP: u8 = 2;
 #[derive(Default)]
 struct VcpuControl {
     want: AtomicU8,
-    /// Whether the thread is parked (outside `KVM_RUN`, waiting).
-    parked: Mutex<bool>,
+    parked: Mutex<Parking>,
     changed: Condvar,
+}
+
+/// What the VMM and a parked vCPU thread exchange.
+#[derive(Default)]
+struct Parking {
+    /// Whether the thread is parked (outside `KVM_RUN`, waiting).
+    parked: bool,
+    /// A save the VMM asked for and the thread has not started.
+    save: Option<Arc<VcpuStateSupport>>,
+    /// The thread's answer to the last save.
+    saved: Option<Result<VcpuState, VcpuError>>,
 }
 
 impl VcpuControl {
@@ -388,17 +505,28 @@ impl VcpuControl {
         self.changed.notify_all();
     }
 
-    /// On the vCPU thread: parks while a pause is wanted. Returns false
-    /// when the thread must stop instead of running on.
-    fn park_while_paused(&self) -> bool {
-        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+    /// On the vCPU thread: parks while a pause is wanted, answering the
+    /// VMM's save requests with `save`. Returns false when the thread must
+    /// stop instead of running on.
+    fn park_while_paused(
+        &self,
+        mut save: impl FnMut(&VcpuStateSupport) -> Result<VcpuState, VcpuError>,
+    ) -> bool {
+        let mut parking = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         if self.wanted() == WANT_PAUSE {
-            *parked = true;
+            parking.parked = true;
             self.changed.notify_all();
             while self.wanted() == WANT_PAUSE {
-                parked = self.changed.wait(parked).unwrap_or_else(|e| e.into_inner());
+                if let Some(support) = parking.save.take() {
+                    // Under the lock: the VMM is waiting for this answer
+                    // anyway, and a request it gave up on is never served.
+                    parking.saved = Some(save(&support));
+                    self.changed.notify_all();
+                    continue;
+                }
+                parking = self.changed.wait(parking).unwrap_or_else(|e| e.into_inner());
             }
-            *parked = false;
+            parking.parked = false;
             self.changed.notify_all();
         }
         self.wanted() != WANT_STOP
@@ -409,7 +537,7 @@ impl VcpuControl {
     fn wait_parked(&self, parked: bool, thread: &JoinHandle<()>, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.parked.lock().unwrap_or_else(|e| e.into_inner());
-        while *state != parked && !thread.is_finished() {
+        while state.parked != parked && !thread.is_finished() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -424,10 +552,50 @@ impl VcpuControl {
         }
         true
     }
+
+    /// On the VMM thread: has the parked vCPU thread save its state.
+    fn save(
+        &self,
+        index: u8,
+        support: &Arc<VcpuStateSupport>,
+        thread: &JoinHandle<()>,
+        timeout: Duration,
+    ) -> Result<VcpuState, VcpuError> {
+        let deadline = Instant::now() + timeout;
+        let mut parking = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        if !parking.parked || self.wanted() != WANT_PAUSE {
+            return Err(VcpuError::NotPaused(index));
+        }
+        parking.saved = None;
+        parking.save = Some(support.clone());
+        self.changed.notify_all();
+        loop {
+            if let Some(result) = parking.saved.take() {
+                return result;
+            }
+            if thread.is_finished() {
+                parking.save = None;
+                return Err(VcpuError::Ended(index));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                parking.save = None;
+                return Err(VcpuError::SaveTimedOut(index));
+            }
+            // Short waits: a thread that ends does not notify.
+            let step = left.min(Duration::from_millis(10));
+            parking = self
+                .changed
+                .wait_timeout(parking, step)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
 }
 
 /// The VMM's handle on a running vCPU thread.
 pub struct VcpuHandle {
+    index: u8,
     thread: JoinHandle<()>,
     control: Arc<VcpuControl>,
     exits: Arc<ExitCounters>,
@@ -468,6 +636,16 @@ impl VcpuHandle {
     /// Waits until a requested pause took effect.
     pub fn wait_paused(&self, timeout: Duration) -> bool {
         self.control.wait_parked(true, &self.thread, timeout)
+    }
+
+    /// The KVM state of this vCPU, which must be paused ([`VcpuHandle::pause`]);
+    /// it stays paused. Waits at most `timeout` for the vCPU thread.
+    pub fn save_state(
+        &self,
+        support: &Arc<VcpuStateSupport>,
+        timeout: Duration,
+    ) -> Result<VcpuState, VcpuError> {
+        self.control.save(self.index, support, &self.thread, timeout)
     }
 
     /// Lets a paused vCPU run again; returns once it left its pause, or
