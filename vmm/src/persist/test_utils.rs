@@ -14,8 +14,10 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::x86_64::cpuid::Topology;
+use crate::arch::x86_64::msr::MSR_IA32_TSC;
 use crate::arch::x86_64::layout::HIGH_MEMORY_START;
 use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables, BootEntry};
+use crate::persist::vcpu::VcpuState;
 use crate::vstate::exit::IoBuses;
 use crate::vstate::vcpu::{Vcpu, VcpuHandle};
 use crate::vstate::vm::Vm;
@@ -141,4 +143,12 @@ pub fn run_for(handle: &VcpuHandle, log: &PortLog, count: u64) {
         log.writes.load(Ordering::SeqCst) >= target
     });
     assert!(handle.pause(Duration::from_secs(10)), "paused");
+}
+
+/// `state` with its TSC, which ticks between any two reads, at 0.
+pub fn without_tsc(mut state: VcpuState) -> VcpuState {
+    for m in state.msrs.iter_mut().filter(|m| m.index == MSR_IA32_TSC) {
+        m.data = 0;
+    }
+    state
 }

@@ -673,6 +673,8 @@ mod tests {
     use devices::BusDevice;
     use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
     use kvm_ioctls::Kvm;
+    use crate::persist::test_utils::without_tsc;
+    use crate::persist::vcpu::VcpuStateSupport;
     use std::sync::atomic::AtomicU64;
     use std::sync::mpsc::channel;
     use vmm_sys_util::eventfd::EFD_NONBLOCK;
@@ -746,6 +748,77 @@ mod tests {
 
         // Stopping works from a pause as well.
         assert!(handle.pause(Duration::from_secs(10)));
+        handle.stop();
+        handle.join();
+    }
+
+    /// Answers a port read only when the test lets it.
+    struct HeldPort {
+        reading: Sender<()>,
+        release: std::sync::mpsc::Receiver<u8>,
+    }
+
+    impl BusDevice for HeldPort {
+        fn read(&mut self, _offset: u64, data: &mut [u8]) {
+            let _ = self.reading.send(());
+            data.fill(self.release.recv().unwrap_or(0));
+        }
+        fn write(&mut self, _offset: u64, _data: &[u8]) {}
+    }
+
+    #[test]
+    fn a_saved_state_holds_the_result_of_the_last_port_read() {
+        if !testkit::need_kvm("a_saved_state_holds_the_result_of_the_last_port_read") {
+            return;
+        }
+        let kvm = Kvm::new().expect("/dev/kvm opened a moment ago");
+        // in al, 0x80; 1: jmp 1b
+        let mem = create_guest_memory(16 << 20).unwrap();
+        mem.write_slice(&[0xe4, 0x80, 0xeb, 0xfe], GuestAddress(HIGH_MEMORY_START))
+            .unwrap();
+        let entry = BootEntry::Linux64 {
+            entry: HIGH_MEMORY_START,
+        };
+        setup_page_tables(&mem).unwrap();
+        setup_gdt_idt(&mem, entry).unwrap();
+        let vm = Vm::new(&kvm).unwrap();
+        vm.register_memory(&mem).unwrap();
+        vm.setup_irqchip().unwrap();
+        let (reading_tx, reading) = channel();
+        let (release, release_rx) = channel();
+        let mut io = IoBuses::default();
+        let port = HeldPort {
+            reading: reading_tx,
+            release: release_rx,
+        };
+        io.pio
+            .insert(0x80, 1, Arc::new(Mutex::new(port)))
+            .unwrap();
+        let vcpu = Vcpu::new(vm.fd(), 0, Arc::new(io), mem.clone()).unwrap();
+        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
+        let msrs = kvm.get_msr_index_list().unwrap();
+        vcpu.configure(&cpuid, &msrs, Topology::new(1, false), entry)
+            .unwrap();
+        let support = Arc::new(VcpuStateSupport::probe(&kvm, vm.fd()).unwrap());
+        let (tx, _rx) = channel();
+        let handle = vcpu.start(tx, EventFd::new(EFD_NONBLOCK).unwrap()).unwrap();
+
+        // The pause lands while the device answers the `in`: the vCPU
+        // parks right after the exit, before KVM has the data.
+        reading
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the guest reads its port");
+        handle.request_pause();
+        release.send(0x5a).unwrap();
+        assert!(handle.wait_paused(Duration::from_secs(10)), "paused");
+        let state = handle.save_state(&support, Duration::from_secs(10)).unwrap();
+        assert_eq!(state.regs.rax & 0xff, 0x5a, "al holds what the port returned");
+        assert_eq!(state.regs.rip, HIGH_MEMORY_START + 2, "rip is past the `in`");
+        // Saving again changes nothing but the ticking TSC: there is no
+        // I/O left to finish.
+        let again = handle.save_state(&support, Duration::from_secs(10)).unwrap();
+        assert_eq!(again.regs, state.regs);
+        assert_eq!(without_tsc(again), without_tsc(state));
         handle.stop();
         handle.join();
     }
