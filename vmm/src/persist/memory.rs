@@ -706,8 +706,12 @@ pub fn restore_guest_memory<B: NewBitmap>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::create_guest_memory;
+    use crate::memory::{create_guest_memory, ram_regions};
+    use crate::persist::test_utils::*;
+    use kvm_ioctls::Kvm;
     use std::io::Read;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
     use vm_memory::Bytes;
 
     fn region(base: u64, size: u64, offset: u64) -> GuestRegionState {
@@ -900,5 +904,89 @@ mod tests {
         assert!(!log.page_written(0x5000));
         assert!(!().records_writes());
         assert!(!None::<AtomicBitmap>.records_writes());
+    }
+
+    #[test]
+    fn a_diff_holds_the_pages_written_since_the_last_snapshot() {
+        if !testkit::need_kvm("a_diff_holds_the_pages_written_since_the_last_snapshot") {
+            return;
+        }
+        let kvm = Kvm::new().expect("/dev/kvm opened a moment ago");
+        let mem: GuestMemoryMmap<AtomicBitmap> =
+            GuestMemoryMmap::from_ranges(&ram_regions(16 << 20)).unwrap();
+        load_counter_guest(&mem);
+        let vm = new_vm(&kvm, &mem, true);
+        let (io, log) = port_buses();
+        // The vCPU reads its memory only to report an emulation failure.
+        let handle = start(boot_vcpu(&kvm, &vm, io, create_guest_memory(1 << 20).unwrap()));
+        wait_until("the guest to count", || log.writes.load(Ordering::SeqCst) >= 100);
+        assert!(handle.pause(Duration::from_secs(10)), "paused");
+        let base = tempfile::NamedTempFile::new().unwrap();
+        write_full_memory(&mem, base.as_file(), Some(&vm)).unwrap();
+
+        // The guest counts on (one page), and the VMM writes as a device
+        // would: a used ring entry, and a buffer across a page boundary.
+        run_for(&handle, &log, 100);
+        mem.write_obj(0xfeed_u64, GuestAddress(0x30_0000)).unwrap();
+        mem.write_slice(&[0x11; 16], GuestAddress(0x40_0ff8)).unwrap();
+        let diff = write_diff_memory(&mem, base.as_file(), &vm).unwrap();
+        assert_eq!((diff.pages, diff.runs), (4, 3), "{diff:?}");
+
+        // Base plus diff is what a full snapshot taken now holds.
+        let full = tempfile::tempfile().unwrap();
+        write_full_memory(&mem, &full, Some(&vm)).unwrap();
+        assert_eq!(read_all(base.as_file()), read_all(&full));
+        let back: GuestMemoryMmap =
+            restore_guest_memory(base.reopen().unwrap(), &MemoryState::describe(&mem)).unwrap();
+        let count: u64 = mem.read_obj(GuestAddress(COUNTER_ADDR)).unwrap();
+        assert!(count >= 199, "{count}");
+        assert_eq!(back.read_obj::<u64>(GuestAddress(COUNTER_ADDR)).unwrap(), count);
+        assert_eq!(back.read_obj::<u64>(GuestAddress(0x30_0000)).unwrap(), 0xfeed);
+
+        // Right after a snapshot, a diff is empty.
+        let empty = write_diff_memory(&mem, base.as_file(), &vm).unwrap();
+        assert_eq!(empty.pages, 0);
+        // And it goes only into a file of the memory's size.
+        let other = tempfile::tempfile().unwrap();
+        assert_eq!(
+            write_diff_memory(&mem, &other, &vm).unwrap_err().to_string(),
+            "the memory file for a diff is 0 bytes, guest memory needs 16777216: not this VM's previous snapshot"
+        );
+        handle.stop();
+        handle.join();
+    }
+
+    #[test]
+    fn without_a_vmm_bitmap_a_diff_holds_every_private_page() {
+        if !testkit::need_kvm("without_a_vmm_bitmap_a_diff_holds_every_private_page") {
+            return;
+        }
+        let kvm = Kvm::new().expect("/dev/kvm opened a moment ago");
+        let mem = create_guest_memory(16 << 20).unwrap();
+        load_counter_guest(&mem);
+        let untracked = new_vm(&kvm, &mem, false);
+        assert!(matches!(
+            write_diff_memory(&mem, &tempfile::tempfile().unwrap(), &untracked),
+            Err(MemorySnapshotError::NoDirtyLog)
+        ));
+        drop(untracked);
+        let vm = new_vm(&kvm, &mem, true);
+        let (io, log) = port_buses();
+        let handle = start(boot_vcpu(&kvm, &vm, io, mem.clone()));
+        wait_until("the guest to count", || log.writes.load(Ordering::SeqCst) >= 100);
+        assert!(handle.pause(Duration::from_secs(10)), "paused");
+        let base = tempfile::NamedTempFile::new().unwrap();
+        let populated = write_full_memory(&mem, base.as_file(), Some(&vm)).unwrap();
+
+        // A write KVM does not log, through memory that has no bitmap.
+        run_for(&handle, &log, 100);
+        mem.write_obj(0xfeed_u64, GuestAddress(0x30_0000)).unwrap();
+        let diff = write_diff_memory(&mem, base.as_file(), &vm).unwrap();
+        assert_eq!(diff.pages, populated.pages + 1, "{diff:?} after {populated:?}");
+        let full = tempfile::tempfile().unwrap();
+        write_full_memory(&mem, &full, Some(&vm)).unwrap();
+        assert_eq!(read_all(base.as_file()), read_all(&full));
+        handle.stop();
+        handle.join();
     }
 }
