@@ -51,7 +51,7 @@ impl Visitor<'_> for HexVisitor {
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<Blob, E> {
         let digits = text.as_bytes();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(E::custom(format!(
                 "hex string of odd length {}",
                 digits.len()
@@ -87,7 +87,10 @@ mod tests {
         let json = serde_json::to_string(&blob).unwrap();
         assert_eq!(json, r#""007f80ff1a""#);
         assert_eq!(serde_json::from_str::<Blob>(&json).unwrap(), blob);
-        assert_eq!(serde_json::from_str::<Blob>(r#""7F""#).unwrap(), Blob(vec![0x7f]));
+        assert_eq!(
+            serde_json::from_str::<Blob>(r#""7F""#).unwrap(),
+            Blob(vec![0x7f])
+        );
     }
 
     #[test]
@@ -95,7 +98,10 @@ mod tests {
         let odd = serde_json::from_str::<Blob>(r#""abc""#).unwrap_err();
         assert!(odd.to_string().contains("odd length 3"), "{odd}");
         let bad = serde_json::from_str::<Blob>(r#""0g""#).unwrap_err();
-        assert!(bad.to_string().contains(r#""0g" is not a hex byte"#), "{bad}");
+        assert!(
+            bad.to_string().contains(r#""0g" is not a hex byte"#),
+            "{bad}"
+        );
         assert!(serde_json::from_str::<Blob>("[1, 2]").is_err());
     }
 }

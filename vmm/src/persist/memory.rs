@@ -80,7 +80,9 @@ pub enum MemorySnapshotError {
     #[error("cannot examine the memory file: {0}")]
     Stat(#[source] io::Error),
     /// A full snapshot was asked into the file guest memory is mapped from.
-    #[error("the memory file is the one guest memory is mapped from; a full snapshot needs a new file")]
+    #[error(
+        "the memory file is the one guest memory is mapped from; a full snapshot needs a new file"
+    )]
     TargetBacksMemory,
     /// A diff was asked for memory KVM does not log.
     #[error("a diff snapshot needs dirty page tracking (track_dirty_pages), which this VM does not have")]
@@ -250,55 +252,30 @@ impl MemoryWriteStats {
 /// What the bitmap of guest memory (vm-memory's `Bitmap`, marked on every
 /// write the VMM makes through `Bytes`) knows about the VMM's own writes.
 pub trait VmmWriteLog: Bitmap {
-    /// Whether this bitmap records the VMM's writes at all.
-    fn records_writes(&self) -> bool;
-    /// Whether the page at `offset` of the region was written since the
-    /// last [`VmmWriteLog::forget_writes`]. Meaningless unless
-    /// [`VmmWriteLog::records_writes`].
-    fn page_written(&self, offset: usize) -> bool;
-    /// Forgets every recorded write.
-    fn forget_writes(&self);
+    /// The pages of the region the VMM wrote since the last call, one bit
+    /// per 4 KiB page in KVM's dirty-log layout (bit `i % 64` of word
+    /// `i / 64` is page `i`), forgetting them as they are taken; `None`
+    /// when this bitmap does not record writes.
+    fn take_written_pages(&self) -> Option<Vec<u64>>;
 }
 
 impl VmmWriteLog for () {
-    fn records_writes(&self) -> bool {
-        false
+    fn take_written_pages(&self) -> Option<Vec<u64>> {
+        None
     }
-
-    fn page_written(&self, _offset: usize) -> bool {
-        false
-    }
-
-    fn forget_writes(&self) {}
 }
 
 impl VmmWriteLog for AtomicBitmap {
-    fn records_writes(&self) -> bool {
-        true
-    }
-
-    fn page_written(&self, offset: usize) -> bool {
-        self.dirty_at(offset)
-    }
-
-    fn forget_writes(&self) {
-        self.reset();
+    fn take_written_pages(&self) -> Option<Vec<u64>> {
+        // vm-memory sizes the bitmap's pages from sysconf: 4 KiB on x86_64,
+        // the page size of KVM's log.
+        Some(self.get_and_reset())
     }
 }
 
 impl<B: VmmWriteLog> VmmWriteLog for Option<B> {
-    fn records_writes(&self) -> bool {
-        self.as_ref().is_some_and(B::records_writes)
-    }
-
-    fn page_written(&self, offset: usize) -> bool {
-        self.as_ref().is_some_and(|b| b.page_written(offset))
-    }
-
-    fn forget_writes(&self) {
-        if let Some(b) = self {
-            b.forget_writes();
-        }
+    fn take_written_pages(&self) -> Option<Vec<u64>> {
+        self.as_ref().and_then(B::take_written_pages)
     }
 }
 
@@ -338,7 +315,7 @@ impl PageSet {
             *mine |= theirs;
         }
         if let Some(last) = self.words.last_mut() {
-            if self.pages % 64 != 0 {
+            if !self.pages.is_multiple_of(64) {
                 *last &= (1 << (self.pages % 64)) - 1;
             }
         }
@@ -557,7 +534,7 @@ fn restart_tracking<B: VmmWriteLog>(
                 .map_err(MemorySnapshotError::DirtyLog)?;
         }
         let mapping: &MmapRegion<B> = region;
-        mapping.bitmap().forget_writes();
+        mapping.bitmap().take_written_pages();
     }
     Ok(())
 }
@@ -586,9 +563,7 @@ pub fn write_full_memory<B: VmmWriteLog>(
     }
     let layout = MemoryState::describe(mem);
     let size = layout.file_size();
-    let resize = |size| {
-        move |source| MemorySnapshotError::Resize { size, source }
-    };
+    let resize = |size| move |source| MemorySnapshotError::Resize { size, source };
     // Truncate first so that no page of an old file survives as data.
     file.set_len(0).map_err(resize(0))?;
     file.set_len(size).map_err(resize(size))?;
@@ -638,19 +613,11 @@ pub fn write_diff_memory<B: VmmWriteLog>(
             .map_err(MemorySnapshotError::DirtyLog)?;
         dirty.union_words(&guest);
         let mapping: &MmapRegion<B> = region;
-        let vmm = mapping.bitmap();
-        if vmm.records_writes() {
-            for page in 0..pages {
-                if vmm.page_written(page * PAGE_SIZE) {
-                    dirty.insert(page);
-                }
-            }
-        } else {
-            let private = private_pages(&pagemap, region)?;
-            dirty.union_words(&private.words);
+        match mapping.bitmap().take_written_pages() {
+            Some(vmm) => dirty.union_words(&vmm),
+            None => dirty.union_words(&private_pages(&pagemap, region)?.words),
         }
         write_pages(region, &dirty, file, state.offset, &mut stats)?;
-        vmm.forget_writes();
     }
     Ok(stats)
 }
@@ -735,9 +702,12 @@ mod tests {
         let pagemap = open_pagemap().unwrap();
         let r = mem.iter().next().unwrap();
         let mapping: &MmapRegion<B> = r;
-        pagemap_pages(&pagemap, mapping.as_ptr() as usize, r.len() as usize / PAGE_SIZE, |e| {
-            e & PAGEMAP_PRESENT != 0
-        })
+        pagemap_pages(
+            &pagemap,
+            mapping.as_ptr() as usize,
+            r.len() as usize / PAGE_SIZE,
+            |e| e & PAGEMAP_PRESENT != 0,
+        )
         .unwrap()
         .len()
     }
@@ -781,10 +751,14 @@ mod tests {
             "saved memory layout is invalid: region 0 (0x1000, 0x1800 bytes at file offset 0x0) is not page-aligned"
         );
         assert!(check(vec![region(0, 0, 0)]).ends_with("is empty"));
-        assert!(check(vec![region(0x10000, 0x1000, 0), region(0, 0x1000, 0x1000)])
-            .ends_with("overlaps or precedes the region before it"));
-        assert!(check(vec![region(0, 0x2000, 0), region(0x10000, 0x1000, 0x1000)])
-            .ends_with("overlaps another region in the file"));
+        assert!(
+            check(vec![region(0x10000, 0x1000, 0), region(0, 0x1000, 0x1000)])
+                .ends_with("overlaps or precedes the region before it")
+        );
+        assert!(
+            check(vec![region(0, 0x2000, 0), region(0x10000, 0x1000, 0x1000)])
+                .ends_with("overlaps another region in the file")
+        );
         assert!(check(vec![region(u64::MAX - 0xfff, 0x2000, 0)])
             .ends_with("wraps around the address space"));
     }
@@ -807,21 +781,27 @@ mod tests {
         assert_eq!(meta.len(), 1 << 30);
         let allocated = meta.blocks() * 512;
         assert!(allocated >= touched, "{allocated} bytes allocated");
-        assert!(allocated <= 2 * touched + (1 << 20), "{allocated} bytes allocated");
+        assert!(
+            allocated <= 2 * touched + (1 << 20),
+            "{allocated} bytes allocated"
+        );
 
         // Restored, it reads back the same, pages never touched as zeros.
-        let back: GuestMemoryMmap = restore_guest_memory(file, &MemoryState::describe(&mem)).unwrap();
+        let back: GuestMemoryMmap =
+            restore_guest_memory(file, &MemoryState::describe(&mem)).unwrap();
         let mut page = vec![0u8; PAGE_SIZE];
         back.read_slice(&mut page, GuestAddress(64 << 20)).unwrap();
         assert_eq!(page, vec![0u8; PAGE_SIZE]);
-        back.read_slice(&mut page, GuestAddress((64 << 20) + 0x1000)).unwrap();
+        back.read_slice(&mut page, GuestAddress((64 << 20) + 0x1000))
+            .unwrap();
         assert_eq!(page, vec![0xa5u8; PAGE_SIZE]);
     }
 
     #[test]
     fn a_restore_maps_the_file_privately_and_copies_nothing() {
         let mem = create_guest_memory(16 << 20).unwrap();
-        mem.write_obj(0x1122_3344_5566_7788u64, GuestAddress(0x3000)).unwrap();
+        mem.write_obj(0x1122_3344_5566_7788u64, GuestAddress(0x3000))
+            .unwrap();
         mem.write_obj(0xffu8, GuestAddress((16 << 20) - 1)).unwrap();
         let file = tempfile::NamedTempFile::new().unwrap();
         write_full_memory(&mem, file.as_file(), None).unwrap();
@@ -831,8 +811,14 @@ mod tests {
         let back: GuestMemoryMmap = restore_guest_memory(file.reopen().unwrap(), &state).unwrap();
         // Mapping reads no page.
         assert_eq!(present_pages(&back), 0);
-        assert_eq!(back.read_obj::<u64>(GuestAddress(0x3000)).unwrap(), 0x1122_3344_5566_7788);
-        assert_eq!(back.read_obj::<u8>(GuestAddress((16 << 20) - 1)).unwrap(), 0xff);
+        assert_eq!(
+            back.read_obj::<u64>(GuestAddress(0x3000)).unwrap(),
+            0x1122_3344_5566_7788
+        );
+        assert_eq!(
+            back.read_obj::<u8>(GuestAddress((16 << 20) - 1)).unwrap(),
+            0xff
+        );
         // The guest's writes stay in this process.
         back.write_obj(7u64, GuestAddress(0x3000)).unwrap();
         assert_eq!(back.read_obj::<u64>(GuestAddress(0x3000)).unwrap(), 7);
@@ -840,7 +826,10 @@ mod tests {
         // A second restore of the same file sees the snapshot, not the
         // first one's writes.
         let clone: GuestMemoryMmap = restore_guest_memory(file.reopen().unwrap(), &state).unwrap();
-        assert_eq!(clone.read_obj::<u64>(GuestAddress(0x3000)).unwrap(), 0x1122_3344_5566_7788);
+        assert_eq!(
+            clone.read_obj::<u64>(GuestAddress(0x3000)).unwrap(),
+            0x1122_3344_5566_7788
+        );
     }
 
     #[test]
@@ -856,7 +845,10 @@ mod tests {
 
         // Not into the file it is mapped from...
         let err = write_full_memory(&back, first.as_file(), None).unwrap_err();
-        assert!(matches!(err, MemorySnapshotError::TargetBacksMemory), "{err}");
+        assert!(
+            matches!(err, MemorySnapshotError::TargetBacksMemory),
+            "{err}"
+        );
         // ...into a new one: the page written since, and the two pages
         // only the first file holds.
         let second = tempfile::tempfile().unwrap();
@@ -896,14 +888,19 @@ mod tests {
         let r = mem.iter().next().unwrap();
         let mapping: &MmapRegion<AtomicBitmap> = r;
         mem.write_obj(1u32, GuestAddress(0x5000)).unwrap();
+        mem.write_obj(1u32, GuestAddress(0x4_1ffe)).unwrap();
         let log = mapping.bitmap();
-        assert!(log.records_writes());
-        assert!(log.page_written(0x5000));
-        assert!(!log.page_written(0x6000));
-        log.forget_writes();
-        assert!(!log.page_written(0x5000));
-        assert!(!().records_writes());
-        assert!(!None::<AtomicBitmap>.records_writes());
+        let mut expected = vec![0u64; 256 / 64];
+        expected[0] = 1 << 5;
+        expected[1] = 0b11 << 1;
+        assert_eq!(log.take_written_pages(), Some(expected));
+        assert_eq!(
+            log.take_written_pages(),
+            Some(vec![0; 4]),
+            "taken means forgotten"
+        );
+        assert_eq!(().take_written_pages(), None);
+        assert_eq!(None::<AtomicBitmap>.take_written_pages(), None);
     }
 
     #[test]
@@ -918,8 +915,15 @@ mod tests {
         let vm = new_vm(&kvm, &mem, true);
         let (io, log) = port_buses();
         // The vCPU reads its memory only to report an emulation failure.
-        let handle = start(boot_vcpu(&kvm, &vm, io, create_guest_memory(1 << 20).unwrap()));
-        wait_until("the guest to count", || log.writes.load(Ordering::SeqCst) >= 100);
+        let handle = start(boot_vcpu(
+            &kvm,
+            &vm,
+            io,
+            create_guest_memory(1 << 20).unwrap(),
+        ));
+        wait_until("the guest to count", || {
+            log.writes.load(Ordering::SeqCst) >= 100
+        });
         assert!(handle.pause(Duration::from_secs(10)), "paused");
         let base = tempfile::NamedTempFile::new().unwrap();
         write_full_memory(&mem, base.as_file(), Some(&vm)).unwrap();
@@ -928,7 +932,8 @@ mod tests {
         // would: a used ring entry, and a buffer across a page boundary.
         run_for(&handle, &log, 100);
         mem.write_obj(0xfeed_u64, GuestAddress(0x30_0000)).unwrap();
-        mem.write_slice(&[0x11; 16], GuestAddress(0x40_0ff8)).unwrap();
+        mem.write_slice(&[0x11; 16], GuestAddress(0x40_0ff8))
+            .unwrap();
         let diff = write_diff_memory(&mem, base.as_file(), &vm).unwrap();
         assert_eq!((diff.pages, diff.runs), (4, 3), "{diff:?}");
 
@@ -940,8 +945,14 @@ mod tests {
             restore_guest_memory(base.reopen().unwrap(), &MemoryState::describe(&mem)).unwrap();
         let count: u64 = mem.read_obj(GuestAddress(COUNTER_ADDR)).unwrap();
         assert!(count >= 199, "{count}");
-        assert_eq!(back.read_obj::<u64>(GuestAddress(COUNTER_ADDR)).unwrap(), count);
-        assert_eq!(back.read_obj::<u64>(GuestAddress(0x30_0000)).unwrap(), 0xfeed);
+        assert_eq!(
+            back.read_obj::<u64>(GuestAddress(COUNTER_ADDR)).unwrap(),
+            count
+        );
+        assert_eq!(
+            back.read_obj::<u64>(GuestAddress(0x30_0000)).unwrap(),
+            0xfeed
+        );
 
         // Right after a snapshot, a diff is empty.
         let empty = write_diff_memory(&mem, base.as_file(), &vm).unwrap();
@@ -973,7 +984,9 @@ mod tests {
         let vm = new_vm(&kvm, &mem, true);
         let (io, log) = port_buses();
         let handle = start(boot_vcpu(&kvm, &vm, io, mem.clone()));
-        wait_until("the guest to count", || log.writes.load(Ordering::SeqCst) >= 100);
+        wait_until("the guest to count", || {
+            log.writes.load(Ordering::SeqCst) >= 100
+        });
         assert!(handle.pause(Duration::from_secs(10)), "paused");
         let base = tempfile::NamedTempFile::new().unwrap();
         let populated = write_full_memory(&mem, base.as_file(), Some(&vm)).unwrap();
@@ -982,7 +995,11 @@ mod tests {
         run_for(&handle, &log, 100);
         mem.write_obj(0xfeed_u64, GuestAddress(0x30_0000)).unwrap();
         let diff = write_diff_memory(&mem, base.as_file(), &vm).unwrap();
-        assert_eq!(diff.pages, populated.pages + 1, "{diff:?} after {populated:?}");
+        assert_eq!(
+            diff.pages,
+            populated.pages + 1,
+            "{diff:?} after {populated:?}"
+        );
         let full = tempfile::tempfile().unwrap();
         write_full_memory(&mem, &full, Some(&vm)).unwrap();
         assert_eq!(read_all(base.as_file()), read_all(&full));

@@ -146,7 +146,10 @@ mod tests {
         assert!(counted >= 999, "{counted}");
         // The register is the count in memory, or one ahead of it.
         let rax = saved.vcpus[0].regs.rax;
-        assert!(rax == counted || rax == counted + 1, "rax {rax}, memory {counted}");
+        assert!(
+            rax == counted || rax == counted + 1,
+            "rax {rax}, memory {counted}"
+        );
         // The first VM is gone before the second is made.
         drop((vm, mem, log));
 
@@ -154,7 +157,10 @@ mod tests {
         assert_eq!(loaded, saved);
         let mem: GuestMemoryMmap =
             restore_guest_memory(File::open(&mem_path).unwrap(), &loaded.memory).unwrap();
-        assert_eq!(mem.read_obj::<u64>(GuestAddress(COUNTER_ADDR)).unwrap(), counted);
+        assert_eq!(
+            mem.read_obj::<u64>(GuestAddress(COUNTER_ADDR)).unwrap(),
+            counted
+        );
         let vm = new_vm(&kvm, &mem, false);
         vm.restore_state(&loaded.vm).unwrap();
         let (io, log) = port_buses();
@@ -168,7 +174,10 @@ mod tests {
         let back = vcpu.save_state(&support).unwrap();
         let was = &loaded.vcpus[0];
         let (tsc_then, tsc_now) = (was.msr(MSR_IA32_TSC), back.msr(MSR_IA32_TSC));
-        assert!(tsc_then.is_some() && tsc_now >= tsc_then, "{tsc_then:?} -> {tsc_now:?}");
+        assert!(
+            tsc_then.is_some() && tsc_now >= tsc_then,
+            "{tsc_then:?} -> {tsc_now:?}"
+        );
         assert_eq!(back.regs, was.regs);
         assert_eq!(back.sregs, was.sregs);
         assert_eq!(without_tsc(back), without_tsc(was.clone()));
@@ -211,5 +220,81 @@ mod tests {
         );
         handle.stop();
         handle.join();
+    }
+
+    /// Times a snapshot of an idle 128 MiB guest and its restore, and
+    /// prints them (`--nocapture`); asserts only that the restored guest
+    /// runs.
+    #[test]
+    fn snapshot_and_restore_timings_of_an_idle_128_mib_guest() {
+        if !testkit::need_kvm("snapshot_and_restore_timings_of_an_idle_128_mib_guest") {
+            return;
+        }
+        let kvm = Kvm::new().expect("/dev/kvm opened a moment ago");
+        let host = HostCpu::detect(&kvm).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut create_ms = Vec::new();
+        let mut restore_ms = Vec::new();
+        let mut running_ms = Vec::new();
+        for round in 0..5 {
+            let (state_path, mem_path) = (
+                dir.path().join(format!("{round}.state")),
+                dir.path().join(format!("{round}.mem")),
+            );
+            let mem = create_guest_memory(128 << 20).unwrap();
+            load_counter_guest(&mem);
+            let vm = new_vm(&kvm, &mem, false);
+            let (io, log) = port_buses();
+            let kvm_vcpu = boot_vcpu(&kvm, &vm, io, mem.clone());
+            let support = Arc::new(VcpuStateSupport::probe(&kvm, vm.fd()).unwrap());
+            let handle = start(kvm_vcpu);
+            wait_until("the guest to run", || {
+                log.writes.load(Ordering::SeqCst) >= 10
+            });
+            assert!(handle.pause(WAIT), "paused");
+
+            let t = std::time::Instant::now();
+            let machine = MachineState::capture(&vm, &[handle], &mem, &support, WAIT).unwrap();
+            let file = File::create(&mem_path).unwrap();
+            write_full_memory(&mem, &file, Some(&vm)).unwrap();
+            write_state_file(&state_path, &machine, &host).unwrap();
+            create_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            drop((vm, mem, file));
+
+            let t = std::time::Instant::now();
+            let (_, loaded): (_, MachineState) = read_state_file(&state_path, &host).unwrap();
+            let mem: GuestMemoryMmap =
+                restore_guest_memory(File::open(&mem_path).unwrap(), &loaded.memory).unwrap();
+            let vm = new_vm(&kvm, &mem, false);
+            vm.restore_state(&loaded.vm).unwrap();
+            let (io, log) = port_buses();
+            let vcpu = Vcpu::new(vm.fd(), 0, io, mem.clone()).unwrap();
+            vcpu.restore_state(&loaded.vcpus[0], &support).unwrap();
+            let handle = start(vcpu);
+            restore_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            let deadline = t + Duration::from_secs(30);
+            while log.writes.load(Ordering::SeqCst) == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the restored guest runs"
+                );
+                std::thread::yield_now();
+            }
+            running_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            handle.stop();
+            handle.join();
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        eprintln!(
+            "idle 128 MiB guest, median of 5: snapshot (vCPU + VM state, memory file, state file) \
+             {:.2} ms; restore (state file, map memory, VM, irqchip, state, vCPU, thread) {:.2} ms; \
+             to the guest's first exit {:.2} ms",
+            median(&mut create_ms),
+            median(&mut restore_ms),
+            median(&mut running_ms)
+        );
     }
 }

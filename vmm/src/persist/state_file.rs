@@ -96,7 +96,9 @@ pub enum StateFileError {
         found: Vec<u8>,
     },
     /// The file was written in a layout this podvm does not read.
-    #[error("snapshot state file has format version {found}; this podvm reads version {supported}")]
+    #[error(
+        "snapshot state file has format version {found}; this podvm reads version {supported}"
+    )]
     UnsupportedVersion {
         /// The file's version.
         found: u32,
@@ -220,7 +222,10 @@ fn checksum(header: &[u8], payload: &[u8]) -> u64 {
 }
 
 /// The state file holding `payload`, taken on `cpu`.
-pub fn encode_state_file<T: Serialize>(payload: &T, cpu: &HostCpu) -> Result<Vec<u8>, StateFileError> {
+pub fn encode_state_file<T: Serialize>(
+    payload: &T,
+    cpu: &HostCpu,
+) -> Result<Vec<u8>, StateFileError> {
     let mut bytes = vec![0u8; STATE_FILE_HEADER_LEN];
     serde_json::to_writer(&mut bytes, payload).map_err(StateFileError::Encode)?;
     let payload_len = (bytes.len() - STATE_FILE_HEADER_LEN) as u64;
@@ -433,27 +438,42 @@ mod tests {
             "snapshot state file is truncated: 20 bytes, its header needs 80"
         );
         let empty = decode(&[]).unwrap_err();
-        assert!(matches!(empty, StateFileError::Truncated { len: 0, .. }), "{empty:?}");
+        assert!(
+            matches!(empty, StateFileError::Truncated { len: 0, .. }),
+            "{empty:?}"
+        );
     }
 
     #[test]
     fn a_flipped_byte_is_refused_as_corrupted() {
         let bytes = encode_state_file(&payload(), &intel()).unwrap();
         // Anywhere in the payload, and in the header fields the checksum covers.
-        for at in [STATE_FILE_HEADER_LEN + 3, bytes.len() - 1, PODVM_VERSION_AT, CPUID_DIGEST_AT] {
+        for at in [
+            STATE_FILE_HEADER_LEN + 3,
+            bytes.len() - 1,
+            PODVM_VERSION_AT,
+            CPUID_DIGEST_AT,
+        ] {
             let mut bad = bytes.clone();
             bad[at] ^= 0x04;
             let err = decode(&bad).unwrap_err();
-            assert!(matches!(err, StateFileError::Corrupted { .. }), "byte {at}: {err:?}");
             assert!(
-                err.to_string().starts_with("snapshot state file is corrupted: its checksum is 0x"),
+                matches!(err, StateFileError::Corrupted { .. }),
+                "byte {at}: {err:?}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with("snapshot state file is corrupted: its checksum is 0x"),
                 "{err}"
             );
         }
         // The stored checksum itself.
         let mut bad = bytes.clone();
         bad[CHECKSUM_AT] ^= 0x80;
-        assert!(matches!(decode(&bad), Err(StateFileError::Corrupted { .. })));
+        assert!(matches!(
+            decode(&bad),
+            Err(StateFileError::Corrupted { .. })
+        ));
     }
 
     #[test]
@@ -467,7 +487,10 @@ mod tests {
             "not a podvm snapshot state file: it starts with [7f, 45, 4c, 46, 02, 01, 01, 00], not \"PODVMSNP\""
         );
         // Even a short file is recognised as foreign before as truncated.
-        assert!(matches!(decode(b"{\"a\""), Err(StateFileError::BadMagic { .. })));
+        assert!(matches!(
+            decode(b"{\"a\""),
+            Err(StateFileError::BadMagic { .. })
+        ));
     }
 
     #[test]
@@ -475,7 +498,10 @@ mod tests {
         let mut bytes = encode_state_file(&payload(), &intel()).unwrap();
         bytes[VERSION_AT..VERSION_AT + 4].copy_from_slice(&2u32.to_le_bytes());
         let err = decode(&bytes).unwrap_err();
-        assert!(matches!(err, StateFileError::UnsupportedVersion { found: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, StateFileError::UnsupportedVersion { found: 2, .. }),
+            "{err:?}"
+        );
         assert_eq!(
             err.to_string(),
             "snapshot state file has format version 2; this podvm reads version 1"
@@ -490,7 +516,10 @@ mod tests {
         };
         let bytes = encode_state_file(&payload(), &amd).unwrap();
         let err = decode(&bytes).unwrap_err();
-        assert!(matches!(err, StateFileError::WrongCpuVendor { .. }), "{err:?}");
+        assert!(
+            matches!(err, StateFileError::WrongCpuVendor { .. }),
+            "{err:?}"
+        );
         assert_eq!(
             err.to_string(),
             "snapshot was taken on a CPU of vendor AuthenticAMD; this host's CPU vendor is GenuineIntel"
@@ -513,7 +542,11 @@ mod tests {
         let bytes = encode_state_file(&vec![1u8, 2, 3], &intel()).unwrap();
         let err = decode(&bytes).unwrap_err();
         assert!(matches!(err, StateFileError::Decode(_)), "{err:?}");
-        assert!(err.to_string().starts_with("snapshot state cannot be parsed: invalid type"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("snapshot state cannot be parsed: invalid type"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -552,7 +585,10 @@ mod tests {
         };
         let cpu = HostCpu::from_cpuid(&CpuId::from_entries(&[leaf0, leaf1]).unwrap());
         assert_eq!(cpu.vendor_name(), "GenuineIntel");
-        let other = kvm_bindings::kvm_cpuid_entry2 { eax: 0x806f7, ..leaf1 };
+        let other = kvm_bindings::kvm_cpuid_entry2 {
+            eax: 0x806f7,
+            ..leaf1
+        };
         let other = HostCpu::from_cpuid(&CpuId::from_entries(&[leaf0, other]).unwrap());
         assert_eq!(other.vendor, cpu.vendor);
         assert_ne!(other.cpuid_digest, cpu.cpuid_digest);

@@ -14,8 +14,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::x86_64::cpuid::Topology;
-use crate::arch::x86_64::msr::MSR_IA32_TSC;
 use crate::arch::x86_64::layout::HIGH_MEMORY_START;
+use crate::arch::x86_64::msr::MSR_IA32_TSC;
 use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables, BootEntry};
 use crate::persist::vcpu::VcpuState;
 use crate::vstate::exit::IoBuses;

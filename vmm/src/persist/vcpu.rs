@@ -471,7 +471,7 @@ pub enum FloatState {
     /// every other component the guest enabled, in the standard format.
     Xsave(Blob),
     /// The legacy x87/SSE state (`KVM_GET_FPU`), where KVM has no XSAVE.
-    Fpu(FpuState),
+    Fpu(Box<FpuState>),
 }
 
 /// One extended control register (`struct kvm_xcr`).
@@ -839,7 +839,7 @@ fn get_xsave(fd: &VcpuFd, size: usize) -> Result<Blob, VcpuStateError> {
 
 fn set_xsave(fd: &VcpuFd, saved: &Blob, size: usize) -> Result<(), VcpuStateError> {
     let bytes = &saved.0;
-    if bytes.len() < XSAVE_LEGACY_SIZE || bytes.len() % 4 != 0 {
+    if bytes.len() < XSAVE_LEGACY_SIZE || !bytes.len().is_multiple_of(4) {
         return Err(VcpuStateError::Malformed {
             what: "the XSAVE area",
             found: bytes.len(),
@@ -917,7 +917,7 @@ pub fn save_vcpu_state(
     let sregs = fd.get_sregs().map_err(get("special registers"))?;
     let float = match support.xsave_size {
         Some(size) => FloatState::Xsave(get_xsave(fd, size)?),
-        None => FloatState::Fpu((&fd.get_fpu().map_err(get("FPU"))?).into()),
+        None => FloatState::Fpu(Box::new((&fd.get_fpu().map_err(get("FPU"))?).into())),
     };
     let xcrs = if support.xcrs {
         Some((&fd.get_xcrs().map_err(get("XCRs"))?).into())
@@ -1060,12 +1060,13 @@ pub fn restore_vcpu_state(
             ),
         }
     }
-    fd.set_regs(&(&state.regs).into()).map_err(set("registers"))?;
+    fd.set_regs(&(&state.regs).into())
+        .map_err(set("registers"))?;
     fd.set_sregs(&(&state.sregs).into())
         .map_err(set("special registers"))?;
     match &state.float {
         FloatState::Xsave(area) => set_xsave(fd, area, support.xsave_size.unwrap_or(0))?,
-        FloatState::Fpu(fpu) => fd.set_fpu(&fpu.into()).map_err(set("FPU"))?,
+        FloatState::Fpu(fpu) => fd.set_fpu(&fpu.as_ref().into()).map_err(set("FPU"))?,
     }
     if let Some(xcrs) = &kvm.xcrs {
         fd.set_xcrs(xcrs).map_err(set("XCRs"))?;
@@ -1107,7 +1108,9 @@ mod tests {
     }
 
     /// A fake KVM_GET_MSRS that refuses the MSRs in `refuse`.
-    fn fake_get(refuse: &'static [u32]) -> impl FnMut(&mut Msrs) -> Result<usize, kvm_ioctls::Error> {
+    fn fake_get(
+        refuse: &'static [u32],
+    ) -> impl FnMut(&mut Msrs) -> Result<usize, kvm_ioctls::Error> {
         move |msrs| {
             for (n, e) in msrs.as_mut_slice().iter_mut().enumerate() {
                 if refuse.contains(&e.index) {
@@ -1139,10 +1142,16 @@ mod tests {
         .unwrap();
         assert_eq!(refused, vec![3]);
         assert_eq!(saved.len(), candidates.len() - 1);
-        assert!(batches.iter().all(|&n| n <= KVM_MAX_MSR_ENTRIES), "{batches:?}");
+        assert!(
+            batches.iter().all(|&n| n <= KVM_MAX_MSR_ENTRIES),
+            "{batches:?}"
+        );
         // A KVM error is not a refusal.
         let failed = read_msrs(&candidates, |_| Err(err(libc::EFAULT))).unwrap_err();
-        assert_eq!(failed.to_string(), "cannot read the vCPU's MSRs: Bad address (os error 14)");
+        assert_eq!(
+            failed.to_string(),
+            "cannot read the vCPU's MSRs: Bad address (os error 14)"
+        );
     }
 
     #[test]
@@ -1150,7 +1159,10 @@ mod tests {
         let msrs = [MSR_IA32_TSC_DEADLINE, 0x10, MSR_IA32_TSC, 0xc000_0080]
             .map(|index| MsrState { index, data: 1 });
         let order: Vec<_> = msr_restore_order(&msrs).iter().map(|m| m.index).collect();
-        assert_eq!(order, vec![0x10, MSR_IA32_TSC, 0xc000_0080, MSR_IA32_TSC_DEADLINE]);
+        assert_eq!(
+            order,
+            vec![0x10, MSR_IA32_TSC, 0xc000_0080, MSR_IA32_TSC_DEADLINE]
+        );
     }
 
     #[test]
@@ -1170,7 +1182,7 @@ mod tests {
             msrs: Vec::new(),
             regs: RegsState::default(),
             sregs: SregsState::default(),
-            float: FloatState::Fpu(FpuState::default()),
+            float: FloatState::Fpu(Box::default()),
             xcrs: None,
             debug_regs: DebugRegsState::default(),
             lapic: Blob(vec![0; 1000]),
@@ -1178,7 +1190,9 @@ mod tests {
             events: VcpuEventsState::default(),
             tsc_khz: None,
         };
-        let e = KvmVcpuState::new(&state).err().expect("a 1000-byte LAPIC page");
+        let e = KvmVcpuState::new(&state)
+            .err()
+            .expect("a 1000-byte LAPIC page");
         assert_eq!(
             e.to_string(),
             "saved vCPU state is malformed: the LAPIC page is 1000 bytes, 1024 bytes"
@@ -1187,7 +1201,10 @@ mod tests {
             flags: 0,
             xcrs: vec![XcrState::default(); 17],
         };
-        assert!(matches!(xcrs.to_kvm(), Err(VcpuStateError::Malformed { .. })));
+        assert!(matches!(
+            xcrs.to_kvm(),
+            Err(VcpuStateError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -1242,11 +1259,21 @@ mod tests {
         events.triple_fault.pending = 1;
         let back = kvm_vcpu_events::from(&VcpuEventsState::from(&events));
         assert_eq!(
-            (back.flags, back.sipi_vector, back.exception_payload, back.exception.nr),
+            (
+                back.flags,
+                back.sipi_vector,
+                back.exception_payload,
+                back.exception.nr
+            ),
             (0x1f, 0x9a, 0xdead, 14)
         );
         assert_eq!(
-            (back.interrupt.shadow, back.nmi.masked, back.smi.latched_init, back.triple_fault.pending),
+            (
+                back.interrupt.shadow,
+                back.nmi.masked,
+                back.smi.latched_init,
+                back.triple_fault.pending
+            ),
             (1, 1, 1, 1)
         );
         let fpu = kvm_fpu {

@@ -449,7 +449,10 @@ mod tests {
         assert_eq!(back.pit.channels[0].count, 0x1234);
         // The clock continues from the saved value: never backwards, and
         // not by more than this test can take.
-        assert!(back.clock.clock >= saved.clock.clock, "{back:?} < {saved:?}");
+        assert!(
+            back.clock.clock >= saved.clock.clock,
+            "{back:?} < {saved:?}"
+        );
         assert!(back.clock.clock - saved.clock.clock < 60_000_000_000);
     }
 

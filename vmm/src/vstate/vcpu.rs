@@ -33,12 +33,12 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use super::exit::{handle_exit, ExitAction, ExitCounters, IoBuses, StopKind};
 use crate::arch::x86_64::cpuid::{filter_cpuid, Topology};
-use crate::persist::vcpu::{
-    restore_vcpu_state, save_vcpu_state, VcpuState, VcpuStateError, VcpuStateSupport,
-};
 use crate::arch::x86_64::interrupts::set_lint;
 use crate::arch::x86_64::msr::supported_boot_msrs;
 use crate::arch::x86_64::regs::{boot_fpu, boot_regs, boot_sregs, BootEntry};
+use crate::persist::vcpu::{
+    restore_vcpu_state, save_vcpu_state, VcpuState, VcpuStateError, VcpuStateSupport,
+};
 
 /// `CLOCK_MONOTONIC` in nanoseconds (the clock `std::time::Instant` reads).
 pub fn monotonic_ns() -> u128 {
@@ -524,7 +524,10 @@ impl VcpuControl {
                     self.changed.notify_all();
                     continue;
                 }
-                parking = self.changed.wait(parking).unwrap_or_else(|e| e.into_inner());
+                parking = self
+                    .changed
+                    .wait(parking)
+                    .unwrap_or_else(|e| e.into_inner());
             }
             parking.parked = false;
             self.changed.notify_all();
@@ -645,7 +648,8 @@ impl VcpuHandle {
         support: &Arc<VcpuStateSupport>,
         timeout: Duration,
     ) -> Result<VcpuState, VcpuError> {
-        self.control.save(self.index, support, &self.thread, timeout)
+        self.control
+            .save(self.index, support, &self.thread, timeout)
     }
 
     /// Lets a paused vCPU run again; returns once it left its pause, or
@@ -669,12 +673,12 @@ mod tests {
     use crate::arch::x86_64::layout::HIGH_MEMORY_START;
     use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables};
     use crate::memory::create_guest_memory;
+    use crate::persist::test_utils::without_tsc;
+    use crate::persist::vcpu::VcpuStateSupport;
     use crate::vstate::vm::Vm;
     use devices::BusDevice;
     use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
     use kvm_ioctls::Kvm;
-    use crate::persist::test_utils::without_tsc;
-    use crate::persist::vcpu::VcpuStateSupport;
     use std::sync::atomic::AtomicU64;
     use std::sync::mpsc::channel;
     use vmm_sys_util::eventfd::EFD_NONBLOCK;
@@ -791,9 +795,7 @@ mod tests {
             reading: reading_tx,
             release: release_rx,
         };
-        io.pio
-            .insert(0x80, 1, Arc::new(Mutex::new(port)))
-            .unwrap();
+        io.pio.insert(0x80, 1, Arc::new(Mutex::new(port))).unwrap();
         let vcpu = Vcpu::new(vm.fd(), 0, Arc::new(io), mem.clone()).unwrap();
         let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
         let msrs = kvm.get_msr_index_list().unwrap();
@@ -811,12 +813,24 @@ mod tests {
         handle.request_pause();
         release.send(0x5a).unwrap();
         assert!(handle.wait_paused(Duration::from_secs(10)), "paused");
-        let state = handle.save_state(&support, Duration::from_secs(10)).unwrap();
-        assert_eq!(state.regs.rax & 0xff, 0x5a, "al holds what the port returned");
-        assert_eq!(state.regs.rip, HIGH_MEMORY_START + 2, "rip is past the `in`");
+        let state = handle
+            .save_state(&support, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            state.regs.rax & 0xff,
+            0x5a,
+            "al holds what the port returned"
+        );
+        assert_eq!(
+            state.regs.rip,
+            HIGH_MEMORY_START + 2,
+            "rip is past the `in`"
+        );
         // Saving again changes nothing but the ticking TSC: there is no
         // I/O left to finish.
-        let again = handle.save_state(&support, Duration::from_secs(10)).unwrap();
+        let again = handle
+            .save_state(&support, Duration::from_secs(10))
+            .unwrap();
         assert_eq!(again.regs, state.regs);
         assert_eq!(without_tsc(again), without_tsc(state));
         handle.stop();
