@@ -110,10 +110,14 @@ pub enum VcpuError {
         #[source]
         source: kvm_ioctls::Error,
     },
-    /// Finishing the last I/O instruction stopped the guest (reset, triple
-    /// fault) or did not end.
-    #[error("vCPU {0}: the guest stopped or kept exiting while its last I/O instruction was finished for a save")]
+    /// Finishing the last I/O instruction took more exits than any
+    /// instruction needs.
+    #[error("vCPU {0}: its last I/O instruction kept exiting instead of finishing before a save")]
     IoNotCompleted(u8),
+    /// Finishing the last I/O instruction stopped the guest (a reset, a
+    /// triple fault): the vCPU reports that stop when it is resumed.
+    #[error("vCPU {0}: the guest stopped while its last I/O instruction was finished for a save")]
+    StoppedDuringSave(u8),
     /// The state of a vCPU that is not paused was asked for.
     #[error("vCPU {0} is not paused: its state can only be saved while it is")]
     NotPaused(u8),
@@ -205,6 +209,9 @@ pub struct Vcpu {
     io: Arc<IoBuses>,
     mem: GuestMemoryMmap,
     exits: Arc<ExitCounters>,
+    /// A stop an exit asked for while the vCPU was paused (see
+    /// `complete_pending_io`), reported once it is resumed.
+    pending_stop: Option<StopKind>,
 }
 
 impl Vcpu {
@@ -225,6 +232,7 @@ impl Vcpu {
             io,
             mem,
             exits: Arc::default(),
+            pending_stop: None,
         })
     }
 
@@ -329,7 +337,9 @@ impl Vcpu {
                     handle_exit(exit, &self.io)
                 }
             };
-            if let ExitAction::Stop(_) = action {
+            if let ExitAction::Stop(kind) = action {
+                self.pending_stop = Some(kind);
+                result = Err(VcpuError::StoppedDuringSave(index));
                 break;
             }
         }
@@ -386,6 +396,9 @@ impl Vcpu {
                 && !control.park_while_paused(|support| self.save_state(support))
             {
                 break VcpuStopReason::Stopped;
+            }
+            if let Some(kind) = self.pending_stop.take() {
+                break self.stop_reason(kind);
             }
             let action = match self.fd.run() {
                 Ok(exit) => {
