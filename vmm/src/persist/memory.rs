@@ -540,8 +540,8 @@ fn restart_tracking<B: VmmWriteLog>(
 }
 
 /// Writes all of guest memory to `file`, a new memory file (its old
-/// contents are discarded): sized to the memory, with only the populated
-/// pages written. Then restarts dirty tracking, so that the next
+/// contents are discarded, so never a file a VM is restored from): sized
+/// to the memory, with only the populated pages written. Then restarts dirty tracking, so that the next
 /// [`write_diff_memory`] is relative to this snapshot; pass the VM whose
 /// log to restart as `vm` (`None` for memory no VM maps).
 ///
