@@ -14,6 +14,7 @@ pub mod device_manager;
 pub mod loader;
 pub mod logger;
 pub mod memory;
+pub mod persist;
 pub mod probe;
 mod runtime;
 pub mod seccomp;

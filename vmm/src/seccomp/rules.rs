@@ -9,9 +9,12 @@
 
 use std::collections::BTreeMap;
 
-use kvm_bindings::{kvm_regs, kvm_sregs, KVMIO};
+use kvm_bindings::{
+    kvm_cpuid2, kvm_debugregs, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msrs, kvm_regs,
+    kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, KVMIO,
+};
 use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
-use vmm_sys_util::ioctl::{ioctl_expr, _IOC_NONE, _IOC_READ};
+use vmm_sys_util::ioctl::{ioctl_expr, _IOC_NONE, _IOC_READ, _IOC_WRITE};
 
 use super::ThreadKind;
 
@@ -175,12 +178,41 @@ pub const KVM_GET_SREGS: u64 = ioctl_expr(
     std::mem::size_of::<kvm_sregs>() as u32,
 ) as u64;
 
-/// The `ioctl` requests a vCPU thread makes: running the guest, and
-/// reading the registers an error report names.
+/// `_IOR(KVMIO, nr, T)`.
+const fn kvm_ior<T>(nr: u32) -> u64 {
+    ioctl_expr(_IOC_READ, KVMIO, nr, std::mem::size_of::<T>() as u32) as u64
+}
+
+/// `_IOWR(KVMIO, nr, T)`.
+const fn kvm_iowr<T>(nr: u32) -> u64 {
+    ioctl_expr(
+        _IOC_READ | _IOC_WRITE,
+        KVMIO,
+        nr,
+        std::mem::size_of::<T>() as u32,
+    ) as u64
+}
+
+/// What a paused vCPU reads of itself for a snapshot (linux/kvm.h).
+const SNAPSHOT: &str = "a snapshot reads the paused vCPU's state on its own thread";
+
+/// The `ioctl` requests a vCPU thread makes: running the guest, reading
+/// the registers an error report names, and reading its whole state for a
+/// snapshot.
 const VCPU_IOCTLS: &[(u64, &str)] = &[
-    (KVM_RUN, "running the guest"),
-    (KVM_GET_REGS, "the RIP of a triple fault or an emulation failure"),
-    (KVM_GET_SREGS, "the code segment base of an emulation failure"),
+    (KVM_RUN, "running the guest; a snapshot finishes the last I/O exit"),
+    (KVM_GET_REGS, "the RIP of a triple fault or an emulation failure; snapshots"),
+    (KVM_GET_SREGS, "the code segment base of an emulation failure; snapshots"),
+    (kvm_iowr::<kvm_msrs>(0x88), SNAPSHOT),
+    (kvm_ior::<kvm_fpu>(0x8c), SNAPSHOT),
+    (kvm_ior::<kvm_lapic_state>(0x8e), SNAPSHOT),
+    (kvm_iowr::<kvm_cpuid2>(0x91), SNAPSHOT),
+    (kvm_ior::<kvm_mp_state>(0x98), SNAPSHOT),
+    (kvm_ior::<kvm_vcpu_events>(0x9f), SNAPSHOT),
+    (kvm_ior::<kvm_debugregs>(0xa1), SNAPSHOT),
+    (ioctl_expr(_IOC_NONE, KVMIO, 0xa3, 0) as u64, SNAPSHOT),
+    (kvm_ior::<kvm_xsave>(0xa4), SNAPSHOT),
+    (kvm_ior::<kvm_xcrs>(0xa6), SNAPSHOT),
     (
         libc::TUNSETOFFLOAD,
         "a network device's tap offloads follow the features the driver accepts (set while the guest writes them)",

@@ -7,6 +7,12 @@
 //! `KVM_RUN` is not lost. When a vCPU stops on its own (reset, triple fault,
 //! emulation failure, KVM error) it reports why to the VMM thread over a
 //! channel and wakes it through an `EventFd`; it never blocks on the VMM.
+//!
+//! Snapshots: a vCPU's KVM state is read on the thread that owns it. The
+//! VMM asks a paused vCPU with [`VcpuHandle::save_state`]; the parked
+//! thread lets KVM finish the instruction of its last I/O exit, reads the
+//! state and hands it back, and stays parked. A restored state is given to
+//! a vCPU before it starts, with [`Vcpu::restore_state`].
 
 use std::cell::Cell;
 use std::io;
@@ -30,6 +36,9 @@ use crate::arch::x86_64::cpuid::{filter_cpuid, Topology};
 use crate::arch::x86_64::interrupts::set_lint;
 use crate::arch::x86_64::msr::supported_boot_msrs;
 use crate::arch::x86_64::regs::{boot_fpu, boot_regs, boot_sregs, BootEntry};
+use crate::persist::vcpu::{
+    restore_vcpu_state, save_vcpu_state, VcpuState, VcpuStateError, VcpuStateSupport,
+};
 use crate::seccomp::{self, SeccompFilters, ThreadKind};
 
 /// `CLOCK_MONOTONIC` in nanoseconds (the clock `std::time::Instant` reads).
@@ -56,6 +65,11 @@ pub const VCPU_KICK_SIGNAL: &str = "SIGRTMIN";
 /// Most bytes of one x86 instruction.
 const MAX_INSN_LEN: usize = 15;
 
+/// Most `KVM_RUN`s a save spends finishing the I/O of the last exit: one,
+/// unless that instruction needs several exits (a string I/O instruction
+/// or an MMIO access crossing a page boundary).
+const MAX_IO_COMPLETION_RUNS: usize = 16;
+
 /// A vCPU could not be created or configured.
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
@@ -79,6 +93,41 @@ pub enum VcpuError {
     /// The kick signal handler could not be installed.
     #[error("cannot install the vCPU kick signal handler: {0}")]
     Signal(#[source] vmm_sys_util::errno::Error),
+    /// The vCPU's KVM state could not be saved or restored.
+    #[error("vCPU {index}: {source}")]
+    State {
+        /// The vCPU.
+        index: u8,
+        /// What failed.
+        #[source]
+        source: VcpuStateError,
+    },
+    /// The I/O of the vCPU's last exit could not be finished before a save.
+    #[error("vCPU {index}: cannot finish its last I/O instruction before saving: {source}")]
+    CompleteIo {
+        /// The vCPU.
+        index: u8,
+        /// The KVM error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Finishing the last I/O instruction took more exits than any
+    /// instruction needs.
+    #[error("vCPU {0}: its last I/O instruction kept exiting instead of finishing before a save")]
+    IoNotCompleted(u8),
+    /// Finishing the last I/O instruction stopped the guest (a reset, a
+    /// triple fault): the vCPU reports that stop when it is resumed.
+    #[error("vCPU {0}: the guest stopped while its last I/O instruction was finished for a save")]
+    StoppedDuringSave(u8),
+    /// The state of a vCPU that is not paused was asked for.
+    #[error("vCPU {0} is not paused: its state can only be saved while it is")]
+    NotPaused(u8),
+    /// The vCPU thread did not answer in time.
+    #[error("vCPU {0} did not hand over its state in time")]
+    SaveTimedOut(u8),
+    /// The vCPU thread ended before it could answer.
+    #[error("vCPU {0} has stopped: its state is gone")]
+    Ended(u8),
 }
 
 /// Why a vCPU stopped.
@@ -164,6 +213,9 @@ pub struct Vcpu {
     io: Arc<IoBuses>,
     mem: GuestMemoryMmap,
     exits: Arc<ExitCounters>,
+    /// A stop an exit asked for while the vCPU was paused (see
+    /// `complete_pending_io`), reported once it is resumed.
+    pending_stop: Option<StopKind>,
 }
 
 impl Vcpu {
@@ -184,6 +236,7 @@ impl Vcpu {
             io,
             mem,
             exits: Arc::default(),
+            pending_stop: None,
         })
     }
 
@@ -237,6 +290,67 @@ impl Vcpu {
         Ok(())
     }
 
+    /// Reads this vCPU's KVM state, on the thread that owns it (use
+    /// [`VcpuHandle::save_state`] once it runs). KVM first finishes the
+    /// instruction of the last I/O exit (an `in` gets its data, MMIO its
+    /// write-back): until then that state is inside KVM, not in any
+    /// register ("the operation is complete only after userspace has
+    /// re-entered the kernel with KVM_RUN", Documentation/virt/kvm/api.rst).
+    pub fn save_state(&mut self, support: &VcpuStateSupport) -> Result<VcpuState, VcpuError> {
+        self.complete_pending_io()?;
+        save_vcpu_state(&self.fd, support).map_err(|source| VcpuError::State {
+            index: self.index,
+            source,
+        })
+    }
+
+    /// Gives this vCPU, created but not started (and not configured), the
+    /// state of a snapshot. Create every vCPU of the VM first: KVM
+    /// rebuilds its APIC map as each LAPIC is set.
+    pub fn restore_state(
+        &self,
+        state: &VcpuState,
+        support: &VcpuStateSupport,
+    ) -> Result<(), VcpuError> {
+        restore_vcpu_state(&self.fd, state, support).map_err(|source| VcpuError::State {
+            index: self.index,
+            source,
+        })
+    }
+
+    /// Re-enters KVM with `immediate_exit` set: KVM completes the pending
+    /// I/O of the last exit and returns `EINTR` before running any guest
+    /// instruction. An instruction that needs another exit to complete
+    /// returns with it; that exit is handled as usual.
+    fn complete_pending_io(&mut self) -> Result<(), VcpuError> {
+        let index = self.index;
+        let mut result = Err(VcpuError::IoNotCompleted(index));
+        for _ in 0..MAX_IO_COMPLETION_RUNS {
+            self.fd.set_kvm_immediate_exit(1);
+            let action = match self.fd.run() {
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    result = Ok(());
+                    break;
+                }
+                Err(source) => {
+                    result = Err(VcpuError::CompleteIo { index, source });
+                    break;
+                }
+                Ok(exit) => {
+                    self.exits.record(&exit);
+                    handle_exit(exit, &self.io)
+                }
+            };
+            if let ExitAction::Stop(kind) = action {
+                self.pending_stop = Some(kind);
+                result = Err(VcpuError::StoppedDuringSave(index));
+                break;
+            }
+        }
+        self.fd.set_kvm_immediate_exit(0);
+        result
+    }
+
     /// Starts the vCPU's thread, which installs the vCPU seccomp filter of
     /// `seccomp` (none: `--no-seccomp`) before it enters the guest. When it
     /// stops by itself it sends its report on `report` and writes
@@ -270,6 +384,7 @@ impl Vcpu {
             })
             .map_err(|e| VcpuError::Spawn(index, e))?;
         Ok(VcpuHandle {
+            index,
             thread,
             control,
             exits,
@@ -287,8 +402,13 @@ impl Vcpu {
             );
         }
         let reason = loop {
-            if control.wanted() != WANT_RUN && !control.park_while_paused() {
+            if control.wanted() != WANT_RUN
+                && !control.park_while_paused(|support| self.save_state(support))
+            {
                 break VcpuStopReason::Stopped;
+            }
+            if let Some(kind) = self.pending_stop.take() {
+                break self.stop_reason(kind);
             }
             let action = match self.fd.run() {
                 Ok(exit) => {
@@ -382,9 +502,19 @@ const WANT_STOP: u8 = 2;
 #[derive(Default)]
 struct VcpuControl {
     want: AtomicU8,
-    /// Whether the thread is parked (outside `KVM_RUN`, waiting).
-    parked: Mutex<bool>,
+    parked: Mutex<Parking>,
     changed: Condvar,
+}
+
+/// What the VMM and a parked vCPU thread exchange.
+#[derive(Default)]
+struct Parking {
+    /// Whether the thread is parked (outside `KVM_RUN`, waiting).
+    parked: bool,
+    /// A save the VMM asked for and the thread has not started.
+    save: Option<Arc<VcpuStateSupport>>,
+    /// The thread's answer to the last save.
+    saved: Option<Result<VcpuState, VcpuError>>,
 }
 
 impl VcpuControl {
@@ -398,17 +528,31 @@ impl VcpuControl {
         self.changed.notify_all();
     }
 
-    /// On the vCPU thread: parks while a pause is wanted. Returns false
-    /// when the thread must stop instead of running on.
-    fn park_while_paused(&self) -> bool {
-        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+    /// On the vCPU thread: parks while a pause is wanted, answering the
+    /// VMM's save requests with `save`. Returns false when the thread must
+    /// stop instead of running on.
+    fn park_while_paused(
+        &self,
+        mut save: impl FnMut(&VcpuStateSupport) -> Result<VcpuState, VcpuError>,
+    ) -> bool {
+        let mut parking = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         if self.wanted() == WANT_PAUSE {
-            *parked = true;
+            parking.parked = true;
             self.changed.notify_all();
             while self.wanted() == WANT_PAUSE {
-                parked = self.changed.wait(parked).unwrap_or_else(|e| e.into_inner());
+                if let Some(support) = parking.save.take() {
+                    // Under the lock: the VMM is waiting for this answer
+                    // anyway, and a request it gave up on is never served.
+                    parking.saved = Some(save(&support));
+                    self.changed.notify_all();
+                    continue;
+                }
+                parking = self
+                    .changed
+                    .wait(parking)
+                    .unwrap_or_else(|e| e.into_inner());
             }
-            *parked = false;
+            parking.parked = false;
             self.changed.notify_all();
         }
         self.wanted() != WANT_STOP
@@ -419,7 +563,7 @@ impl VcpuControl {
     fn wait_parked(&self, parked: bool, thread: &JoinHandle<()>, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.parked.lock().unwrap_or_else(|e| e.into_inner());
-        while *state != parked && !thread.is_finished() {
+        while state.parked != parked && !thread.is_finished() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -434,10 +578,50 @@ impl VcpuControl {
         }
         true
     }
+
+    /// On the VMM thread: has the parked vCPU thread save its state.
+    fn save(
+        &self,
+        index: u8,
+        support: &Arc<VcpuStateSupport>,
+        thread: &JoinHandle<()>,
+        timeout: Duration,
+    ) -> Result<VcpuState, VcpuError> {
+        let deadline = Instant::now() + timeout;
+        let mut parking = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        if !parking.parked || self.wanted() != WANT_PAUSE {
+            return Err(VcpuError::NotPaused(index));
+        }
+        parking.saved = None;
+        parking.save = Some(support.clone());
+        self.changed.notify_all();
+        loop {
+            if let Some(result) = parking.saved.take() {
+                return result;
+            }
+            if thread.is_finished() {
+                parking.save = None;
+                return Err(VcpuError::Ended(index));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                parking.save = None;
+                return Err(VcpuError::SaveTimedOut(index));
+            }
+            // Short waits: a thread that ends does not notify.
+            let step = left.min(Duration::from_millis(10));
+            parking = self
+                .changed
+                .wait_timeout(parking, step)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
 }
 
 /// The VMM's handle on a running vCPU thread.
 pub struct VcpuHandle {
+    index: u8,
     thread: JoinHandle<()>,
     control: Arc<VcpuControl>,
     exits: Arc<ExitCounters>,
@@ -480,6 +664,17 @@ impl VcpuHandle {
         self.control.wait_parked(true, &self.thread, timeout)
     }
 
+    /// The KVM state of this vCPU, which must be paused ([`VcpuHandle::pause`]);
+    /// it stays paused. Waits at most `timeout` for the vCPU thread.
+    pub fn save_state(
+        &self,
+        support: &Arc<VcpuStateSupport>,
+        timeout: Duration,
+    ) -> Result<VcpuState, VcpuError> {
+        self.control
+            .save(self.index, support, &self.thread, timeout)
+    }
+
     /// Lets a paused vCPU run again; returns once it left its pause, or
     /// false after `timeout`.
     pub fn resume(&self, timeout: Duration) -> bool {
@@ -501,6 +696,8 @@ mod tests {
     use crate::arch::x86_64::layout::HIGH_MEMORY_START;
     use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables};
     use crate::memory::create_guest_memory;
+    use crate::persist::test_utils::without_tsc;
+    use crate::persist::vcpu::VcpuStateSupport;
     use crate::vstate::vm::Vm;
     use devices::BusDevice;
     use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
@@ -580,6 +777,89 @@ mod tests {
 
         // Stopping works from a pause as well.
         assert!(handle.pause(Duration::from_secs(10)));
+        handle.stop();
+        handle.join();
+    }
+
+    /// Answers a port read only when the test lets it.
+    struct HeldPort {
+        reading: Sender<()>,
+        release: std::sync::mpsc::Receiver<u8>,
+    }
+
+    impl BusDevice for HeldPort {
+        fn read(&mut self, _offset: u64, data: &mut [u8]) {
+            let _ = self.reading.send(());
+            data.fill(self.release.recv().unwrap_or(0));
+        }
+        fn write(&mut self, _offset: u64, _data: &[u8]) {}
+    }
+
+    #[test]
+    fn a_saved_state_holds_the_result_of_the_last_port_read() {
+        if !testkit::need_kvm("a_saved_state_holds_the_result_of_the_last_port_read") {
+            return;
+        }
+        let kvm = Kvm::new().expect("/dev/kvm opened a moment ago");
+        // in al, 0x80; 1: jmp 1b
+        let mem = create_guest_memory(16 << 20).unwrap();
+        mem.write_slice(&[0xe4, 0x80, 0xeb, 0xfe], GuestAddress(HIGH_MEMORY_START))
+            .unwrap();
+        let entry = BootEntry::Linux64 {
+            entry: HIGH_MEMORY_START,
+        };
+        setup_page_tables(&mem).unwrap();
+        setup_gdt_idt(&mem, entry).unwrap();
+        let vm = Vm::new(&kvm).unwrap();
+        vm.register_memory(&mem).unwrap();
+        vm.setup_irqchip().unwrap();
+        let (reading_tx, reading) = channel();
+        let (release, release_rx) = channel();
+        let mut io = IoBuses::default();
+        let port = HeldPort {
+            reading: reading_tx,
+            release: release_rx,
+        };
+        io.pio.insert(0x80, 1, Arc::new(Mutex::new(port))).unwrap();
+        let vcpu = Vcpu::new(vm.fd(), 0, Arc::new(io), mem.clone()).unwrap();
+        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
+        let msrs = kvm.get_msr_index_list().unwrap();
+        vcpu.configure(&cpuid, &msrs, Topology::new(1, false), entry)
+            .unwrap();
+        let support = Arc::new(VcpuStateSupport::probe(&kvm, vm.fd()).unwrap());
+        let (tx, _rx) = channel();
+        let handle = vcpu
+            .start(tx, EventFd::new(EFD_NONBLOCK).unwrap(), None)
+            .unwrap();
+
+        // The pause lands while the device answers the `in`: the vCPU
+        // parks right after the exit, before KVM has the data.
+        reading
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the guest reads its port");
+        handle.request_pause();
+        release.send(0x5a).unwrap();
+        assert!(handle.wait_paused(Duration::from_secs(10)), "paused");
+        let state = handle
+            .save_state(&support, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            state.regs.rax & 0xff,
+            0x5a,
+            "al holds what the port returned"
+        );
+        assert_eq!(
+            state.regs.rip,
+            HIGH_MEMORY_START + 2,
+            "rip is past the `in`"
+        );
+        // Saving again changes nothing but the ticking TSC: there is no
+        // I/O left to finish.
+        let again = handle
+            .save_state(&support, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(again.regs, state.regs);
+        assert_eq!(without_tsc(again), without_tsc(state));
         handle.stop();
         handle.join();
     }

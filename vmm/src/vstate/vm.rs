@@ -1,15 +1,19 @@
 //! The KVM virtual machine: its file descriptor, guest memory
 //! registration, in-kernel irqchip and PIT.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use kvm_bindings::{
     kvm_irqchip, kvm_pit_config, kvm_userspace_memory_region, KVM_IRQCHIP_PIC_MASTER,
-    KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
+    KVM_IRQCHIP_PIC_SLAVE, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::bitmap::Bitmap;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::KVM_TSS_ADDRESS;
+use crate::persist::vm::{restore_vm_state, save_vm_state, VmState, VmStateError};
 
 /// A VM-level KVM operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,18 @@ pub enum VmError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// `KVM_GET_DIRTY_LOG` failed.
+    #[error("cannot read KVM's dirty page log of memory slot {slot}: {source}")]
+    DirtyLog {
+        /// The memory slot.
+        slot: u32,
+        /// The KVM error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Saving or restoring the irqchip, PIT or clock failed.
+    #[error("{0}")]
+    State(#[source] VmStateError),
     /// `KVM_IRQFD` failed.
     #[error("cannot register an irqfd for GSI {gsi}: {source}")]
     RegisterIrqfd {
@@ -54,13 +70,18 @@ pub enum VmError {
 /// A KVM VM with an in-kernel irqchip and PIT.
 pub struct Vm {
     fd: VmFd,
+    /// Whether guest memory was registered with KVM's dirty page log.
+    dirty_log: AtomicBool,
 }
 
 impl Vm {
     /// Creates an empty VM.
     pub fn new(kvm: &Kvm) -> Result<Self, VmError> {
         let fd = kvm.create_vm().map_err(VmError::Create)?;
-        Ok(Vm { fd })
+        Ok(Vm {
+            fd,
+            dirty_log: AtomicBool::new(false),
+        })
     }
 
     /// Creates the TSS area, the in-kernel irqchip and the PIT. The
@@ -114,8 +135,56 @@ impl Vm {
         &self.fd
     }
 
-    /// Makes `mem` the guest's RAM, one memory slot per region.
-    pub fn register_memory(&self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    /// Makes `mem` the guest's RAM, one memory slot per region (slot `i`
+    /// is the `i`th region).
+    pub fn register_memory<B: Bitmap>(&self, mem: &GuestMemoryMmap<B>) -> Result<(), VmError> {
+        self.set_memory_slots(mem, 0)
+    }
+
+    /// Makes `mem` the guest's RAM as [`Vm::register_memory`] does, with
+    /// KVM logging the pages the guest writes (`track_dirty_pages`), for
+    /// diff snapshots. Logging costs the guest a write fault on the first
+    /// write to each page after every snapshot.
+    pub fn register_memory_with_dirty_log<B: Bitmap>(
+        &self,
+        mem: &GuestMemoryMmap<B>,
+    ) -> Result<(), VmError> {
+        self.set_memory_slots(mem, KVM_MEM_LOG_DIRTY_PAGES)?;
+        self.dirty_log.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether KVM logs the guest's writes to its memory.
+    pub fn logs_dirty_pages(&self) -> bool {
+        self.dirty_log.load(Ordering::Acquire)
+    }
+
+    /// The pages of memory slot `slot` (`size` bytes) the guest wrote
+    /// since the last call, one bit per 4 KiB page (bit `i % 64` of word
+    /// `i / 64` is page `i`); KVM clears its log as it returns it.
+    pub fn dirty_log(&self, slot: u32, size: u64) -> Result<Vec<u64>, VmError> {
+        self.fd
+            .get_dirty_log(slot, size as usize)
+            .map_err(|source| VmError::DirtyLog { slot, source })
+    }
+
+    /// The state of the irqchip, PIT and KVM clock. Every vCPU must be
+    /// paused.
+    pub fn save_state(&self) -> Result<VmState, VmError> {
+        save_vm_state(&self.fd).map_err(VmError::State)
+    }
+
+    /// Restores the irqchip, PIT and clock of a snapshot into this VM,
+    /// after [`Vm::setup_irqchip`] and before any vCPU runs.
+    pub fn restore_state(&self, state: &VmState) -> Result<(), VmError> {
+        restore_vm_state(&self.fd, state).map_err(VmError::State)
+    }
+
+    fn set_memory_slots<B: Bitmap>(
+        &self,
+        mem: &GuestMemoryMmap<B>,
+        flags: u32,
+    ) -> Result<(), VmError> {
         for (slot, region) in mem.iter().enumerate() {
             let addr = region.start_addr().raw_value();
             let host = region.as_ptr() as u64;
@@ -125,7 +194,7 @@ impl Vm {
                 guest_phys_addr: addr,
                 memory_size: size,
                 userspace_addr: host,
-                flags: 0,
+                flags,
             };
             // SAFETY: the host range is a live mapping owned by `mem`, which
             // the VMM keeps alive for as long as the VM exists (the VM is

@@ -1,0 +1,1009 @@
+//! Guest memory in a snapshot: written to a sparse file, restored by
+//! mapping that file copy-on-write.
+//!
+//! **Full** ([`write_full_memory`]): the file gets the size of guest
+//! memory, and only pages the guest (or the VMM) ever populated are
+//! written, at their offset; the others stay holes, which read as zeros.
+//! Which pages are populated comes from `/proc/self/pagemap` (present or
+//! swapped out; `mincore(2)` would miss swapped pages) and, for memory
+//! itself restored from a file, from the data extents of that file.
+//!
+//! **Diff** ([`write_diff_memory`]): only the pages written since the last
+//! snapshot, into the previous snapshot's memory file. The guest's writes
+//! come from KVM's dirty log (memory registered with
+//! `Vm::register_memory_with_dirty_log`); KVM does not see the VMM's own
+//! writes (used rings, buffers a device fills), which come from the
+//! memory's bitmap ([`VmmWriteLog`]): precise with vm-memory's
+//! `AtomicBitmap`, and with no bitmap (`()`) conservatively every page this
+//! process holds privately.
+//!
+//! **Restore** ([`restore_guest_memory`]): each region is mapped
+//! `MAP_PRIVATE` from the file. No page is read at load; the guest faults
+//! pages in from the page cache as it touches them, and clones restored
+//! from one file share every page none of them wrote.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use vm_memory::bitmap::{AtomicBitmap, Bitmap, NewBitmap};
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    Address, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MmapRegion,
+};
+
+use crate::vstate::vm::{Vm, VmError};
+
+/// The page size of guest memory, of KVM's dirty log and of the memory
+/// file (x86_64).
+pub const PAGE_SIZE: usize = 4096;
+
+/// `/proc/self/pagemap` entry bits (Documentation/admin-guide/mm/pagemap.rst).
+const PAGEMAP_PRESENT: u64 = 1 << 63;
+const PAGEMAP_SWAPPED: u64 = 1 << 62;
+const PAGEMAP_FILE_OR_SHARED: u64 = 1 << 61;
+/// Pagemap entries read at a time (512 KiB).
+const PAGEMAP_BATCH: usize = 65536;
+
+/// Guest memory could not be written to or restored from a file.
+#[derive(Debug, thiserror::Error)]
+pub enum MemorySnapshotError {
+    /// The memory file could not be resized.
+    #[error("cannot size the memory file to {size} bytes: {source}")]
+    Resize {
+        /// The size wanted.
+        size: u64,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Guest pages could not be written to the memory file.
+    #[error("cannot write guest memory at {guest_addr:#x} to the memory file: {source}")]
+    WritePages {
+        /// Guest address of the first page of the run.
+        guest_addr: u64,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// `/proc/self/pagemap` could not be read.
+    #[error("cannot read /proc/self/pagemap to find the guest's pages: {0}")]
+    Pagemap(#[source] io::Error),
+    /// The data extents of a memory file could not be read.
+    #[error("cannot find the data in the file backing guest memory: {0}")]
+    FileExtents(#[source] io::Error),
+    /// The memory file could not be examined.
+    #[error("cannot examine the memory file: {0}")]
+    Stat(#[source] io::Error),
+    /// A full snapshot was asked into the file guest memory is mapped from.
+    #[error(
+        "the memory file is the one guest memory is mapped from; a full snapshot needs a new file"
+    )]
+    TargetBacksMemory,
+    /// A diff was asked for memory KVM does not log.
+    #[error("a diff snapshot needs dirty page tracking (track_dirty_pages), which this VM does not have")]
+    NoDirtyLog,
+    /// A diff was asked into a file that is not a memory file of this VM.
+    #[error("the memory file for a diff is {found} bytes, guest memory needs {expected}: not this VM's previous snapshot")]
+    DiffTargetSize {
+        /// Its size.
+        found: u64,
+        /// Guest memory's size.
+        expected: u64,
+    },
+    /// KVM's dirty log could not be read.
+    #[error("{0}")]
+    DirtyLog(#[source] VmError),
+    /// The saved layout is unusable.
+    #[error("saved memory layout is invalid: region {index} ({base:#x}, {size:#x} bytes at file offset {offset:#x}) {reason}")]
+    BadLayout {
+        /// Which region.
+        index: usize,
+        /// Its guest address.
+        base: u64,
+        /// Its size.
+        size: u64,
+        /// Its file offset.
+        offset: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The saved layout has no region.
+    #[error("saved memory layout has no region")]
+    NoRegions,
+    /// The memory file is shorter than the layout needs.
+    #[error("memory file is {len} bytes, the snapshot's memory needs {needed}")]
+    FileTooShort {
+        /// Its size.
+        len: u64,
+        /// The size the layout needs.
+        needed: u64,
+    },
+    /// A region could not be mapped from the file.
+    #[error("cannot map {size} bytes of guest memory from the memory file: {source}")]
+    Map {
+        /// The region's size.
+        size: u64,
+        /// The mapping error.
+        #[source]
+        source: vm_memory::mmap::MmapRegionError,
+    },
+    /// The mapped regions do not form guest memory.
+    #[error("cannot assemble the restored guest memory: {0}")]
+    Assemble(#[source] vm_memory::GuestRegionCollectionError),
+}
+
+/// Where one guest memory region lies in the memory file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestRegionState {
+    /// Guest physical address of the region.
+    pub base_address: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where it starts in the memory file.
+    pub offset: u64,
+}
+
+/// The layout of guest memory in its snapshot file: the regions of
+/// `memory::ram_regions`, one after the other.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryState {
+    /// The regions, in guest address order.
+    pub regions: Vec<GuestRegionState>,
+}
+
+impl MemoryState {
+    /// The layout of `mem` in a memory file.
+    pub fn describe<B: Bitmap>(mem: &GuestMemoryMmap<B>) -> MemoryState {
+        let mut offset = 0;
+        let regions = mem
+            .iter()
+            .map(|r| {
+                let region = GuestRegionState {
+                    base_address: r.start_addr().raw_value(),
+                    size: r.len(),
+                    offset,
+                };
+                offset += r.len();
+                region
+            })
+            .collect();
+        MemoryState { regions }
+    }
+
+    /// Bytes of the memory file: the end of its last region.
+    pub fn file_size(&self) -> u64 {
+        self.regions
+            .iter()
+            .map(|r| r.offset.saturating_add(r.size))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Checks that the layout can be mapped: page-aligned, non-empty
+    /// regions in guest address order, overlapping neither in the guest
+    /// nor in the file.
+    pub fn validate(&self) -> Result<(), MemorySnapshotError> {
+        if self.regions.is_empty() {
+            return Err(MemorySnapshotError::NoRegions);
+        }
+        let page = PAGE_SIZE as u64;
+        let mut file_ranges: Vec<(u64, u64)> = Vec::new();
+        for (index, r) in self.regions.iter().enumerate() {
+            let bad = |reason| MemorySnapshotError::BadLayout {
+                index,
+                base: r.base_address,
+                size: r.size,
+                offset: r.offset,
+                reason,
+            };
+            if r.size == 0 {
+                return Err(bad("is empty"));
+            }
+            if r.base_address % page != 0 || r.size % page != 0 || r.offset % page != 0 {
+                return Err(bad("is not page-aligned"));
+            }
+            if r.size > usize::MAX as u64 {
+                return Err(bad("is too large to map"));
+            }
+            let (Some(_), Some(file_end)) = (
+                r.base_address.checked_add(r.size),
+                r.offset.checked_add(r.size),
+            ) else {
+                return Err(bad("wraps around the address space"));
+            };
+            if let Some(prev) = index.checked_sub(1).map(|i| &self.regions[i]) {
+                if r.base_address < prev.base_address + prev.size {
+                    return Err(bad("overlaps or precedes the region before it"));
+                }
+            }
+            if file_ranges
+                .iter()
+                .any(|&(start, end)| r.offset < end && start < file_end)
+            {
+                return Err(bad("overlaps another region in the file"));
+            }
+            file_ranges.push((r.offset, file_end));
+        }
+        Ok(())
+    }
+}
+
+/// What a memory snapshot wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryWriteStats {
+    /// Pages written.
+    pub pages: u64,
+    /// Runs of consecutive pages (one `pwrite` each, at most).
+    pub runs: u64,
+}
+
+impl MemoryWriteStats {
+    /// Bytes written.
+    pub fn bytes(&self) -> u64 {
+        self.pages * PAGE_SIZE as u64
+    }
+}
+
+/// What the bitmap of guest memory (vm-memory's `Bitmap`, marked on every
+/// write the VMM makes through `Bytes`) knows about the VMM's own writes.
+pub trait VmmWriteLog: Bitmap {
+    /// The pages of the region the VMM wrote since the last call, one bit
+    /// per 4 KiB page in KVM's dirty-log layout (bit `i % 64` of word
+    /// `i / 64` is page `i`), forgetting them as they are taken; `None`
+    /// when this bitmap does not record writes.
+    fn take_written_pages(&self) -> Option<Vec<u64>>;
+}
+
+impl VmmWriteLog for () {
+    fn take_written_pages(&self) -> Option<Vec<u64>> {
+        None
+    }
+}
+
+impl VmmWriteLog for AtomicBitmap {
+    fn take_written_pages(&self) -> Option<Vec<u64>> {
+        // vm-memory sizes the bitmap's pages from sysconf: 4 KiB on x86_64,
+        // the page size of KVM's log.
+        Some(self.get_and_reset())
+    }
+}
+
+impl<B: VmmWriteLog> VmmWriteLog for Option<B> {
+    fn take_written_pages(&self) -> Option<Vec<u64>> {
+        self.as_ref().and_then(B::take_written_pages)
+    }
+}
+
+/// One bit per page of a region, in KVM's dirty-log layout (bit `i % 64`
+/// of word `i / 64` is page `i`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PageSet {
+    words: Vec<u64>,
+    pages: usize,
+}
+
+impl PageSet {
+    fn new(pages: usize) -> Self {
+        PageSet {
+            words: vec![0; pages.div_ceil(64)],
+            pages,
+        }
+    }
+
+    fn insert(&mut self, page: usize) {
+        self.words[page / 64] |= 1 << (page % 64);
+    }
+
+    fn contains(&self, page: usize) -> bool {
+        self.words[page / 64] & (1 << (page % 64)) != 0
+    }
+
+    fn insert_range(&mut self, first: usize, end: usize) {
+        for page in first..end.min(self.pages) {
+            self.insert(page);
+        }
+    }
+
+    /// Adds every page of `words`, a bitmap in the same layout.
+    fn union_words(&mut self, words: &[u64]) {
+        for (mine, theirs) in self.words.iter_mut().zip(words) {
+            *mine |= theirs;
+        }
+        if let Some(last) = self.words.last_mut() {
+            if !self.pages.is_multiple_of(64) {
+                *last &= (1 << (self.pages % 64)) - 1;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// The runs of consecutive pages, as (first page, page count).
+    fn runs(&self) -> Vec<(usize, usize)> {
+        let mut runs = Vec::new();
+        let mut page = 0;
+        while page < self.pages {
+            if self.words[page / 64] == 0 && page % 64 == 0 {
+                page += 64;
+                continue;
+            }
+            if !self.contains(page) {
+                page += 1;
+                continue;
+            }
+            let first = page;
+            while page < self.pages && self.contains(page) {
+                page += 1;
+            }
+            runs.push((first, page - first));
+        }
+        runs
+    }
+}
+
+/// The pages of `[host_addr, host_addr + pages * PAGE_SIZE)` whose pagemap
+/// entry passes `keep`.
+fn pagemap_pages(
+    pagemap: &File,
+    host_addr: usize,
+    pages: usize,
+    keep: impl Fn(u64) -> bool,
+) -> io::Result<PageSet> {
+    let mut set = PageSet::new(pages);
+    let mut buf = vec![0u8; pages.min(PAGEMAP_BATCH) * 8];
+    let first_entry = (host_addr / PAGE_SIZE) as u64 * 8;
+    let mut done = 0;
+    while done < pages {
+        let n = (pages - done).min(PAGEMAP_BATCH);
+        let chunk = &mut buf[..n * 8];
+        pagemap.read_exact_at(chunk, first_entry + done as u64 * 8)?;
+        for (i, entry) in chunk.chunks_exact(8).enumerate() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(entry);
+            if keep(u64::from_le_bytes(word)) {
+                set.insert(done + i);
+            }
+        }
+        done += n;
+    }
+    Ok(set)
+}
+
+/// Adds to `set` the pages of `[start, start + len)` of `file` that hold
+/// data (`SEEK_DATA`/`SEEK_HOLE`), page `0` being offset `start`.
+fn add_file_data(file: &File, start: u64, len: u64, set: &mut PageSet) -> io::Result<()> {
+    let end = start + len;
+    let seek = |pos: u64, whence: libc::c_int| -> io::Result<Option<u64>> {
+        // SAFETY: lseek only moves the offset of a descriptor `file` owns
+        // (no memory is passed); the position is within `off_t`'s range
+        // because it is within the file's.
+        let r = unsafe { libc::lseek(file.as_raw_fd(), pos as libc::off_t, whence) };
+        if r >= 0 {
+            return Ok(Some(r as u64));
+        }
+        let e = io::Error::last_os_error();
+        // ENXIO: no data at or after `pos`.
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    };
+    let mut pos = start;
+    while pos < end {
+        let Some(data) = seek(pos, libc::SEEK_DATA)? else {
+            break;
+        };
+        if data >= end {
+            break;
+        }
+        let hole = seek(data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+        let first = ((data - start) / PAGE_SIZE as u64) as usize;
+        let last = (hole - start).div_ceil(PAGE_SIZE as u64) as usize;
+        set.insert_range(first, last);
+        pos = hole;
+    }
+    Ok(())
+}
+
+/// Writes `len` bytes of host memory at `ptr` to `file` at `offset`.
+///
+/// # Safety
+///
+/// `ptr..ptr + len` must be mapped and readable for the whole call.
+unsafe fn pwrite_all(file: &File, ptr: *const u8, len: usize, offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < len {
+        // SAFETY: the caller guarantees the range is mapped; the kernel
+        // only reads from it, so no Rust reference to memory the guest may
+        // change is ever formed.
+        let n = unsafe {
+            libc::pwrite(
+                file.as_raw_fd(),
+                ptr.add(done).cast(),
+                len - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Writes the pages of `set` of `region` to `file` at `file_offset`.
+fn write_pages<B: Bitmap>(
+    region: &GuestRegionMmap<B>,
+    set: &PageSet,
+    file: &File,
+    file_offset: u64,
+    stats: &mut MemoryWriteStats,
+) -> Result<(), MemorySnapshotError> {
+    let mapping: &MmapRegion<B> = region;
+    for (first, count) in set.runs() {
+        let start = first * PAGE_SIZE;
+        let len = count * PAGE_SIZE;
+        let guest_addr = region.start_addr().raw_value() + start as u64;
+        // SAFETY: `start + len` is within the region (the set has one bit
+        // per page of it), which stays mapped while `region` is borrowed.
+        unsafe {
+            pwrite_all(
+                file,
+                mapping.as_ptr().add(start),
+                len,
+                file_offset + start as u64,
+            )
+        }
+        .map_err(|source| MemorySnapshotError::WritePages { guest_addr, source })?;
+        stats.pages += count as u64;
+        stats.runs += 1;
+    }
+    Ok(())
+}
+
+fn same_file(a: &File, b: &File) -> Result<bool, MemorySnapshotError> {
+    let a = a.metadata().map_err(MemorySnapshotError::Stat)?;
+    let b = b.metadata().map_err(MemorySnapshotError::Stat)?;
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+}
+
+fn open_pagemap() -> Result<File, MemorySnapshotError> {
+    File::open("/proc/self/pagemap").map_err(MemorySnapshotError::Pagemap)
+}
+
+/// The pages of `region` that hold data: populated in this process, or
+/// data in the file the region is mapped from.
+fn populated_pages<B: Bitmap>(
+    pagemap: &File,
+    region: &GuestRegionMmap<B>,
+) -> Result<PageSet, MemorySnapshotError> {
+    let pages = region.len() as usize / PAGE_SIZE;
+    let mapping: &MmapRegion<B> = region;
+    let mut set = pagemap_pages(pagemap, mapping.as_ptr() as usize, pages, |e| {
+        e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0
+    })
+    .map_err(MemorySnapshotError::Pagemap)?;
+    if let Some(backing) = region.file_offset() {
+        add_file_data(backing.file(), backing.start(), region.len(), &mut set)
+            .map_err(MemorySnapshotError::FileExtents)?;
+    }
+    Ok(set)
+}
+
+/// The pages of `region` this process holds privately: every page it
+/// wrote, and no page it only read from a backing file.
+fn private_pages<B: Bitmap>(
+    pagemap: &File,
+    region: &GuestRegionMmap<B>,
+) -> Result<PageSet, MemorySnapshotError> {
+    let pages = region.len() as usize / PAGE_SIZE;
+    let mapping: &MmapRegion<B> = region;
+    pagemap_pages(pagemap, mapping.as_ptr() as usize, pages, |e| {
+        e & PAGEMAP_SWAPPED != 0 || (e & PAGEMAP_PRESENT != 0 && e & PAGEMAP_FILE_OR_SHARED == 0)
+    })
+    .map_err(MemorySnapshotError::Pagemap)
+}
+
+/// Restarts dirty tracking: KVM's log (when `vm` logs) and the VMM's
+/// bitmap, so that the next diff holds what is written from now on.
+fn restart_tracking<B: VmmWriteLog>(
+    mem: &GuestMemoryMmap<B>,
+    vm: Option<&Vm>,
+) -> Result<(), MemorySnapshotError> {
+    for (slot, region) in mem.iter().enumerate() {
+        if let Some(vm) = vm.filter(|vm| vm.logs_dirty_pages()) {
+            // KVM_GET_DIRTY_LOG clears the log it returns.
+            vm.dirty_log(slot as u32, region.len())
+                .map_err(MemorySnapshotError::DirtyLog)?;
+        }
+        let mapping: &MmapRegion<B> = region;
+        mapping.bitmap().take_written_pages();
+    }
+    Ok(())
+}
+
+/// Writes all of guest memory to `file`, a new memory file (its old
+/// contents are discarded, so never a file a VM is restored from): sized
+/// to the memory, with only the populated pages written. Then restarts dirty tracking, so that the next
+/// [`write_diff_memory`] is relative to this snapshot; pass the VM whose
+/// log to restart as `vm` (`None` for memory no VM maps).
+///
+/// Every vCPU must be paused (and their state saved: saving one may
+/// complete an instruction that writes memory) and devices quiet.
+pub fn write_full_memory<B: VmmWriteLog>(
+    mem: &GuestMemoryMmap<B>,
+    file: &File,
+    vm: Option<&Vm>,
+) -> Result<MemoryWriteStats, MemorySnapshotError> {
+    for region in mem.iter() {
+        if let Some(backing) = region.file_offset() {
+            // Truncating that file would pull the pages out from under the
+            // guest (SIGBUS on the next touch of a page not yet copied).
+            if same_file(backing.file(), file)? {
+                return Err(MemorySnapshotError::TargetBacksMemory);
+            }
+        }
+    }
+    let layout = MemoryState::describe(mem);
+    let size = layout.file_size();
+    let resize = |size| move |source| MemorySnapshotError::Resize { size, source };
+    // Truncate first so that no page of an old file survives as data.
+    file.set_len(0).map_err(resize(0))?;
+    file.set_len(size).map_err(resize(size))?;
+    let pagemap = open_pagemap()?;
+    let mut stats = MemoryWriteStats::default();
+    for (region, state) in mem.iter().zip(&layout.regions) {
+        let pages = populated_pages(&pagemap, region)?;
+        write_pages(region, &pages, file, state.offset, &mut stats)?;
+    }
+    restart_tracking(mem, vm)?;
+    Ok(stats)
+}
+
+/// Writes the pages written since the last snapshot into `file`, that
+/// snapshot's memory file (full, or full plus earlier diffs): the pages
+/// KVM logged for the guest, and those the VMM wrote (from the memory's
+/// bitmap; with no bitmap, every page this process holds privately).
+/// Then restarts dirty tracking.
+///
+/// `vm` must log dirty pages (`Vm::register_memory_with_dirty_log`).
+/// Writing into a file other VMs are restored from changes their memory
+/// too: copy it first. The same preconditions as [`write_full_memory`]
+/// apply.
+pub fn write_diff_memory<B: VmmWriteLog>(
+    mem: &GuestMemoryMmap<B>,
+    file: &File,
+    vm: &Vm,
+) -> Result<MemoryWriteStats, MemorySnapshotError> {
+    if !vm.logs_dirty_pages() {
+        return Err(MemorySnapshotError::NoDirtyLog);
+    }
+    let layout = MemoryState::describe(mem);
+    let found = file.metadata().map_err(MemorySnapshotError::Stat)?.len();
+    if found != layout.file_size() {
+        return Err(MemorySnapshotError::DiffTargetSize {
+            found,
+            expected: layout.file_size(),
+        });
+    }
+    let pagemap = open_pagemap()?;
+    let mut stats = MemoryWriteStats::default();
+    for (slot, (region, state)) in mem.iter().zip(&layout.regions).enumerate() {
+        let pages = region.len() as usize / PAGE_SIZE;
+        let mut dirty = PageSet::new(pages);
+        let guest = vm
+            .dirty_log(slot as u32, region.len())
+            .map_err(MemorySnapshotError::DirtyLog)?;
+        dirty.union_words(&guest);
+        let mapping: &MmapRegion<B> = region;
+        match mapping.bitmap().take_written_pages() {
+            Some(vmm) => dirty.union_words(&vmm),
+            None => dirty.union_words(&private_pages(&pagemap, region)?.words),
+        }
+        write_pages(region, &dirty, file, state.offset, &mut stats)?;
+    }
+    Ok(stats)
+}
+
+/// Maps guest memory laid out as `state` from `file` (a memory file
+/// [`write_full_memory`] wrote, and [`write_diff_memory`] may have
+/// updated), each region `MAP_PRIVATE`: guest writes stay in this process
+/// and the file is never changed. Checks the layout and the file's size
+/// first; on error nothing stays mapped.
+pub fn restore_guest_memory<B: NewBitmap>(
+    file: File,
+    state: &MemoryState,
+) -> Result<GuestMemoryMmap<B>, MemorySnapshotError> {
+    state.validate()?;
+    let len = file.metadata().map_err(MemorySnapshotError::Stat)?.len();
+    if len < state.file_size() {
+        return Err(MemorySnapshotError::FileTooShort {
+            len,
+            needed: state.file_size(),
+        });
+    }
+    let file = Arc::new(file);
+    let regions = state
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(index, r)| {
+            let size = r.size as usize;
+            let map_err = |source| MemorySnapshotError::Map {
+                size: r.size,
+                source,
+            };
+            let mapping = MmapRegionBuilder::new_with_bitmap(size, B::with_len(size))
+                .with_file_offset(FileOffset::from_arc(file.clone(), r.offset))
+                .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+                .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+                .build()
+                .map_err(map_err)?;
+            GuestRegionMmap::new(mapping, GuestAddress(r.base_address)).ok_or(
+                MemorySnapshotError::BadLayout {
+                    index,
+                    base: r.base_address,
+                    size: r.size,
+                    offset: r.offset,
+                    reason: "wraps around the address space",
+                },
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    GuestMemoryMmap::from_regions(regions).map_err(MemorySnapshotError::Assemble)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{create_guest_memory, ram_regions};
+    use crate::persist::test_utils::*;
+    use kvm_ioctls::Kvm;
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    use vm_memory::Bytes;
+
+    fn region(base: u64, size: u64, offset: u64) -> GuestRegionState {
+        GuestRegionState {
+            base_address: base,
+            size,
+            offset,
+        }
+    }
+
+    fn read_all(file: &File) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut f = file.try_clone().unwrap();
+        std::io::Seek::rewind(&mut f).unwrap();
+        f.read_to_end(&mut bytes).unwrap();
+        bytes
+    }
+
+    /// Pages of `mem`'s first region present in this process.
+    fn present_pages<B: Bitmap>(mem: &GuestMemoryMmap<B>) -> usize {
+        let pagemap = open_pagemap().unwrap();
+        let r = mem.iter().next().unwrap();
+        let mapping: &MmapRegion<B> = r;
+        pagemap_pages(
+            &pagemap,
+            mapping.as_ptr() as usize,
+            r.len() as usize / PAGE_SIZE,
+            |e| e & PAGEMAP_PRESENT != 0,
+        )
+        .unwrap()
+        .len()
+    }
+
+    #[test]
+    fn page_sets_find_their_runs() {
+        let mut set = PageSet::new(200);
+        set.insert_range(0, 3);
+        set.insert(63);
+        set.insert(64);
+        set.insert_range(190, 250);
+        assert_eq!(set.runs(), vec![(0, 3), (63, 2), (190, 10)]);
+        assert_eq!(set.len(), 15);
+        let mut other = PageSet::new(200);
+        other.union_words(&[1 << 5, 0, 0, u64::MAX]);
+        // Bits past the last page are dropped.
+        assert_eq!(other.runs(), vec![(5, 1), (192, 8)]);
+    }
+
+    #[test]
+    fn the_layout_follows_ram_regions_and_is_checked() {
+        let mem = create_guest_memory(4 << 30).unwrap();
+        let state = MemoryState::describe(&mem);
+        let low = crate::arch::x86_64::layout::MMIO_GAP_START;
+        assert_eq!(
+            state.regions,
+            vec![region(0, low, 0), region(1 << 32, (4 << 30) - low, low)]
+        );
+        assert_eq!(state.file_size(), 4 << 30);
+        state.validate().unwrap();
+
+        let check = |regions: Vec<GuestRegionState>| {
+            MemoryState { regions }.validate().unwrap_err().to_string()
+        };
+        assert_eq!(
+            MemoryState::default().validate().unwrap_err().to_string(),
+            "saved memory layout has no region"
+        );
+        assert_eq!(
+            check(vec![region(0x1000, 0x1800, 0)]),
+            "saved memory layout is invalid: region 0 (0x1000, 0x1800 bytes at file offset 0x0) is not page-aligned"
+        );
+        assert!(check(vec![region(0, 0, 0)]).ends_with("is empty"));
+        assert!(
+            check(vec![region(0x10000, 0x1000, 0), region(0, 0x1000, 0x1000)])
+                .ends_with("overlaps or precedes the region before it")
+        );
+        assert!(
+            check(vec![region(0, 0x2000, 0), region(0x10000, 0x1000, 0x1000)])
+                .ends_with("overlaps another region in the file")
+        );
+        assert!(check(vec![region(u64::MAX - 0xfff, 0x2000, 0)])
+            .ends_with("wraps around the address space"));
+    }
+
+    #[test]
+    fn a_full_snapshot_of_a_big_idle_guest_is_sparse() {
+        // 1 GiB of guest memory of which the guest touched 4 MiB, spread
+        // over the address space.
+        let mem = create_guest_memory(1 << 30).unwrap();
+        let touched: u64 = 4 << 20;
+        let chunk = vec![0xa5u8; 256 << 10];
+        for i in 0..(touched / chunk.len() as u64) {
+            mem.write_slice(&chunk, GuestAddress(i * (64 << 20) + 0x1000))
+                .unwrap();
+        }
+        let file = tempfile::tempfile().unwrap();
+        let stats = write_full_memory(&mem, &file, None).unwrap();
+        assert_eq!(stats.bytes(), touched, "{stats:?}");
+        let meta = file.metadata().unwrap();
+        assert_eq!(meta.len(), 1 << 30);
+        let allocated = meta.blocks() * 512;
+        assert!(allocated >= touched, "{allocated} bytes allocated");
+        assert!(
+            allocated <= 2 * touched + (1 << 20),
+            "{allocated} bytes allocated"
+        );
+
+        // Restored, it reads back the same, pages never touched as zeros.
+        let back: GuestMemoryMmap =
+            restore_guest_memory(file, &MemoryState::describe(&mem)).unwrap();
+        let mut page = vec![0u8; PAGE_SIZE];
+        back.read_slice(&mut page, GuestAddress(64 << 20)).unwrap();
+        assert_eq!(page, vec![0u8; PAGE_SIZE]);
+        back.read_slice(&mut page, GuestAddress((64 << 20) + 0x1000))
+            .unwrap();
+        assert_eq!(page, vec![0xa5u8; PAGE_SIZE]);
+    }
+
+    #[test]
+    fn a_restore_maps_the_file_privately_and_copies_nothing() {
+        let mem = create_guest_memory(16 << 20).unwrap();
+        mem.write_obj(0x1122_3344_5566_7788u64, GuestAddress(0x3000))
+            .unwrap();
+        mem.write_obj(0xffu8, GuestAddress((16 << 20) - 1)).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        write_full_memory(&mem, file.as_file(), None).unwrap();
+        let on_disk = read_all(file.as_file());
+
+        let state = MemoryState::describe(&mem);
+        let back: GuestMemoryMmap = restore_guest_memory(file.reopen().unwrap(), &state).unwrap();
+        // Mapping reads no page.
+        assert_eq!(present_pages(&back), 0);
+        assert_eq!(
+            back.read_obj::<u64>(GuestAddress(0x3000)).unwrap(),
+            0x1122_3344_5566_7788
+        );
+        assert_eq!(
+            back.read_obj::<u8>(GuestAddress((16 << 20) - 1)).unwrap(),
+            0xff
+        );
+        // The guest's writes stay in this process.
+        back.write_obj(7u64, GuestAddress(0x3000)).unwrap();
+        assert_eq!(back.read_obj::<u64>(GuestAddress(0x3000)).unwrap(), 7);
+        assert_eq!(read_all(file.as_file()), on_disk);
+        // A second restore of the same file sees the snapshot, not the
+        // first one's writes.
+        let clone: GuestMemoryMmap = restore_guest_memory(file.reopen().unwrap(), &state).unwrap();
+        assert_eq!(
+            clone.read_obj::<u64>(GuestAddress(0x3000)).unwrap(),
+            0x1122_3344_5566_7788
+        );
+    }
+
+    #[test]
+    fn a_full_snapshot_of_restored_memory_keeps_the_pages_it_never_touched() {
+        let mem = create_guest_memory(8 << 20).unwrap();
+        mem.write_obj(1u64, GuestAddress(0x10_0000)).unwrap();
+        mem.write_obj(2u64, GuestAddress(0x20_0000)).unwrap();
+        let first = tempfile::NamedTempFile::new().unwrap();
+        write_full_memory(&mem, first.as_file(), None).unwrap();
+        let state = MemoryState::describe(&mem);
+        let back: GuestMemoryMmap = restore_guest_memory(first.reopen().unwrap(), &state).unwrap();
+        back.write_obj(3u64, GuestAddress(0x30_0000)).unwrap();
+
+        // Not into the file it is mapped from...
+        let err = write_full_memory(&back, first.as_file(), None).unwrap_err();
+        assert!(
+            matches!(err, MemorySnapshotError::TargetBacksMemory),
+            "{err}"
+        );
+        // ...into a new one: the page written since, and the two pages
+        // only the first file holds.
+        let second = tempfile::tempfile().unwrap();
+        let stats = write_full_memory(&back, &second, None).unwrap();
+        assert_eq!(stats.pages, 3);
+        let again: GuestMemoryMmap = restore_guest_memory(second, &state).unwrap();
+        for (addr, value) in [(0x10_0000, 1u64), (0x20_0000, 2), (0x30_0000, 3)] {
+            assert_eq!(again.read_obj::<u64>(GuestAddress(addr)).unwrap(), value);
+        }
+    }
+
+    #[test]
+    fn a_short_or_mismatched_file_is_refused_before_mapping() {
+        let state = MemoryState {
+            regions: vec![region(0, 2 << 20, 0)],
+        };
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(1 << 20).unwrap();
+        let err = restore_guest_memory::<()>(file, &state).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "memory file is 1048576 bytes, the snapshot's memory needs 2097152"
+        );
+        let bad = MemoryState {
+            regions: vec![region(0, 0x1234, 0)],
+        };
+        assert!(matches!(
+            restore_guest_memory::<()>(tempfile::tempfile().unwrap(), &bad),
+            Err(MemorySnapshotError::BadLayout { .. })
+        ));
+    }
+
+    #[test]
+    fn the_vmm_bitmap_records_only_what_was_written() {
+        let mem: GuestMemoryMmap<AtomicBitmap> =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let r = mem.iter().next().unwrap();
+        let mapping: &MmapRegion<AtomicBitmap> = r;
+        mem.write_obj(1u32, GuestAddress(0x5000)).unwrap();
+        mem.write_obj(1u32, GuestAddress(0x4_1ffe)).unwrap();
+        let log = mapping.bitmap();
+        let mut expected = vec![0u64; 256 / 64];
+        expected[0] = 1 << 5;
+        expected[1] = 0b11 << 1;
+        assert_eq!(log.take_written_pages(), Some(expected));
+        assert_eq!(
+            log.take_written_pages(),
+            Some(vec![0; 4]),
+            "taken means forgotten"
+        );
+        assert_eq!(().take_written_pages(), None);
+        assert_eq!(None::<AtomicBitmap>.take_written_pages(), None);
+    }
+
+    #[test]
+    fn a_diff_holds_the_pages_written_since_the_last_snapshot() {
+        if !testkit::need_kvm("a_diff_holds_the_pages_written_since_the_last_snapshot") {
+            return;
+        }
+        let kvm = Kvm::new().expect("/dev/kvm opened a moment ago");
+        let mem: GuestMemoryMmap<AtomicBitmap> =
+            GuestMemoryMmap::from_ranges(&ram_regions(16 << 20)).unwrap();
+        load_counter_guest(&mem);
+        let vm = new_vm(&kvm, &mem, true);
+        let (io, log) = port_buses();
+        // The vCPU reads its memory only to report an emulation failure.
+        let handle = start(boot_vcpu(
+            &kvm,
+            &vm,
+            io,
+            create_guest_memory(1 << 20).unwrap(),
+        ));
+        wait_until("the guest to count", || {
+            log.writes.load(Ordering::SeqCst) >= 100
+        });
+        assert!(handle.pause(Duration::from_secs(10)), "paused");
+        let base = tempfile::NamedTempFile::new().unwrap();
+        write_full_memory(&mem, base.as_file(), Some(&vm)).unwrap();
+
+        // The guest counts on (one page), and the VMM writes as a device
+        // would: a used ring entry, and a buffer across a page boundary.
+        run_for(&handle, &log, 100);
+        mem.write_obj(0xfeed_u64, GuestAddress(0x30_0000)).unwrap();
+        mem.write_slice(&[0x11; 16], GuestAddress(0x40_0ff8))
+            .unwrap();
+        let diff = write_diff_memory(&mem, base.as_file(), &vm).unwrap();
+        assert_eq!((diff.pages, diff.runs), (4, 3), "{diff:?}");
+
+        // Base plus diff is what a full snapshot taken now holds.
+        let full = tempfile::tempfile().unwrap();
+        write_full_memory(&mem, &full, Some(&vm)).unwrap();
+        assert_eq!(read_all(base.as_file()), read_all(&full));
+        let back: GuestMemoryMmap =
+            restore_guest_memory(base.reopen().unwrap(), &MemoryState::describe(&mem)).unwrap();
+        let count: u64 = mem.read_obj(GuestAddress(COUNTER_ADDR)).unwrap();
+        assert!(count >= 199, "{count}");
+        assert_eq!(
+            back.read_obj::<u64>(GuestAddress(COUNTER_ADDR)).unwrap(),
+            count
+        );
+        assert_eq!(
+            back.read_obj::<u64>(GuestAddress(0x30_0000)).unwrap(),
+            0xfeed
+        );
+
+        // Right after a snapshot, a diff is empty.
+        let empty = write_diff_memory(&mem, base.as_file(), &vm).unwrap();
+        assert_eq!(empty.pages, 0);
+        // And it goes only into a file of the memory's size.
+        let other = tempfile::tempfile().unwrap();
+        assert_eq!(
+            write_diff_memory(&mem, &other, &vm).unwrap_err().to_string(),
+            "the memory file for a diff is 0 bytes, guest memory needs 16777216: not this VM's previous snapshot"
+        );
+        handle.stop();
+        handle.join();
+    }
+
+    #[test]
+    fn without_a_vmm_bitmap_a_diff_holds_every_private_page() {
+        if !testkit::need_kvm("without_a_vmm_bitmap_a_diff_holds_every_private_page") {
+            return;
+        }
+        let kvm = Kvm::new().expect("/dev/kvm opened a moment ago");
+        let mem = create_guest_memory(16 << 20).unwrap();
+        load_counter_guest(&mem);
+        let untracked = new_vm(&kvm, &mem, false);
+        assert!(matches!(
+            write_diff_memory(&mem, &tempfile::tempfile().unwrap(), &untracked),
+            Err(MemorySnapshotError::NoDirtyLog)
+        ));
+        drop(untracked);
+        let vm = new_vm(&kvm, &mem, true);
+        let (io, log) = port_buses();
+        let handle = start(boot_vcpu(&kvm, &vm, io, mem.clone()));
+        wait_until("the guest to count", || {
+            log.writes.load(Ordering::SeqCst) >= 100
+        });
+        assert!(handle.pause(Duration::from_secs(10)), "paused");
+        let base = tempfile::NamedTempFile::new().unwrap();
+        let populated = write_full_memory(&mem, base.as_file(), Some(&vm)).unwrap();
+
+        // A write KVM does not log, through memory that has no bitmap.
+        run_for(&handle, &log, 100);
+        mem.write_obj(0xfeed_u64, GuestAddress(0x30_0000)).unwrap();
+        let diff = write_diff_memory(&mem, base.as_file(), &vm).unwrap();
+        assert_eq!(
+            diff.pages,
+            populated.pages + 1,
+            "{diff:?} after {populated:?}"
+        );
+        let full = tempfile::tempfile().unwrap();
+        write_full_memory(&mem, &full, Some(&vm)).unwrap();
+        assert_eq!(read_all(base.as_file()), read_all(&full));
+        handle.stop();
+        handle.join();
+    }
+}
