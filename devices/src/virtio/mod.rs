@@ -18,6 +18,7 @@ mod mmio;
 pub mod net;
 pub mod rng;
 pub mod state;
+pub mod vsock;
 
 use std::sync::atomic::{fence, Ordering};
 
@@ -111,6 +112,8 @@ pub mod device_type {
     pub const BLOCK: u32 = 2;
     /// Entropy source.
     pub const RNG: u32 = 4;
+    /// Socket device (vsock).
+    pub const VSOCK: u32 = 19;
 }
 
 #[cfg(test)]
