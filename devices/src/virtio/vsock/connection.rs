@@ -34,7 +34,8 @@ pub const CONN_BUF_SIZE: u32 = 128 * 1024;
 pub const CREDIT_UPDATE_THRESHOLD: u32 = CONN_BUF_SIZE / 2;
 /// How long the guest has to answer a SHUTDOWN of both directions with
 /// the RST that ends the connection, and how long podvm waits for a slow
-/// host to take the guest's last bytes after the guest's SHUTDOWN.
+/// host to take the guest's last bytes after the guest's SHUTDOWN, unless
+/// told otherwise.
 pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A connection's ports: podvm's side (the host port, CID 2) and the
@@ -158,6 +159,8 @@ pub struct Connection {
     pub deadline: Option<Instant>,
     /// The deadline the muxer last put in its timer heap.
     pub tracked_deadline: Option<Instant>,
+    /// How long a shutdown may take (see [`LINGER_TIMEOUT`]).
+    linger: Duration,
 }
 
 impl Connection {
@@ -168,6 +171,7 @@ impl Connection {
         guest_cid: u64,
         origin: Origin,
         state: State,
+        linger: Duration,
     ) -> Self {
         Connection {
             key,
@@ -199,13 +203,20 @@ impl Connection {
             in_rx_queue: false,
             deadline: None,
             tracked_deadline: None,
+            linger,
         }
     }
 
     /// A connection a host process asked for with `CONNECT`: a REQUEST to
     /// the guest is pending. Bytes the host sent after its CONNECT line
     /// may already wait in the stream.
-    pub fn host_initiated(stream: UnixStream, token: u32, key: ConnKey, guest_cid: u64) -> Self {
+    pub fn host_initiated(
+        stream: UnixStream,
+        token: u32,
+        key: ConnKey,
+        guest_cid: u64,
+        linger: Duration,
+    ) -> Self {
         let mut c = Self::new(
             stream,
             token,
@@ -213,6 +224,7 @@ impl Connection {
             guest_cid,
             Origin::Host,
             State::AwaitingResponse,
+            linger,
         );
         c.request_pending = true;
         c.host_readable = true;
@@ -227,6 +239,7 @@ impl Connection {
         key: ConnKey,
         guest_cid: u64,
         request: &Header,
+        linger: Duration,
     ) -> Self {
         let mut c = Self::new(
             stream,
@@ -235,6 +248,7 @@ impl Connection {
             guest_cid,
             Origin::Guest,
             State::Established,
+            linger,
         );
         c.response_pending = true;
         c.peer_buf_alloc = request.buf_alloc;
@@ -365,7 +379,7 @@ impl Connection {
     }
 
     /// Queues `data` for the host and writes what it can.
-    fn to_host(&mut self, data: &[u8]) -> Verdict {
+    fn send_to_host(&mut self, data: &[u8]) -> Verdict {
         let mut data = data;
         if self.to_host.is_empty() && self.host_writable {
             // The common case: straight to the socket, no copy kept.
@@ -406,7 +420,7 @@ impl Connection {
                 self.deadline = None;
                 let line = format!("OK {}\n", self.key.local_port);
                 self.own_bytes += line.len();
-                match self.to_host(line.as_bytes()) {
+                match self.send_to_host(line.as_bytes()) {
                     Verdict::Keep => Verdict::Established,
                     other => other,
                 }
@@ -430,7 +444,7 @@ impl Connection {
                     return Verdict::Reset(ResetReason::Protocol("data beyond the credit given"));
                 }
                 self.rx_cnt = self.rx_cnt.wrapping_add(payload.len() as u32);
-                self.to_host(payload)
+                self.send_to_host(payload)
             }
             op::CREDIT_UPDATE => Verdict::Keep,
             op::CREDIT_REQUEST => {
@@ -449,7 +463,7 @@ impl Connection {
                 if self.guest_no_send && self.guest_no_recv {
                     self.closing = true;
                     if !self.to_host.is_empty() {
-                        self.deadline = Some(now + LINGER_TIMEOUT);
+                        self.deadline = Some(now + self.linger);
                     }
                 }
                 self.flush()
@@ -521,7 +535,7 @@ impl Connection {
         if due & !self.shutdown_sent != 0 {
             self.shutdown_sent |= due;
             if self.shutdown_sent == SHUTDOWN_BOTH {
-                self.deadline = Some(now + LINGER_TIMEOUT);
+                self.deadline = Some(now + self.linger);
             }
             return RxOutcome::Packet(self.header(op::SHUTDOWN, due, 0), 0);
         }
@@ -578,7 +592,8 @@ mod tests {
         let (ours, theirs) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         theirs.set_nonblocking(true).unwrap();
-        let mut c = Connection::guest_initiated(ours, 16, KEY, CID, &guest(op::REQUEST));
+        let mut c =
+            Connection::guest_initiated(ours, 16, KEY, CID, &guest(op::REQUEST), LINGER_TIMEOUT);
         match c.next_rx(&mut [0u8; 64], Instant::now()) {
             RxOutcome::Packet(h, 0) => assert_eq!(h.op, op::RESPONSE),
             other => panic!("{other:?}"),
@@ -831,7 +846,7 @@ mod tests {
             local_port: 1 << 30,
             peer_port: 1024,
         };
-        let mut c = Connection::host_initiated(ours, 16, key, CID);
+        let mut c = Connection::host_initiated(ours, 16, key, CID, LINGER_TIMEOUT);
         assert_eq!(c.origin(), Origin::Host);
         let RxOutcome::Packet(h, _) = c.next_rx(&mut [0u8; 16], Instant::now()) else {
             panic!();
@@ -843,7 +858,8 @@ mod tests {
         // Data before the RESPONSE breaks the protocol.
         let mut early = c_header(key, op::RW);
         early.len = 1;
-        let mut c2 = Connection::host_initiated(UnixStream::pair().unwrap().0, 17, key, CID);
+        let mut c2 =
+            Connection::host_initiated(UnixStream::pair().unwrap().0, 17, key, CID, LINGER_TIMEOUT);
         assert!(matches!(
             c2.on_guest_packet(&early, b"x", Instant::now()),
             Verdict::Reset(ResetReason::Protocol(_))

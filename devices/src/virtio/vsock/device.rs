@@ -260,3 +260,92 @@ impl VirtioDevice for Vsock {
         self.state.reset()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::vsock::test_utils::{test_irq, test_mem, Driver};
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    fn vsock(dir: &tempfile::TempDir, cid: u64) -> Result<Vsock, VsockError> {
+        Vsock::new(cid, dir.path().join("v.sock"))
+    }
+
+    #[test]
+    fn identity_queues_features_and_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vsock(&dir, 0x1_0203).unwrap();
+        assert_eq!(v.device_type(), 19);
+        assert_eq!(v.queue_max_sizes(), &[256, 256, 256]);
+        assert_eq!(v.avail_features(), 1 << 32);
+        assert_eq!(v.guest_cid(), 0x1_0203);
+        assert_eq!(v.uds_path(), dir.path().join("v.sock"));
+        let read = |offset, len| {
+            let mut d = vec![0xffu8; len];
+            v.read_config(offset, &mut d);
+            d
+        };
+        assert_eq!(read(0, 8), [3, 2, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(read(0, 4), [3, 2, 1, 0]);
+        assert_eq!(read(1, 2), [2, 1]);
+        assert_eq!(read(6, 4), [0, 0, 0, 0]);
+        assert_eq!(read(u64::MAX, 4), [0; 4]);
+    }
+
+    #[test]
+    fn config_writes_and_unknown_features_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = vsock(&dir, 3).unwrap();
+        v.write_config(0, &[9; 8]);
+        let mut d = [0u8; 8];
+        v.read_config(0, &mut d);
+        assert_eq!(d, [3, 0, 0, 0, 0, 0, 0, 0]);
+        v.set_acked_features(u64::MAX);
+        assert_eq!(v.acked_features, 1 << 32);
+    }
+
+    #[test]
+    fn reserved_cids_and_bad_paths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for cid in [0, 1, 2, u64::from(u32::MAX), 1 << 32] {
+            assert!(matches!(vsock(&dir, cid), Err(VsockError::InvalidCid(c)) if c == cid));
+        }
+        assert!(vsock(&dir, u64::from(u32::MAX) - 1).is_ok());
+        let e = Vsock::new(3, dir.path().join("missing/v.sock"))
+            .err()
+            .unwrap();
+        assert!(matches!(e, VsockError::Listen(_)));
+        assert!(e.to_string().contains("missing/v.sock"), "{e}");
+    }
+
+    #[test]
+    fn activation_needs_all_three_queues() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = test_mem();
+        let driver = Driver::new(&mem);
+        let mut v = vsock(&dir, 3).unwrap();
+        let evts: Vec<EventFd> = (0..3)
+            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+            .collect();
+        let mut queues = driver.queues();
+        queues.truncate(2);
+        let a = Activation {
+            mem: mem.clone(),
+            queues,
+            queue_evts: evts.iter().map(|e| e.try_clone().unwrap()).collect(),
+            irq: test_irq(),
+        };
+        assert!(matches!(
+            v.activate(a),
+            Err(ActivateError::Queues { need: 3, got: 2 })
+        ));
+        let a = Activation {
+            mem: mem.clone(),
+            queues: driver.queues(),
+            queue_evts: evts,
+            irq: test_irq(),
+        };
+        v.activate(a).unwrap();
+        assert!(v.reset());
+    }
+}

@@ -36,7 +36,7 @@ pub use connection::{ConnKey, CONN_BUF_SIZE, CREDIT_UPDATE_THRESHOLD, LINGER_TIM
 pub use device::{Vsock, VsockError, VSOCK_QUEUE_SIZE};
 pub use event_handler::TIMER_EVENT;
 pub use muxer::{
-    guest_target, Clock, FdOp, Muxer, MuxerError, MuxerOptions, Readiness, VsockCounters,
+    guest_target, Clock, FdOp, Muxer, MuxerError, MuxerOptions, Readiness, Timeouts, VsockCounters,
     CONNECT_LINE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FIRST_LOCAL_PORT, FIRST_TOKEN, LAST_TOKEN,
     REQUEST_TIMEOUT,
 };

@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::connect_line::{self, Line, MAX_LINE};
-use super::connection::{ConnKey, Connection, Origin, ResetReason, RxOutcome, Verdict};
+use super::connection::{
+    ConnKey, Connection, Origin, ResetReason, RxOutcome, Verdict, LINGER_TIMEOUT,
+};
 use super::packet::{op, Header, TYPE_STREAM};
 use super::{unix, HOST_CID};
 use crate::virtio::log_this;
@@ -39,9 +41,11 @@ pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 /// Connections per VM unless told otherwise (host- and guest-initiated
 /// together, those still being set up included).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// How long a host process has to send its whole CONNECT line.
+/// How long a host process has to send its whole CONNECT line, unless
+/// told otherwise.
 pub const CONNECT_LINE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the guest has to answer a host's connection request.
+/// How long the guest has to answer a host's connection request, unless
+/// told otherwise.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// First host port handed out for host-initiated connections (as
 /// Firecracker): far from the ports guests usually listen on.
@@ -58,6 +62,29 @@ pub const FIRST_TOKEN: u32 = 16;
 /// The last connection token.
 pub const LAST_TOKEN: u32 = u32::MAX - 16;
 
+/// How long the muxer waits for each side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// For a host process to send its whole CONNECT line.
+    pub connect_line: Duration,
+    /// For the guest to answer a host's connection request.
+    pub request: Duration,
+    /// For the guest's RST after podvm shut a connection down both ways,
+    /// and for a slow host to take the guest's last bytes after the
+    /// guest's SHUTDOWN.
+    pub linger: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_line: CONNECT_LINE_TIMEOUT,
+            request: REQUEST_TIMEOUT,
+            linger: LINGER_TIMEOUT,
+        }
+    }
+}
+
 /// Tunables of a [`Muxer`].
 #[derive(Clone)]
 pub struct MuxerOptions {
@@ -65,6 +92,8 @@ pub struct MuxerOptions {
     pub max_connections: usize,
     /// The time source.
     pub clock: Clock,
+    /// The deadlines.
+    pub timeouts: Timeouts,
 }
 
 impl Default for MuxerOptions {
@@ -72,6 +101,7 @@ impl Default for MuxerOptions {
         MuxerOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             clock: Arc::new(Instant::now),
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -80,6 +110,7 @@ impl fmt::Debug for MuxerOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MuxerOptions")
             .field("max_connections", &self.max_connections)
+            .field("timeouts", &self.timeouts)
             .finish_non_exhaustive()
     }
 }
@@ -513,7 +544,14 @@ impl Muxer {
                     fd: stream.as_raw_fd(),
                     token,
                 });
-                let conn = Connection::guest_initiated(stream, token, key, self.guest_cid, hdr);
+                let conn = Connection::guest_initiated(
+                    stream,
+                    token,
+                    key,
+                    self.guest_cid,
+                    hdr,
+                    self.options.timeouts.linger,
+                );
                 self.slots.insert(token, Slot::Conn(key));
                 self.conns.insert(key, conn);
                 self.counters.guest_connections += 1;
@@ -563,7 +601,7 @@ impl Muxer {
                 continue;
             }
             let token = self.alloc_token();
-            let deadline = self.now() + CONNECT_LINE_TIMEOUT;
+            let deadline = self.now() + self.options.timeouts.connect_line;
             self.fd_ops.push(FdOp::Add {
                 fd: stream.as_raw_fd(),
                 token,
@@ -655,8 +693,14 @@ impl Muxer {
             local_port,
             peer_port: port,
         };
-        let mut conn = Connection::host_initiated(p.stream, token, key, self.guest_cid);
-        conn.deadline = Some(self.now() + REQUEST_TIMEOUT);
+        let mut conn = Connection::host_initiated(
+            p.stream,
+            token,
+            key,
+            self.guest_cid,
+            self.options.timeouts.linger,
+        );
+        conn.deadline = Some(self.now() + self.options.timeouts.request);
         self.slots.insert(token, Slot::Conn(key));
         self.conns.insert(key, conn);
         log::debug!("vsock: host connection {key:?} asked for guest port {port}");

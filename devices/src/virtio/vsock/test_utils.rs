@@ -66,6 +66,7 @@ pub fn options(max: usize, clock: &FakeClock) -> MuxerOptions {
     MuxerOptions {
         max_connections: max,
         clock: clock.clock(),
+        ..Default::default()
     }
 }
 
@@ -198,58 +199,212 @@ pub fn packet_bytes(hdr: &Header, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The guest of a device test: memory, the driver's side of the receive
-/// and transmit queues, and the device's side (queues, muxer, scratch,
-/// interrupt), driven by hand.
-pub struct Rig<'a> {
+/// Where buffers are carved from.
+const BUF_START: u64 = 0x10_0000;
+const BUF_END: u64 = 0x100_0000;
+/// Event data of the listener in a [`Rig`]'s epoll set.
+const LISTENER: u32 = u32::MAX - 1;
+
+/// The driver's side of a vsock device: memory and the receive, transmit
+/// and event queues, with helpers to post packets and buffers and to read
+/// what the device returned.
+pub struct Driver<'a> {
     pub mem: &'a GuestMemoryMmap,
     pub rxq: TestQueue<'a>,
     pub txq: TestQueue<'a>,
-    pub rx: Queue,
-    pub tx: Queue,
-    pub muxer: Muxer,
-    pub scratch: Scratch,
-    pub irq: IrqLine,
+    pub evq: TestQueue<'a>,
     /// Buffers of each posted receive chain, by head.
     rx_buffers: HashMap<u16, Vec<(u64, u32)>>,
     rx_seen: u16,
     /// Next free guest address for buffers (wraps).
     next_buf: u64,
-    /// The event loop's part, as the device's handler does it: the
-    /// muxer's descriptors in an epoll set, edge-triggered.
+}
+
+impl<'a> Driver<'a> {
+    /// Queues of 256 entries (the event queue: 16).
+    pub fn new(mem: &'a GuestMemoryMmap) -> Self {
+        Driver {
+            mem,
+            rxq: TestQueue::new(mem, 0, 256),
+            txq: TestQueue::new(mem, 0x4000, 256),
+            evq: TestQueue::new(mem, 0x8000, 16),
+            rx_buffers: HashMap::new(),
+            rx_seen: 0,
+            next_buf: BUF_START,
+        }
+    }
+
+    /// The device's view of the three queues, in order.
+    pub fn queues(&self) -> Vec<Queue> {
+        vec![
+            self.rxq.create_queue(),
+            self.txq.create_queue(),
+            self.evq.create_queue(),
+        ]
+    }
+
+    /// A fresh guest buffer of `len` bytes.
+    pub fn alloc(&mut self, len: u32) -> u64 {
+        let len = u64::from(len).next_multiple_of(64).max(64);
+        if self.next_buf + len > BUF_END {
+            self.next_buf = BUF_START;
+        }
+        let at = self.next_buf;
+        self.next_buf += len;
+        at
+    }
+
+    /// Posts raw bytes as a transmit chain split at `cuts` (offsets).
+    pub fn post_tx_bytes(&mut self, bytes: &[u8], cuts: &[usize]) {
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(bytes.len());
+        let mut bufs = Vec::new();
+        for w in bounds.windows(2) {
+            let piece = &bytes[w[0]..w[1]];
+            let at = self.alloc(piece.len() as u32);
+            self.mem.write_slice(piece, GuestAddress(at)).unwrap();
+            bufs.push((at, piece.len() as u32, 0));
+        }
+        self.txq.add_chain(&bufs);
+    }
+
+    /// Posts one packet (one buffer) for transmission.
+    pub fn post_tx(&mut self, hdr: &Header, payload: &[u8]) {
+        self.post_tx_bytes(&packet_bytes(hdr, payload), &[]);
+    }
+
+    /// Posts `count` receive buffers of `len` bytes each (one descriptor).
+    pub fn post_rx(&mut self, count: usize, len: u32) {
+        for _ in 0..count {
+            self.post_rx_chain(&[len]);
+        }
+    }
+
+    /// Posts one receive chain of buffers of the given sizes.
+    pub fn post_rx_chain(&mut self, sizes: &[u32]) {
+        let with_flags: Vec<(u32, u16)> = sizes.iter().map(|&l| (l, WRITE)).collect();
+        self.post_rx_flags(&with_flags);
+    }
+
+    /// Posts one receive chain of buffers of the given sizes and flags.
+    pub fn post_rx_flags(&mut self, buffers: &[(u32, u16)]) {
+        let bufs: Vec<(u64, u32, u16)> = buffers
+            .iter()
+            .map(|&(l, f)| (self.alloc(l), l, f))
+            .collect();
+        let head = self.rxq.add_chain(&bufs);
+        self.rx_buffers
+            .insert(head, bufs.iter().map(|&(a, l, _)| (a, l)).collect());
+    }
+
+    /// The packets delivered since the last look.
+    pub fn received(&mut self) -> Vec<(Header, Vec<u8>)> {
+        let mut out = Vec::new();
+        while self.rx_seen != self.rxq.used_idx() {
+            let (head, len) = self.rxq.used(self.rx_seen);
+            self.rx_seen = self.rx_seen.wrapping_add(1);
+            let bufs = self
+                .rx_buffers
+                .remove(&(head as u16))
+                .expect("a used head the test posted");
+            let mut bytes = Vec::new();
+            for (addr, l) in bufs {
+                let mut b = vec![0u8; l as usize];
+                self.mem.read_slice(&mut b, GuestAddress(addr)).unwrap();
+                bytes.extend(b);
+            }
+            bytes.truncate(len as usize);
+            if bytes.len() < HDR_LEN {
+                out.push((Header::default(), bytes));
+                continue;
+            }
+            let mut raw = [0u8; HDR_LEN];
+            raw.copy_from_slice(&bytes[..HDR_LEN]);
+            let h = Header::from_bytes(&raw);
+            assert_eq!(h.len as usize, bytes.len() - HDR_LEN, "used length");
+            out.push((h, bytes[HDR_LEN..].to_vec()));
+        }
+        out
+    }
+}
+
+/// A [`Driver`] and the device's side of the receive and transmit queues
+/// (queues, muxer, scratch, interrupt, and an epoll set standing for the
+/// event loop), driven by hand.
+pub struct Rig<'a> {
+    pub driver: Driver<'a>,
+    pub rx: Queue,
+    pub tx: Queue,
+    pub muxer: Muxer,
+    pub scratch: Scratch,
+    pub irq: IrqLine,
+    /// The muxer's descriptors, edge-triggered, as the device's handler
+    /// watches them.
     epoll: Epoll,
     watched: HashMap<u32, RawFd>,
 }
 
-/// Event data of the listener in a [`Rig`]'s epoll set.
-const LISTENER: u32 = u32::MAX - 1;
+impl<'a> std::ops::Deref for Rig<'a> {
+    type Target = Driver<'a>;
+    fn deref(&self) -> &Driver<'a> {
+        &self.driver
+    }
+}
 
-/// Where buffers are carved from.
-const BUF_START: u64 = 0x10_0000;
-const BUF_END: u64 = 0x100_0000;
+impl<'a> std::ops::DerefMut for Rig<'a> {
+    fn deref_mut(&mut self) -> &mut Driver<'a> {
+        &mut self.driver
+    }
+}
 
 impl<'a> Rig<'a> {
-    /// Queues of 256 entries and `muxer`.
+    /// A driver on `mem` and `muxer`.
     pub fn new(mem: &'a GuestMemoryMmap, muxer: Muxer) -> Self {
-        let rxq = TestQueue::new(mem, 0, 256);
-        let txq = TestQueue::new(mem, 0x4000, 256);
-        let rx = rxq.create_queue();
-        let tx = txq.create_queue();
+        let driver = Driver::new(mem);
+        let rx = driver.rxq.create_queue();
+        let tx = driver.txq.create_queue();
         Rig {
-            mem,
-            rxq,
-            txq,
+            driver,
             rx,
             tx,
             muxer,
             scratch: Scratch::new(),
             irq: test_irq(),
-            rx_buffers: HashMap::new(),
-            rx_seen: 0,
-            next_buf: BUF_START,
             epoll: Epoll::new().unwrap(),
             watched: HashMap::new(),
         }
+    }
+
+    /// Posts one packet and runs the transmit queue.
+    pub fn send(&mut self, hdr: &Header, payload: &[u8]) {
+        self.driver.post_tx(hdr, payload);
+        self.run_tx();
+    }
+
+    /// Runs the transmit queue once; asserts every chain came back.
+    pub fn run_tx(&mut self) {
+        process_txq(
+            &mut self.tx,
+            self.driver.mem,
+            &mut self.muxer,
+            &mut self.scratch,
+            &self.irq,
+        )
+        .unwrap();
+        assert_eq!(self.driver.txq.used_idx(), self.driver.txq.avail_idx());
+    }
+
+    /// Runs the receive queue once.
+    pub fn run_rx(&mut self) -> bool {
+        process_rxq(
+            &mut self.rx,
+            self.driver.mem,
+            &mut self.muxer,
+            &mut self.scratch,
+            &self.irq,
+        )
+        .unwrap()
     }
 
     /// Watches the listener, as the device does once active.
@@ -302,11 +457,10 @@ impl<'a> Rig<'a> {
             let n = self.epoll.wait(0, &mut events).unwrap();
             for ev in &events[..n] {
                 let token = (ev.data() >> 32) as u32;
-                let set = ev.event_set();
                 if token == LISTENER {
                     self.muxer.accept_host_connections();
                 } else if self.watched.contains_key(&token) {
-                    self.muxer.on_fd_event(token, readiness(set));
+                    self.muxer.on_fd_event(token, readiness(ev.event_set()));
                 }
                 self.apply_fd_ops();
             }
@@ -318,112 +472,5 @@ impl<'a> Rig<'a> {
             total += n;
             assert!(total < 10_000, "the event loop keeps waking up");
         }
-    }
-
-    /// A fresh guest buffer of `len` bytes.
-    pub fn alloc(&mut self, len: u32) -> u64 {
-        let len = u64::from(len).next_multiple_of(64).max(64);
-        if self.next_buf + len > BUF_END {
-            self.next_buf = BUF_START;
-        }
-        let at = self.next_buf;
-        self.next_buf += len;
-        at
-    }
-
-    /// Posts raw bytes as a transmit chain split at `cuts` (offsets).
-    pub fn post_tx_bytes(&mut self, bytes: &[u8], cuts: &[usize]) {
-        let mut bounds = vec![0];
-        bounds.extend_from_slice(cuts);
-        bounds.push(bytes.len());
-        let mut bufs = Vec::new();
-        for w in bounds.windows(2) {
-            let piece = &bytes[w[0]..w[1]];
-            let at = self.alloc(piece.len() as u32);
-            self.mem.write_slice(piece, GuestAddress(at)).unwrap();
-            bufs.push((at, piece.len() as u32, 0));
-        }
-        self.txq.add_chain(&bufs);
-    }
-
-    /// Posts one packet (one buffer) for transmission.
-    pub fn post_tx(&mut self, hdr: &Header, payload: &[u8]) {
-        self.post_tx_bytes(&packet_bytes(hdr, payload), &[]);
-    }
-
-    /// Posts one packet and runs the transmit queue.
-    pub fn send(&mut self, hdr: &Header, payload: &[u8]) {
-        self.post_tx(hdr, payload);
-        self.run_tx();
-    }
-
-    /// Runs the transmit queue once; asserts every chain came back.
-    pub fn run_tx(&mut self) {
-        process_txq(
-            &mut self.tx,
-            self.mem,
-            &mut self.muxer,
-            &mut self.scratch,
-            &self.irq,
-        )
-        .unwrap();
-        assert_eq!(self.txq.used_idx(), self.txq.avail_idx());
-    }
-
-    /// Posts `count` receive buffers of `len` bytes each (one descriptor).
-    pub fn post_rx(&mut self, count: usize, len: u32) {
-        for _ in 0..count {
-            self.post_rx_chain(&[len]);
-        }
-    }
-
-    /// Posts one receive chain of buffers of the given sizes.
-    pub fn post_rx_chain(&mut self, sizes: &[u32]) {
-        let bufs: Vec<(u64, u32)> = sizes.iter().map(|&l| (self.alloc(l), l)).collect();
-        let flags: Vec<(u64, u32, u16)> = bufs.iter().map(|&(a, l)| (a, l, WRITE)).collect();
-        let head = self.rxq.add_chain(&flags);
-        self.rx_buffers.insert(head, bufs);
-    }
-
-    /// Runs the receive queue once.
-    pub fn run_rx(&mut self) -> bool {
-        process_rxq(
-            &mut self.rx,
-            self.mem,
-            &mut self.muxer,
-            &mut self.scratch,
-            &self.irq,
-        )
-        .unwrap()
-    }
-
-    /// The packets delivered since the last look.
-    pub fn received(&mut self) -> Vec<(Header, Vec<u8>)> {
-        let mut out = Vec::new();
-        while self.rx_seen != self.rxq.used_idx() {
-            let (head, len) = self.rxq.used(self.rx_seen);
-            self.rx_seen = self.rx_seen.wrapping_add(1);
-            let bufs = self
-                .rx_buffers
-                .remove(&(head as u16))
-                .expect("a used head the test posted");
-            let mut bytes = Vec::new();
-            for (addr, l) in bufs {
-                let mut b = vec![0u8; l as usize];
-                self.mem.read_slice(&mut b, GuestAddress(addr)).unwrap();
-                bytes.extend(b);
-            }
-            bytes.truncate(len as usize);
-            if bytes.len() < HDR_LEN {
-                out.push((Header::default(), bytes));
-                continue;
-            }
-            let mut raw = [0u8; HDR_LEN];
-            raw.copy_from_slice(&bytes[..HDR_LEN]);
-            let h = Header::from_bytes(&raw);
-            assert_eq!(h.len as usize, bytes.len() - HDR_LEN, "used length");
-            out.push((h, bytes[HDR_LEN..].to_vec()));
-        }
-        out
     }
 }
