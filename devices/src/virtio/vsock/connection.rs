@@ -894,6 +894,19 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_rw_changes_nothing() {
+        let (mut c, host) = established();
+        assert!(matches!(
+            c.on_guest_packet(&rw(0), &[], Instant::now()),
+            Verdict::Keep
+        ));
+        assert_eq!((c.rx_cnt, c.fwd_cnt), (0, 0));
+        assert!(!c.has_pending_rx());
+        c.on_guest_packet(&rw(2), b"ok", Instant::now());
+        assert_eq!(drain(&host), b"ok");
+    }
+
+    #[test]
     fn credit_requests_and_resets() {
         let (mut c, _host) = established();
         assert!(!c.has_pending_rx());
