@@ -26,6 +26,7 @@ pub mod net;
 mod queue;
 pub mod rng;
 pub mod state;
+pub mod vsock;
 
 pub use common::{CommonState, VirtioCommon};
 pub use device::{ActivateError, Activation, VirtioDevice};
@@ -60,4 +61,6 @@ pub mod device_type {
     pub const BLOCK: u32 = 2;
     /// Entropy source.
     pub const RNG: u32 = 4;
+    /// Socket device (vsock).
+    pub const VSOCK: u32 = 19;
 }
