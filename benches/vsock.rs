@@ -25,8 +25,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use devices::virtio::vsock::packet::{op, Header, HDR_LEN, TYPE_STREAM};
 use devices::virtio::vsock::{
-    guest_target, process_rxq, process_txq, FdOp, Muxer, MuxerOptions, Readiness, Scratch,
-    HOST_CID,
+    guest_target, process_rxq, process_txq, FdOp, Muxer, MuxerOptions, Readiness, Scratch, HOST_CID,
 };
 use devices::virtio::IrqLine;
 use virtio_queue::{Queue, QueueT};
@@ -150,7 +149,8 @@ impl Guest {
     fn post_tx(&mut self, hdr: &Header) {
         let at = self.tx.next_buffer();
         self.mem.write_slice(&hdr.to_bytes(), at).unwrap();
-        self.tx.push(&self.mem, (HDR_LEN + hdr.len as usize) as u32, 0);
+        self.tx
+            .push(&self.mem, (HDR_LEN + hdr.len as usize) as u32, 0);
     }
 
     fn run_tx(&mut self) {
@@ -218,7 +218,8 @@ fn readable() -> Readiness {
 
 fn drain(s: &mut UnixStream, mut n: usize, buf: &mut [u8]) {
     while n > 0 {
-        let got = s.read(&mut buf[..n.min(buf.len())]).unwrap();
+        let len = n.min(buf.len());
+        let got = s.read(&mut buf[..len]).unwrap();
         assert!(got > 0, "EOF");
         n -= got;
     }

@@ -12,10 +12,8 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::muxer::{Muxer, MuxerError, MuxerOptions, VsockCounters};
 use super::queues::{process_eventq, process_rxq, process_txq, Scratch};
 use super::{unix, EVENT_QUEUE, RX_QUEUE, TX_QUEUE};
-use crate::virtio::state::DeviceState;
-use crate::virtio::{
-    device_type, finish_pass, log_this, ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1,
-};
+use crate::virtio::queue::log_this;
+use crate::virtio::{device_type, Activation, VirtioCommon, VirtioDevice, VIRTIO_F_VERSION_1};
 
 /// Size of each of the three queues.
 pub const VSOCK_QUEUE_SIZE: u16 = 256;
@@ -23,8 +21,6 @@ pub const VSOCK_QUEUE_SIZE: u16 = 256;
 /// (chains using it are refused) nor VIRTIO_F_EVENT_IDX; with no
 /// VIRTIO_VSOCK_F_* bit negotiated the device is stream-only (§5.10.3).
 const AVAIL_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1;
-/// `struct virtio_vsock_config`: `le64 guest_cid`.
-const CONFIG_LEN: usize = 8;
 
 /// A vsock device could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -48,18 +44,18 @@ pub enum VsockError {
 /// The virtio-vsock device, with its host side on Unix sockets.
 pub struct Vsock {
     cid: u64,
-    pub(super) state: DeviceState,
+    pub(super) common: VirtioCommon,
     pub(super) muxer: Muxer,
     scratch: Scratch,
-    acked_features: u64,
     /// A TRANSPORT_RESET event waits for an event buffer.
     reset_event_pending: bool,
     /// Fires at the muxer's earliest deadline.
     pub(super) timer: TimerFd,
     /// The deadline the timer is set for.
     pub(super) timer_armed: Option<Instant>,
-    /// Queue errors (a driver that broke its rings), for rate-limited logs.
-    queue_errors: u64,
+    /// Event-queue errors (a driver that broke its ring), for rate-limited
+    /// logs.
+    event_errors: u64,
 }
 
 impl Vsock {
@@ -79,21 +75,28 @@ impl Vsock {
         if !(3..u64::from(u32::MAX)).contains(&guest_cid) {
             return Err(VsockError::InvalidCid(guest_cid));
         }
-        let state = DeviceState::new().map_err(VsockError::CreateStateEvent)?;
+        // `struct virtio_vsock_config`: `le64 guest_cid`, read-only.
+        let common = VirtioCommon::new(
+            "virtio-vsock".to_string(),
+            device_type::VSOCK,
+            &[VSOCK_QUEUE_SIZE, VSOCK_QUEUE_SIZE, VSOCK_QUEUE_SIZE],
+            AVAIL_FEATURES,
+            guest_cid.to_le_bytes().to_vec(),
+        )
+        .map_err(VsockError::CreateStateEvent)?;
         let timer = TimerFd::new().map_err(|e| VsockError::CreateTimer(e.into()))?;
         // A timer read after a re-arm must not block the event loop.
         unix::set_nonblocking(&timer).map_err(VsockError::CreateTimer)?;
         let muxer = Muxer::new(guest_cid, uds_path, options).map_err(VsockError::Listen)?;
         Ok(Vsock {
             cid: guest_cid,
-            state,
+            common,
             muxer,
             scratch: Scratch::new(),
-            acked_features: 0,
             reset_event_pending: false,
             timer,
             timer_armed: None,
-            queue_errors: 0,
+            event_errors: 0,
         })
     }
 
@@ -121,7 +124,7 @@ impl Vsock {
     /// it starts with none anyway.
     pub fn transport_reset(&mut self) {
         self.muxer.drop_all();
-        let Some(a) = self.state.active() else {
+        let Some(a) = self.common.active() else {
             return;
         };
         self.reset_event_pending = true;
@@ -132,28 +135,10 @@ impl Vsock {
 
     /// Hands the driver's transmitted packets to the muxer.
     pub(super) fn process_tx(&mut self) {
-        let Some(Activation {
-            mem,
-            queues,
-            queue_evts,
-            irq,
-        }) = self.state.active()
-        else {
-            return;
-        };
-        let result = process_txq(
-            &mut queues[TX_QUEUE],
-            mem,
-            &mut self.muxer,
-            &mut self.scratch,
-            irq,
-        );
-        finish_pass(
-            result,
-            &queue_evts[TX_QUEUE],
-            &mut self.queue_errors,
-            || "virtio-vsock transmit queue".to_string(),
-        );
+        let (muxer, scratch) = (&mut self.muxer, &mut self.scratch);
+        self.common.run_pass(TX_QUEUE, |queue, mem, irq| {
+            process_txq(queue, mem, muxer, scratch, irq)
+        });
     }
 
     /// Delivers what the muxer has for the guest.
@@ -161,28 +146,10 @@ impl Vsock {
         if !self.muxer.has_rx() {
             return;
         }
-        let Some(Activation {
-            mem,
-            queues,
-            queue_evts,
-            irq,
-        }) = self.state.active()
-        else {
-            return;
-        };
-        let result = process_rxq(
-            &mut queues[RX_QUEUE],
-            mem,
-            &mut self.muxer,
-            &mut self.scratch,
-            irq,
-        );
-        finish_pass(
-            result,
-            &queue_evts[RX_QUEUE],
-            &mut self.queue_errors,
-            || "virtio-vsock receive queue".to_string(),
-        );
+        let (muxer, scratch) = (&mut self.muxer, &mut self.scratch);
+        self.common.run_pass(RX_QUEUE, |queue, mem, irq| {
+            process_rxq(queue, mem, muxer, scratch, irq)
+        });
     }
 
     /// Posts a pending TRANSPORT_RESET event.
@@ -192,7 +159,7 @@ impl Vsock {
         }
         let Some(Activation {
             mem, queues, irq, ..
-        }) = self.state.active()
+        }) = self.common.active()
         else {
             return;
         };
@@ -203,7 +170,7 @@ impl Vsock {
             &mut self.muxer,
             irq,
         ) {
-            if log_this(&mut self.queue_errors) {
+            if log_this(&mut self.event_errors) {
                 log::warn!("virtio-vsock event queue: {e}");
             }
         }
@@ -211,53 +178,20 @@ impl Vsock {
 }
 
 impl VirtioDevice for Vsock {
-    fn device_type(&self) -> u32 {
-        device_type::VSOCK
+    fn common(&self) -> &VirtioCommon {
+        &self.common
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[VSOCK_QUEUE_SIZE, VSOCK_QUEUE_SIZE, VSOCK_QUEUE_SIZE]
+    fn common_mut(&mut self) -> &mut VirtioCommon {
+        &mut self.common
     }
 
-    fn avail_features(&self) -> u64 {
-        AVAIL_FEATURES
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & AVAIL_FEATURES;
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        // Any width at any offset; past the end reads as zeros.
-        let config = self.cid.to_le_bytes();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = start
-                .checked_add(i)
-                .filter(|&at| at < CONFIG_LEN)
-                .map_or(0, |at| config[at]);
-        }
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // The configuration space is read-only (spec §5.10.4).
-        log::debug!(
-            "virtio-vsock: ignored {}-byte config write at {offset:#x}",
-            data.len()
-        );
-    }
-
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        self.state.activate(activation, 3)
-    }
-
-    fn reset(&mut self) -> bool {
+    fn reset(&mut self) {
         // Every connection ends with the device (its host streams see EOF
         // now; the event loop closes them).
         self.muxer.drop_all();
         self.reset_event_pending = false;
-        self.acked_features = 0;
-        self.state.reset()
+        self.common.reset();
     }
 }
 
@@ -265,6 +199,7 @@ impl VirtioDevice for Vsock {
 mod tests {
     use super::*;
     use crate::virtio::vsock::test_utils::{test_irq, test_mem, Driver};
+    use crate::virtio::ActivateError;
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     fn vsock(dir: &tempfile::TempDir, cid: u64) -> Result<Vsock, VsockError> {
@@ -301,7 +236,7 @@ mod tests {
         v.read_config(0, &mut d);
         assert_eq!(d, [3, 0, 0, 0, 0, 0, 0, 0]);
         v.set_acked_features(u64::MAX);
-        assert_eq!(v.acked_features, 1 << 32);
+        assert_eq!(v.common.acked_features(), 1 << 32);
     }
 
     #[test]
@@ -346,6 +281,8 @@ mod tests {
             irq: test_irq(),
         };
         v.activate(a).unwrap();
-        assert!(v.reset());
+        assert!(v.common.is_active());
+        v.reset();
+        assert!(!v.common.is_active());
     }
 }

@@ -21,7 +21,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::muxer::{FdOp, Readiness};
 use super::{Vsock, EVENT_QUEUE, RX_QUEUE, TX_QUEUE};
-use crate::virtio::state::{BACKEND_EVENT, STATE_EVENT};
+use crate::virtio::state::{handle_event, QueueHandler, BACKEND_EVENT};
 
 /// Event data of the device's timer.
 pub const TIMER_EVENT: u32 = u32::MAX - 2;
@@ -47,13 +47,6 @@ pub(super) fn readiness(set: EventSet) -> Readiness {
 }
 
 impl Vsock {
-    /// Consumes the notification of queue `index`.
-    fn consume_queue_event(&mut self, index: usize) {
-        if let Some(a) = self.state.active() {
-            let _ = a.queue_evts[index].read();
-        }
-    }
-
     /// Applies the muxer's watch-list changes. A stream that cannot be
     /// watched ends its connection (which only removes, so this ends).
     fn apply_fd_ops(&mut self, ops: &mut EventOps) {
@@ -101,34 +94,38 @@ impl Vsock {
     }
 }
 
-impl MutEventSubscriber for Vsock {
-    fn process(&mut self, events: Events, ops: &mut EventOps) {
-        match events.data() {
-            STATE_EVENT => {
-                let listener = (self.muxer.listener_fd(), listener_events());
-                if self.state.sync(ops, Some(listener)) {
-                    // Work queued before activation was noticed.
-                    self.process_tx();
-                    self.process_rx();
-                    self.process_events();
-                }
-            }
+impl QueueHandler for Vsock {
+    fn process_queue(&mut self, index: usize, _ops: &mut EventOps) {
+        match index {
             // The driver posted receive buffers (or a pass rescheduled
             // itself).
-            data if data == RX_QUEUE as u32 => {
-                self.consume_queue_event(RX_QUEUE);
-                self.process_rx();
-            }
-            data if data == TX_QUEUE as u32 => {
-                self.consume_queue_event(TX_QUEUE);
+            RX_QUEUE => self.process_rx(),
+            TX_QUEUE => {
                 self.process_tx();
                 // Answers, credit updates, and data that credit unblocked.
                 self.process_rx();
             }
-            data if data == EVENT_QUEUE as u32 => {
-                self.consume_queue_event(EVENT_QUEUE);
-                self.process_events();
-            }
+            EVENT_QUEUE => self.process_events(),
+            other => log::warn!("virtio-vsock: no queue {other}"),
+        }
+    }
+
+    fn activated(&mut self, ops: &mut EventOps) {
+        let listener = self.muxer.listener_fd();
+        if let Err(e) = self
+            .common
+            .watch(ops, listener, BACKEND_EVENT, listener_events())
+        {
+            log::error!("virtio-vsock: cannot watch the Unix listener: {e}");
+        }
+        // Work queued before activation was noticed.
+        self.process_tx();
+        self.process_rx();
+        self.process_events();
+    }
+
+    fn process_event(&mut self, data: u32, events: EventSet, ops: &mut EventOps) {
+        match data {
             BACKEND_EVENT => {
                 if self.muxer.accept_host_connections() {
                     // Re-arming an edge-triggered fd reports it again
@@ -151,16 +148,22 @@ impl MutEventSubscriber for Vsock {
                 self.process_rx();
             }
             token => {
-                self.muxer.on_fd_event(token, readiness(events.event_set()));
+                self.muxer.on_fd_event(token, readiness(events));
                 self.process_rx();
             }
         }
+    }
+}
+
+impl MutEventSubscriber for Vsock {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        handle_event(self, events, ops);
         self.apply_fd_ops(ops);
         self.arm_timer();
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        self.state.init(ops);
+        self.common.init(ops);
         if let Err(e) = ops.add(Events::with_data(&self.timer, TIMER_EVENT, EventSet::IN)) {
             log::error!("virtio-vsock: cannot watch the timer: {e:?}");
         }

@@ -33,7 +33,7 @@ use super::connection::{
 };
 use super::packet::{op, Header, TYPE_STREAM};
 use super::{unix, HOST_CID};
-use crate::virtio::log_this;
+use crate::virtio::queue::log_this;
 
 /// Where time comes from (tests inject a fake).
 pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;

@@ -22,7 +22,8 @@ use super::chain::{self, ChainError, DescTable, Segment};
 use super::muxer::Muxer;
 use super::packet::{Header, EVENT_LEN, EVENT_TRANSPORT_RESET, HDR_LEN};
 use super::MAX_PAYLOAD;
-use crate::virtio::{should_interrupt, IrqLine, INT_VRING};
+use crate::virtio::queue::should_interrupt;
+use crate::virtio::{IrqLine, INT_VRING};
 
 /// Most chains taken from a queue in one pass, so that a busy guest or
 /// host cannot hold the event loop.
