@@ -55,6 +55,7 @@ fn spec(mem_size_mib: usize) -> VmSpec {
         drives: Vec::new(),
         net: Vec::new(),
         entropy: false,
+        vsock: None,
     }
 }
 

@@ -27,7 +27,8 @@ fn flag_of(e: &SpecError) -> &'static str {
         "mem_size_mib" => "--memory",
         "drives" => "--disk",
         "network-interfaces" => "--net",
-        "devices" => "--disk/--net/--rng",
+        "vsock" => "--vsock",
+        "devices" => "--disk/--net/--rng/--vsock",
         _ => "--cmdline",
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use clap::Args;
 use resources::{
-    BootSourceConfig, DriveConfig, MachineConfig, NetConfig, SerialConfig, VmSpec,
+    BootSourceConfig, DriveConfig, MachineConfig, NetConfig, SerialConfig, VmSpec, VsockConfig,
     DEFAULT_KERNEL_CMDLINE,
 };
 
@@ -64,6 +64,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub rng: bool,
 
+    /// A virtio-vsock device with its host side on a Unix socket
+    /// (Firecracker's hybrid vsock): `cid=N,uds=PATH`. A host process
+    /// connects to PATH and writes `CONNECT <port>\n` to reach guest port
+    /// <port>; a guest connection to host port P goes to `PATH_P`.
+    #[arg(long, value_name = "SPEC")]
+    pub vsock: Option<String>,
+
     /// Also serve the control API on this Unix socket while the VM runs
     /// (pause, resume, Shutdown, state; as `podvm serve`).
     #[arg(long, value_name = "PATH")]
@@ -110,6 +117,37 @@ pub fn parse_disk(spec: &str, index: usize) -> Result<DriveConfig, String> {
         return Err(err("path=PATH is required".into()));
     }
     Ok(drive)
+}
+
+/// Parses the `--vsock` value.
+pub fn parse_vsock(spec: &str) -> Result<VsockConfig, String> {
+    let err = |why: String| format!("--vsock {spec}: {why}");
+    let (mut cid, mut uds) = (None, None);
+    for (key, value) in options(spec) {
+        match (key, value) {
+            ("cid", Some(c)) => {
+                cid =
+                    Some(c.parse::<u32>().map_err(|_| {
+                        err(format!("cid {c:?} is not a number from 3 to 4294967294"))
+                    })?)
+            }
+            ("uds", Some(p)) if !p.is_empty() => uds = Some(PathBuf::from(p)),
+            _ => {
+                return Err(err(format!(
+                    "unknown or malformed option {:?} (expected cid=N, uds=PATH)",
+                    value.map_or(key.to_string(), |v| format!("{key}={v}"))
+                )))
+            }
+        }
+    }
+    match (cid, uds) {
+        (Some(guest_cid), Some(uds_path)) => Ok(VsockConfig {
+            guest_cid,
+            uds_path,
+        }),
+        (None, _) => Err(err("cid=N is required".into())),
+        (_, None) => Err(err("uds=PATH is required".into())),
+    }
 }
 
 /// Parses one `--net` value; `index` numbers the default id.
@@ -170,6 +208,7 @@ impl RunArgs {
             drives,
             net,
             entropy: self.rng,
+            vsock: self.vsock.as_deref().map(parse_vsock).transpose()?,
         })
     }
 }
@@ -323,6 +362,39 @@ mod tests {
         for (flag, value, want) in cases {
             let r = run_args(&["run", "--kernel", "/k", flag, value]);
             let err = r.spec().unwrap_err();
+            assert!(err.starts_with(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn vsock_flag() {
+        let r = run_args(&["run", "--kernel", "/k", "--vsock", "cid=7,uds=/run/v.sock"]);
+        assert_eq!(
+            r.spec().unwrap().vsock,
+            Some(VsockConfig {
+                guest_cid: 7,
+                uds_path: "/run/v.sock".into()
+            })
+        );
+        assert_eq!(
+            run_args(&["run", "--kernel", "/k"]).spec().unwrap().vsock,
+            None
+        );
+        for (value, want) in [
+            ("uds=/v", "--vsock uds=/v: cid=N is required"),
+            ("cid=3", "--vsock cid=3: uds=PATH is required"),
+            (
+                "cid=x,uds=/v",
+                "--vsock cid=x,uds=/v: cid \"x\" is not a number from 3 to 4294967294",
+            ),
+            (
+                "cid=3,uds=/v,port=1",
+                "--vsock cid=3,uds=/v,port=1: unknown or malformed option \"port=1\"",
+            ),
+        ] {
+            let err = run_args(&["run", "--kernel", "/k", "--vsock", value])
+                .spec()
+                .unwrap_err();
             assert!(err.starts_with(want), "{err}");
         }
     }

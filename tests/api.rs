@@ -297,6 +297,39 @@ fn a_config_file_starts_the_vm_at_once_and_a_live_socket_is_refused() {
 }
 
 #[test]
+fn vsock_is_configured_before_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(&dir);
+    let mut vm = spawn_serve(&sock, &[]);
+    let (code, body) = http(
+        &sock,
+        "PUT",
+        "/vsock",
+        r#"{"guest_cid": 2, "uds_path": "/run/v.sock"}"#,
+    );
+    assert_eq!(code, 400);
+    assert!(
+        body.contains("vsock guest_cid 2 is reserved: it must be from 3 to 4294967294"),
+        "{body}"
+    );
+    let uds = dir.path().join("v.sock");
+    let put = format!(
+        r#"{{"vsock_id": "v0", "guest_cid": 7, "uds_path": "{}"}}"#,
+        uds.display()
+    );
+    let (code, body) = http(&sock, "PUT", "/vsock", &put);
+    assert_eq!(code, 204, "{body}");
+    let (_, config) = http(&sock, "GET", "/vm/config", "");
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["vsock"],
+        serde_json::json!({"guest_cid": 7, "uds_path": uds})
+    );
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+}
+
+#[test]
 fn the_logger_can_be_sent_to_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let sock = sock_in(&dir);
@@ -594,6 +627,13 @@ fn every_body_endpoint_refuses_every_class_of_bad_input() {
             r#"{"metrics_path": 3}"#,
             "{}",
             "metrics_path",
+        ),
+        (
+            "PUT",
+            "/vsock",
+            r#"{"guest_cid": "three", "uds_path": "/v"}"#,
+            r#"{"guest_cid": 3}"#,
+            "uds_path",
         ),
     ];
     let still_serving = |what: &str| {

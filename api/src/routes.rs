@@ -7,7 +7,7 @@ use hyper::Method;
 use resources::action::VmmAction;
 use resources::firecracker::{
     FcDrive, FcDriveUpdate, FcEntropy, FcMachineConfig, FcMachineConfigUpdate, FcNetworkInterface,
-    FcNetworkInterfaceUpdate,
+    FcNetworkInterfaceUpdate, FcVsock,
 };
 use resources::BootSourceConfig;
 use serde::de::DeserializeOwned;
@@ -193,7 +193,7 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<VmmAction, ApiE
             VmStateValue::Paused => VmmAction::Pause,
             VmStateValue::Resumed => VmmAction::Resume,
         },
-        ("/vsock", "PUT") => return Err(ApiError::NotSupported("vsock is not supported yet")),
+        ("/vsock", "PUT") => VmmAction::PutVsock(parse::<FcVsock>("vsock", body)?.into_config()?),
         ("/snapshot/create", "PUT") | ("/snapshot/load", "PUT") => {
             return Err(ApiError::NotSupported("snapshots are not supported yet"))
         }
@@ -308,6 +308,17 @@ mod tests {
             })
         );
         assert_eq!(ok(Method::PUT, "/entropy", "{}"), VmmAction::PutEntropy);
+        assert_eq!(
+            ok(
+                Method::PUT,
+                "/vsock",
+                r#"{"vsock_id": "v", "guest_cid": 3, "uds_path": "/v.sock"}"#
+            ),
+            VmmAction::PutVsock(resources::VsockConfig {
+                guest_cid: 3,
+                uds_path: "/v.sock".into()
+            })
+        );
         assert_eq!(
             ok(Method::PUT, "/entropy", r#"{"rate_limiter": null}"#),
             VmmAction::PutEntropy
@@ -635,12 +646,6 @@ mod tests {
                 "/machine-config",
                 r#"{"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": true}"#,
                 "machine-config.track_dirty_pages: true (yet) is not supported by podvm",
-            ),
-            (
-                Method::PUT,
-                "/vsock",
-                r#"{"guest_cid": 3, "uds_path": "/v"}"#,
-                "vsock is not supported yet",
             ),
             (
                 Method::PUT,

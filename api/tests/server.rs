@@ -325,9 +325,12 @@ async fn errors_have_their_status_and_a_fault_message_and_serving_goes_on() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.fault().contains("\"rootfs\""), "{r:?}");
 
-    let r = c.call(Method::PUT, "/vsock", "{}").await;
+    let r = c.call(Method::PUT, "/vsock", r#"{"guest_cid": 3}"#).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.fault(), "vsock is not supported yet");
+    assert!(
+        r.fault().starts_with("vsock: missing field `uds_path`"),
+        "{r:?}"
+    );
 
     // All of those on one connection, and none reached the VMM.
     assert!(f.vmm.actions().is_empty());

@@ -121,6 +121,8 @@ pub enum VmmAction {
     PatchNetworkInterface(String),
     /// `PUT /entropy`.
     PutEntropy,
+    /// `PUT /vsock`.
+    PutVsock(crate::VsockConfig),
     /// `PUT /actions` `InstanceStart`.
     InstanceStart,
     /// `PUT /actions` `SendCtrlAltDel`.
@@ -223,6 +225,7 @@ impl VmmAction {
             VmmAction::PutNetworkInterface(_) => "put_network_interface",
             VmmAction::PatchNetworkInterface(_) => "patch_network_interface",
             VmmAction::PutEntropy => "put_entropy",
+            VmmAction::PutVsock(_) => "put_vsock",
             VmmAction::PutLogger(_) => "put_logger",
             VmmAction::PutMetrics(_) => "put_metrics",
             VmmAction::InstanceStart => "instance_start",

@@ -5,13 +5,15 @@
 //! The sections the control API also takes are parsed with the API's own
 //! request types ([`crate::firecracker`]), so that a field is accepted or
 //! refused, with the same message, whichever way it comes. Sections podvm
-//! does not implement yet (`vsock`, `balloon`, `mmds-config`,
-//! `cpu-config`) are refused by name; unknown fields are refused too.
+//! does not implement yet (`balloon`, `mmds-config`, `cpu-config`) are
+//! refused by name; unknown fields are refused too.
 
 use serde::Deserialize;
 
 use crate::action::{LoggerConfig, MetricsConfig};
-use crate::firecracker::{FcDrive, FcEntropy, FcMachineConfig, FcNetworkInterface, Unsupported};
+use crate::firecracker::{
+    FcDrive, FcEntropy, FcMachineConfig, FcNetworkInterface, FcVsock, Unsupported,
+};
 use crate::{BootSourceConfig, MachineConfig, SerialConfig, VmSpec};
 
 /// What a configuration file asks for: the VM, and where the VMM's own log
@@ -52,7 +54,7 @@ struct ConfigFile {
     #[serde(default)]
     entropy: Option<FcEntropy>,
     #[serde(default)]
-    vsock: Option<serde_json::Value>,
+    vsock: Option<FcVsock>,
     #[serde(default)]
     balloon: Option<serde_json::Value>,
     #[serde(rename = "mmds-config", default)]
@@ -90,7 +92,6 @@ pub fn parse_config_file_contents(json: &str) -> Result<ConfigFileContents, Conf
 
 fn spec_of(file: ConfigFile) -> Result<VmSpec, ConfigFileError> {
     for (present, key) in [
-        (file.vsock.is_some(), "\"vsock\""),
         (file.balloon.is_some(), "\"balloon\""),
         (file.mmds_config.is_some(), "\"mmds-config\""),
         (file.cpu_config.is_some(), "\"cpu-config\""),
@@ -129,6 +130,7 @@ fn spec_of(file: ConfigFile) -> Result<VmSpec, ConfigFileError> {
         drives,
         net,
         entropy,
+        vsock: file.vsock.map(FcVsock::into_config).transpose()?,
     })
 }
 
@@ -155,7 +157,8 @@ mod tests {
       "network-interfaces": [
         {"iface_id": "eth0", "guest_mac": "06:00:ac:10:00:02", "host_dev_name": "tap0"}
       ],
-      "entropy": {}
+      "entropy": {},
+      "vsock": {"vsock_id": "vsock0", "guest_cid": 3, "uds_path": "/run/v.sock"}
     }"#;
 
     #[test]
@@ -180,6 +183,13 @@ mod tests {
             "06:00:ac:10:00:02"
         );
         assert!(spec.entropy);
+        assert_eq!(
+            spec.vsock,
+            Some(crate::VsockConfig {
+                guest_cid: 3,
+                uds_path: "/run/v.sock".into()
+            })
+        );
         assert_eq!(spec.serial, SerialConfig::Stdout);
         assert_eq!(spec.validate(8), Ok(()));
     }
@@ -222,8 +232,12 @@ mod tests {
                 "invalid type",
             ),
             (
-                r#"{"boot-source": {"kernel_image_path": "/k"}, "vsock": {}}"#,
-                "\"vsock\" (yet) is not supported",
+                r#"{"boot-source": {"kernel_image_path": "/k"}, "vsock": {"guest_cid": 3}}"#,
+                "missing field `uds_path`",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": "/k"}, "balloon": {}}"#,
+                "\"balloon\" (yet) is not supported",
             ),
             (
                 r#"{"boot-source": {"kernel_image_path": "/k"}, "logger": {"colour": true}}"#,

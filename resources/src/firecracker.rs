@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::action::{DriveUpdate, MachineConfigUpdate};
-use crate::{CacheType, DriveConfig, MacAddr, MachineConfig, NetConfig};
+use crate::{CacheType, DriveConfig, MacAddr, MachineConfig, NetConfig, VsockConfig};
 
 /// A field podvm does not support, or not with that value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -251,6 +251,29 @@ impl FcNetworkInterfaceUpdate {
     pub fn into_iface_id(self) -> Result<String, Unsupported> {
         no_net_rate_limiters(&self.iface_id, &self.rx_rate_limiter, &self.tx_rate_limiter)?;
         Ok(self.iface_id)
+    }
+}
+
+/// `vsock`, `PUT /vsock` (Firecracker's `Vsock`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcVsock {
+    /// Deprecated in Firecracker and ignored there too.
+    #[serde(default)]
+    vsock_id: Option<String>,
+    guest_cid: u32,
+    uds_path: PathBuf,
+}
+
+impl FcVsock {
+    /// The vsock configuration (its values are checked with the rest of
+    /// the spec: [`crate::VmSpec::validate`]).
+    pub fn into_config(self) -> Result<VsockConfig, Unsupported> {
+        let _ = self.vsock_id;
+        Ok(VsockConfig {
+            guest_cid: self.guest_cid,
+            uds_path: self.uds_path,
+        })
     }
 }
 

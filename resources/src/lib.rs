@@ -14,6 +14,7 @@ mod machine;
 mod net;
 mod serial;
 mod spec;
+mod vsock;
 
 pub use boot_source::{
     insert_kernel_args, split_init_args, BootSourceConfig, DEFAULT_KERNEL_CMDLINE,
@@ -27,3 +28,4 @@ pub use machine::{MachineConfig, MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB};
 pub use net::{MacAddr, MacAddrParseError, NetConfig, TAP_NAME_MAX_LEN};
 pub use serial::{SerialConfig, SerialConfigParseError};
 pub use spec::{SpecError, VmSpec, MAX_VIRTIO_DEVICES};
+pub use vsock::{VsockConfig, UDS_PATH_MAX_LEN};

@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 
 use crate::{
-    BootSourceConfig, DriveConfig, MachineConfig, NetConfig, SerialConfig, MAX_KERNEL_CMDLINE_LEN,
-    MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB, TAP_NAME_MAX_LEN,
+    BootSourceConfig, DriveConfig, MachineConfig, NetConfig, SerialConfig, VsockConfig,
+    MAX_KERNEL_CMDLINE_LEN, MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB, TAP_NAME_MAX_LEN,
+    UDS_PATH_MAX_LEN,
 };
 
 /// Most virtio devices a VM can have: one interrupt line each, GSIs 5 to 23.
@@ -26,6 +27,8 @@ pub struct VmSpec {
     pub net: Vec<NetConfig>,
     /// Whether the guest gets a virtio-rng entropy device.
     pub entropy: bool,
+    /// The vsock device, if any.
+    pub vsock: Option<VsockConfig>,
 }
 
 /// A spec that cannot describe a VM, found without touching the host.
@@ -91,9 +94,25 @@ pub enum SpecError {
     /// Two interfaces share a MAC address.
     #[error("network interface {0:?}: its MAC address is used by another interface")]
     DuplicateMac(String),
+    /// A guest CID that is reserved.
+    #[error("vsock guest_cid {0} is reserved: it must be from 3 to 4294967294")]
+    VsockCid(u32),
+    /// A socket path that cannot be bound.
+    #[error("vsock uds_path {0:?} must be 1 to {UDS_PATH_MAX_LEN} bytes")]
+    VsockPath(PathBufDisplay),
     /// Too many virtio devices for the interrupt lines.
     #[error("{0} virtio devices: at most {MAX_VIRTIO_DEVICES} fit (one interrupt line each)")]
     TooManyDevices(usize),
+}
+
+/// A path as the error message shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathBufDisplay(pub String);
+
+impl std::fmt::Display for PathBufDisplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -120,6 +139,7 @@ impl SpecError {
             | SpecError::BadTapName { .. }
             | SpecError::DuplicateTap { .. }
             | SpecError::DuplicateMac(_) => "network-interfaces",
+            SpecError::VsockCid(_) | SpecError::VsockPath(_) => "vsock",
             SpecError::TooManyDevices(_) => "devices",
         }
     }
@@ -208,7 +228,21 @@ impl VmSpec {
                 }
             }
         }
-        let devices = self.drives.len() + self.net.len() + usize::from(self.entropy);
+        if let Some(v) = &self.vsock {
+            if v.guest_cid < 3 || v.guest_cid == u32::MAX {
+                return Err(SpecError::VsockCid(v.guest_cid));
+            }
+            let len = v.uds_path.as_os_str().len();
+            if len == 0 || len > UDS_PATH_MAX_LEN {
+                return Err(SpecError::VsockPath(PathBufDisplay(
+                    v.uds_path.display().to_string(),
+                )));
+            }
+        }
+        let devices = self.drives.len()
+            + self.net.len()
+            + usize::from(self.entropy)
+            + usize::from(self.vsock.is_some());
         if devices > MAX_VIRTIO_DEVICES {
             return Err(SpecError::TooManyDevices(devices));
         }
@@ -232,6 +266,7 @@ mod tests {
             drives: Vec::new(),
             net: Vec::new(),
             entropy: false,
+            vsock: None,
         }
     }
 
@@ -381,5 +416,34 @@ mod tests {
                 max: 254
             })
         );
+    }
+
+    #[test]
+    fn vsock_cids_and_paths_are_checked() {
+        let with = |cid: u32, path: &str| {
+            let mut s = spec();
+            s.vsock = Some(VsockConfig {
+                guest_cid: cid,
+                uds_path: path.into(),
+            });
+            s.validate(8)
+        };
+        assert_eq!(with(3, "/run/v.sock"), Ok(()));
+        assert_eq!(with(u32::MAX - 1, "/v"), Ok(()));
+        for cid in [0, 1, 2, u32::MAX] {
+            assert_eq!(with(cid, "/v"), Err(SpecError::VsockCid(cid)));
+        }
+        assert_eq!(
+            with(3, ""),
+            Err(SpecError::VsockPath(PathBufDisplay(String::new())))
+        );
+        let long = format!("/{}", "x".repeat(UDS_PATH_MAX_LEN));
+        let err = with(3, &long).unwrap_err();
+        assert_eq!(err.field(), "vsock");
+        assert_eq!(
+            err.to_string(),
+            format!("vsock uds_path {long:?} must be 1 to 107 bytes")
+        );
+        assert_eq!(with(3, &long[..UDS_PATH_MAX_LEN]), Ok(()));
     }
 }

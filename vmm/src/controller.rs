@@ -42,6 +42,8 @@ pub struct PendingConfig {
     pub net: Vec<NetConfig>,
     /// Whether an entropy device was put.
     pub entropy: bool,
+    /// The vsock device, once put.
+    pub vsock: Option<resources::VsockConfig>,
 }
 
 impl PendingConfig {
@@ -53,6 +55,7 @@ impl PendingConfig {
             drives: spec.drives,
             net: spec.net,
             entropy: spec.entropy,
+            vsock: spec.vsock,
         }
     }
 
@@ -67,6 +70,7 @@ impl PendingConfig {
             drives: self.drives.clone(),
             net: self.net.clone(),
             entropy: self.entropy,
+            vsock: self.vsock.clone(),
         })
     }
 
@@ -83,6 +87,9 @@ impl PendingConfig {
         }
         if self.entropy {
             v["entropy"] = serde_json::json!({});
+        }
+        if let Some(vsock) = &self.vsock {
+            v["vsock"] = serde_json::json!(vsock);
         }
         v
     }
@@ -247,6 +254,12 @@ impl Controller {
                 self.config.entropy = true;
                 Ok(VmmData::Empty)
             }
+            VmmAction::PutVsock(v) => {
+                self.before_boot("vsock")?;
+                check_vsock(&v)?;
+                self.config.vsock = Some(v);
+                Ok(VmmData::Empty)
+            }
             VmmAction::PutLogger(cfg) => crate::logger::configure(&cfg)
                 .map(|()| VmmData::Empty)
                 .map_err(|e| ActionError(e.to_string())),
@@ -365,9 +378,11 @@ impl Controller {
     }
 }
 
-fn check_machine(m: &MachineConfig) -> Result<(), ActionError> {
-    let probe = VmSpec {
-        machine: m.clone(),
+/// A spec with `machine` and nothing else, for checking one part of a
+/// configuration at the call that sets it.
+fn probe_spec(machine: MachineConfig) -> VmSpec {
+    VmSpec {
+        machine,
         boot_source: BootSourceConfig {
             kernel_image_path: "/".into(),
             boot_args: None,
@@ -377,10 +392,25 @@ fn check_machine(m: &MachineConfig) -> Result<(), ActionError> {
         drives: Vec::new(),
         net: Vec::new(),
         entropy: false,
+        vsock: None,
+    }
+}
+
+fn check_machine(m: &MachineConfig) -> Result<(), ActionError> {
+    probe_spec(m.clone())
+        .validate(u32::MAX)
+        .map_err(|e| ActionError(format!("machine-config: {e}")))
+}
+
+/// Refuses a vsock configuration the spec would refuse, at the call.
+fn check_vsock(v: &resources::VsockConfig) -> Result<(), ActionError> {
+    let probe = VmSpec {
+        vsock: Some(v.clone()),
+        ..probe_spec(MachineConfig::default())
     };
     probe
         .validate(u32::MAX)
-        .map_err(|e| ActionError(format!("machine-config: {e}")))
+        .map_err(|e| ActionError(e.to_string()))
 }
 
 /// The receiving end of the API's actions.

@@ -472,6 +472,7 @@ mod tests {
             drives,
             net: Vec::new(),
             entropy: false,
+            vsock: None,
         }
     }
 

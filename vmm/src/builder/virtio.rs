@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use devices::virtio::block::{Block, BlockError};
 use devices::virtio::net::{random_mac, Net, NetError, Tap, TapError};
 use devices::virtio::rng::Rng;
+use devices::virtio::vsock::{Vsock, VsockError};
 use resources::{DriveConfig, VmSpec};
 use vm_memory::GuestMemoryMmap;
 
@@ -29,6 +30,8 @@ pub enum VirtioSlotKind {
     Net(usize),
     /// The entropy device.
     Rng,
+    /// The vsock device.
+    Vsock,
 }
 
 /// The drives in the order the guest sees them: the root drive first, so
@@ -43,7 +46,8 @@ pub fn virtio_layout(spec: &VmSpec) -> Vec<VirtioSlotKind> {
     let drives = (0..spec.drives.len()).map(VirtioSlotKind::Drive);
     let nets = (0..spec.net.len()).map(VirtioSlotKind::Net);
     let rng = spec.entropy.then_some(VirtioSlotKind::Rng);
-    drives.chain(nets).chain(rng).collect()
+    let vsock = spec.vsock.is_some().then_some(VirtioSlotKind::Vsock);
+    drives.chain(nets).chain(rng).chain(vsock).collect()
 }
 
 /// A disk's data could not be made durable when the VM stopped.
@@ -116,6 +120,9 @@ pub enum BackendError {
         #[source]
         source: TapError,
     },
+    /// The vsock device cannot be created (its socket cannot be bound).
+    #[error("vsock: {0}")]
+    Vsock(#[source] VsockError),
     /// A network device cannot be created.
     #[error("network interface {iface:?}: {source}")]
     Net {
@@ -217,6 +224,8 @@ pub struct VirtioDevices {
     pub block_transports: Vec<Arc<Mutex<MmioTransport>>>,
     /// The network devices, for metrics.
     pub nets: Vec<Arc<Mutex<Net>>>,
+    /// The vsock device, for metrics (and, later, its snapshot state).
+    pub vsock: Option<Arc<Mutex<Vsock>>>,
     /// Where each device was attached, in slot order (for the ACPI tables).
     pub slots: Vec<MmioSlot>,
 }
@@ -265,7 +274,23 @@ impl VirtioDevices {
                 )
             })
             .collect();
-        serde_json::json!({ "block": block, "net": net })
+        let mut m = serde_json::json!({ "block": block, "net": net });
+        if let Some(v) = &self.vsock {
+            let c = v.lock().unwrap_or_else(|e| e.into_inner()).counters();
+            m["vsock"] = serde_json::json!({
+                "host_connections": c.host_connections,
+                "guest_connections": c.guest_connections,
+                "active_connections": c.active_connections,
+                "bytes_to_guest": c.bytes_to_guest,
+                "bytes_from_guest": c.bytes_from_guest,
+                "rsts_sent": c.rsts_sent,
+                "malformed": c.malformed,
+                "refused_by_limit": c.refused_by_limit,
+                "connect_failures": c.connect_failures,
+                "bad_connect_lines": c.bad_connect_lines,
+            });
+        }
+        m
     }
 
     /// Replaces the backing file of drive `id` with `path` (read-only if the
@@ -321,6 +346,22 @@ impl VirtioDevices {
     }
 }
 
+/// Removes a Unix socket file nobody listens on any more (a podvm that was
+/// killed leaves its vsock socket behind), as the API socket's is replaced;
+/// one a live process serves on stays, and binding it fails naming it.
+fn remove_stale_socket(path: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        if let Err(e) = std::fs::remove_file(path) {
+            log::warn!(
+                "vsock: cannot remove the stale socket {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
 /// Creates the spec's virtio devices in their MMIO slots.
 pub fn attach_virtio_devices(
     vm: &Vm,
@@ -344,6 +385,19 @@ pub fn attach_virtio_devices(
                     })?));
                 attach_virtio_device(vm, mmio, mem, slot, "the entropy device", rng.clone())?;
                 out.subscribers.push(rng);
+            }
+            VirtioSlotKind::Vsock => {
+                let cfg = spec
+                    .vsock
+                    .as_ref()
+                    .expect("a vsock slot has a vsock config");
+                remove_stale_socket(&cfg.uds_path);
+                let vsock = Vsock::new(u64::from(cfg.guest_cid), cfg.uds_path.clone())
+                    .map_err(BackendError::Vsock)?;
+                let vsock = Arc::new(Mutex::new(vsock));
+                attach_virtio_device(vm, mmio, mem, slot, "the vsock device", vsock.clone())?;
+                out.subscribers.push(vsock.clone());
+                out.vsock = Some(vsock);
             }
             VirtioSlotKind::Drive(i) => {
                 let d = drives[i];

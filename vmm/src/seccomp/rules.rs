@@ -138,7 +138,28 @@ const VMM: &[Allowed] = &[
     ),
     a(libc::SYS_getpid, "kicking vCPUs (pthread_kill)"),
     a(libc::SYS_getrandom, "random MAC addresses, HashMap seeds"),
-    a(libc::SYS_unlink, "removing the API socket on exit"),
+    a(
+        libc::SYS_unlink,
+        "removing the API and vsock sockets on exit",
+    ),
+    a(
+        libc::SYS_accept4,
+        "vsock: host processes connecting to the device's socket",
+    ),
+    a(
+        libc::SYS_socket,
+        "vsock: guest connections to <uds_path>_<port>",
+    ),
+    a(
+        libc::SYS_connect,
+        "vsock: guest connections to <uds_path>_<port>",
+    ),
+    a(libc::SYS_recvfrom, "vsock: bytes from host streams"),
+    a(libc::SYS_sendto, "vsock: bytes to host streams"),
+    a(
+        libc::SYS_shutdown,
+        "vsock: a guest that shuts down one direction",
+    ),
 ];
 
 /// The API thread: accepting connections on the control socket, reading
