@@ -21,7 +21,7 @@ fn connect_to_guest(uds: &Path, port: u32) -> (BufReader<UnixStream>, u32) {
     let stream = UnixStream::connect(uds).unwrap_or_else(|e| panic!("{}: {e}", uds.display()));
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut stream = BufReader::new(stream);
-    write!(stream.get_mut(), "CONNECT {port}\n").unwrap();
+    writeln!(stream.get_mut(), "CONNECT {port}").unwrap();
     let mut ok = String::new();
     stream.read_line(&mut ok).unwrap();
     let host_port = ok
@@ -85,7 +85,7 @@ fn a_host_and_the_guest_talk_both_ways() {
     drop(stream);
 
     // Guest -> host: the guest connects to port 5000.
-    let (mut from_guest, _) = listener.accept().unwrap();
+    let (from_guest, _) = listener.accept().unwrap();
     from_guest.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut line = String::new();
     BufReader::new(&from_guest).read_line(&mut line).unwrap();
