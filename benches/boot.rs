@@ -45,6 +45,7 @@ fn spec(mem_size_mib: usize) -> VmSpec {
             vcpu_count: 1,
             mem_size_mib,
             smt: false,
+            track_dirty_pages: false,
         },
         boot_source: BootSourceConfig {
             kernel_image_path: hello(),

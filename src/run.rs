@@ -198,6 +198,7 @@ impl RunArgs {
                 vcpu_count: self.vcpus,
                 mem_size_mib: self.memory,
                 smt: false,
+                track_dirty_pages: false,
             },
             boot_source: BootSourceConfig {
                 kernel_image_path: self.kernel.clone(),

@@ -53,8 +53,8 @@ fn bad_config_files_exit_2_with_the_reason() {
             "unknown field `extra`",
         ),
         (
-            r#"{"boot-source": {"kernel_image_path": "/k"}, "vsock": {"guest_cid": 3, "uds_path": "/v"}}"#,
-            "\"vsock\" (yet) is not supported by podvm",
+            r#"{"boot-source": {"kernel_image_path": "/k"}, "balloon": {"amount_mib": 1}}"#,
+            "\"balloon\" (yet) is not supported by podvm",
         ),
     ];
     for (json, want) in cases {

@@ -60,6 +60,10 @@ pub enum ApiError {
     /// refusal a configuration file gets).
     #[error(transparent)]
     Unsupported(#[from] resources::firecracker::Unsupported),
+    /// A snapshot load that does not say where memory comes from, or asks
+    /// for what podvm cannot do.
+    #[error(transparent)]
+    SnapshotLoad(resources::snapshot::SnapshotLoadError),
     /// The VMM refused the action.
     #[error(transparent)]
     Action(#[from] ActionError),
@@ -81,6 +85,7 @@ impl ApiError {
             | ApiError::IdMismatch { .. }
             | ApiError::NotSupported(_)
             | ApiError::Unsupported(_)
+            | ApiError::SnapshotLoad(_)
             | ApiError::Action(_) => StatusCode::BAD_REQUEST,
         }
     }

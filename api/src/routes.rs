@@ -9,6 +9,7 @@ use resources::firecracker::{
     FcDrive, FcDriveUpdate, FcEntropy, FcMachineConfig, FcMachineConfigUpdate, FcNetworkInterface,
     FcNetworkInterfaceUpdate, FcVsock,
 };
+use resources::snapshot::SnapshotLoadRequest;
 use resources::BootSourceConfig;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -194,8 +195,10 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<VmmAction, ApiE
             VmStateValue::Resumed => VmmAction::Resume,
         },
         ("/vsock", "PUT") => VmmAction::PutVsock(parse::<FcVsock>("vsock", body)?.into_config()?),
-        ("/snapshot/create", "PUT") | ("/snapshot/load", "PUT") => {
-            return Err(ApiError::NotSupported("snapshots are not supported yet"))
+        ("/snapshot/create", "PUT") => VmmAction::CreateSnapshot(parse("snapshot/create", body)?),
+        ("/snapshot/load", "PUT") => {
+            let request: SnapshotLoadRequest = parse("snapshot/load", body)?;
+            VmmAction::LoadSnapshot(request.into_params().map_err(ApiError::SnapshotLoad)?)
         }
         ("/logger", "PUT") => VmmAction::PutLogger(parse("logger", body)?),
         ("/metrics", "PUT") => VmmAction::PutMetrics(parse("metrics", body)?),
@@ -248,7 +251,8 @@ mod tests {
             VmmAction::PutMachineConfig(MachineConfig {
                 vcpu_count: 2,
                 mem_size_mib: 256,
-                smt: false
+                smt: false,
+                track_dirty_pages: false,
             })
         );
         assert_eq!(
@@ -519,7 +523,8 @@ mod tests {
             VmmAction::PutMachineConfig(MachineConfig {
                 vcpu_count: 2,
                 mem_size_mib: 256,
-                smt: false
+                smt: false,
+                track_dirty_pages: false,
             })
         );
         assert_eq!(
@@ -643,21 +648,9 @@ mod tests {
             ),
             (
                 Method::PUT,
-                "/machine-config",
-                r#"{"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": true}"#,
-                "machine-config.track_dirty_pages: true (yet) is not supported by podvm",
-            ),
-            (
-                Method::PUT,
-                "/snapshot/create",
-                "{}",
-                "snapshots are not supported yet",
-            ),
-            (
-                Method::PUT,
                 "/snapshot/load",
-                "{}",
-                "snapshots are not supported yet",
+                r#"{"snapshot_path": "/s", "mem_backend": {"backend_type": "Uffd", "backend_path": "/u"}}"#,
+                "mem_backend.backend_type \"Uffd\" (podvm maps the memory file itself) is not supported by podvm",
             ),
         ];
         for (method, path, body, want) in cases {

@@ -223,7 +223,8 @@ async fn go_sdk_call_order_reaches_the_vmm_as_actions() {
             VmmAction::PutMachineConfig(MachineConfig {
                 vcpu_count: 2,
                 mem_size_mib: 256,
-                smt: false
+                smt: false,
+                track_dirty_pages: false,
             }),
             VmmAction::PutBootSource(BootSourceConfig {
                 kernel_image_path: "/vmlinux".into(),

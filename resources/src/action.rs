@@ -25,6 +25,9 @@ pub struct MachineConfigUpdate {
     /// New SMT setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smt: Option<bool>,
+    /// New dirty-page tracking setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_dirty_pages: Option<bool>,
 }
 
 /// Swapping a drive's backing file after boot (`PATCH /drives/{id}`).
@@ -123,6 +126,10 @@ pub enum VmmAction {
     PutEntropy,
     /// `PUT /vsock`.
     PutVsock(crate::VsockConfig),
+    /// `PUT /snapshot/create`.
+    CreateSnapshot(crate::snapshot::SnapshotCreateParams),
+    /// `PUT /snapshot/load`.
+    LoadSnapshot(crate::snapshot::SnapshotLoadParams),
     /// `PUT /actions` `InstanceStart`.
     InstanceStart,
     /// `PUT /actions` `SendCtrlAltDel`.
@@ -226,6 +233,8 @@ impl VmmAction {
             VmmAction::PatchNetworkInterface(_) => "patch_network_interface",
             VmmAction::PutEntropy => "put_entropy",
             VmmAction::PutVsock(_) => "put_vsock",
+            VmmAction::CreateSnapshot(_) => "create_snapshot",
+            VmmAction::LoadSnapshot(_) => "load_snapshot",
             VmmAction::PutLogger(_) => "put_logger",
             VmmAction::PutMetrics(_) => "put_metrics",
             VmmAction::InstanceStart => "instance_start",

@@ -6,8 +6,8 @@
 //! - what podvm honours becomes part of the configuration;
 //! - what podvm can ignore without changing what the guest sees or risking
 //!   its data is accepted (`cache_type` — podvm always honours the
-//!   guest's flushes —, `io_engine: "Sync"`, `track_dirty_pages: false`,
-//!   `cpu_template: "None"`, `huge_pages: "None"`, a `null` rate limiter);
+//!   guest's flushes —, `io_engine: "Sync"`, `cpu_template: "None"`,
+//!   `huge_pages: "None"`, a `null` rate limiter);
 //! - anything else is refused with an [`Unsupported`] error naming the
 //!   field and the value.
 //!
@@ -47,13 +47,9 @@ pub struct FcMachineConfig {
 
 /// Refuses the machine fields podvm does not implement yet.
 fn check_machine_extras(
-    track_dirty_pages: Option<bool>,
     cpu_template: Option<&str>,
     huge_pages: Option<&str>,
 ) -> Result<(), Unsupported> {
-    if track_dirty_pages == Some(true) {
-        return unsupported("machine-config.track_dirty_pages: true (yet)");
-    }
     if let Some(t) = cpu_template.filter(|t| *t != "None") {
         return unsupported(format!("machine-config.cpu_template {t:?}"));
     }
@@ -66,15 +62,12 @@ fn check_machine_extras(
 impl FcMachineConfig {
     /// The machine configuration, or what podvm cannot honour.
     pub fn into_config(self) -> Result<MachineConfig, Unsupported> {
-        check_machine_extras(
-            Some(self.track_dirty_pages),
-            self.cpu_template.as_deref(),
-            self.huge_pages.as_deref(),
-        )?;
+        check_machine_extras(self.cpu_template.as_deref(), self.huge_pages.as_deref())?;
         Ok(MachineConfig {
             vcpu_count: self.vcpu_count,
             mem_size_mib: self.mem_size_mib,
             smt: self.smt,
+            track_dirty_pages: self.track_dirty_pages,
         })
     }
 }
@@ -100,15 +93,12 @@ pub struct FcMachineConfigUpdate {
 impl FcMachineConfigUpdate {
     /// The update, or what podvm cannot honour.
     pub fn into_update(self) -> Result<MachineConfigUpdate, Unsupported> {
-        check_machine_extras(
-            self.track_dirty_pages,
-            self.cpu_template.as_deref(),
-            self.huge_pages.as_deref(),
-        )?;
+        check_machine_extras(self.cpu_template.as_deref(), self.huge_pages.as_deref())?;
         Ok(MachineConfigUpdate {
             vcpu_count: self.vcpu_count,
             mem_size_mib: self.mem_size_mib,
             smt: self.smt,
+            track_dirty_pages: self.track_dirty_pages,
         })
     }
 }
@@ -311,7 +301,8 @@ mod tests {
             Ok(MachineConfig {
                 vcpu_count: 2,
                 mem_size_mib: 256,
-                smt: true
+                smt: true,
+                track_dirty_pages: false,
             })
         );
         let d: FcDrive = parse(
@@ -338,10 +329,6 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert_eq!(
-            machine(r#"{"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": true}"#),
-            "machine-config.track_dirty_pages: true (yet) is not supported by podvm"
-        );
         assert_eq!(
             machine(r#"{"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "T2"}"#),
             "machine-config.cpu_template \"T2\" is not supported by podvm"

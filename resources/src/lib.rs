@@ -13,6 +13,7 @@ pub mod firecracker;
 mod machine;
 mod net;
 mod serial;
+pub mod snapshot;
 mod spec;
 mod vsock;
 

@@ -24,6 +24,10 @@ pub struct MachineConfig {
     /// the guest sees.
     #[serde(default)]
     pub smt: bool,
+    /// Whether KVM logs the pages the guest writes, so that `Diff`
+    /// snapshots can hold only those.
+    #[serde(default)]
+    pub track_dirty_pages: bool,
 }
 
 impl Default for MachineConfig {
@@ -32,6 +36,7 @@ impl Default for MachineConfig {
             vcpu_count: 1,
             mem_size_mib: 128,
             smt: false,
+            track_dirty_pages: false,
         }
     }
 }

@@ -11,8 +11,9 @@ use crate::{
 /// Most virtio devices a VM can have: one interrupt line each, GSIs 5 to 23.
 pub const MAX_VIRTIO_DEVICES: usize = 19;
 
-/// Everything needed to build a pod-VM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Everything needed to build a pod-VM (and, in a snapshot, to restore
+/// one).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmSpec {
     /// vCPUs and memory.
     pub machine: MachineConfig,
@@ -99,20 +100,10 @@ pub enum SpecError {
     VsockCid(u32),
     /// A socket path that cannot be bound.
     #[error("vsock uds_path {0:?} must be 1 to {UDS_PATH_MAX_LEN} bytes")]
-    VsockPath(PathBufDisplay),
+    VsockPath(String),
     /// Too many virtio devices for the interrupt lines.
     #[error("{0} virtio devices: at most {MAX_VIRTIO_DEVICES} fit (one interrupt line each)")]
     TooManyDevices(usize),
-}
-
-/// A path as the error message shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PathBufDisplay(pub String);
-
-impl std::fmt::Display for PathBufDisplay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -234,9 +225,7 @@ impl VmSpec {
             }
             let len = v.uds_path.as_os_str().len();
             if len == 0 || len > UDS_PATH_MAX_LEN {
-                return Err(SpecError::VsockPath(PathBufDisplay(
-                    v.uds_path.display().to_string(),
-                )));
+                return Err(SpecError::VsockPath(v.uds_path.display().to_string()));
             }
         }
         let devices = self.drives.len()
@@ -433,10 +422,7 @@ mod tests {
         for cid in [0, 1, 2, u32::MAX] {
             assert_eq!(with(cid, "/v"), Err(SpecError::VsockCid(cid)));
         }
-        assert_eq!(
-            with(3, ""),
-            Err(SpecError::VsockPath(PathBufDisplay(String::new())))
-        );
+        assert_eq!(with(3, ""), Err(SpecError::VsockPath(String::new())));
         let long = format!("/{}", "x".repeat(UDS_PATH_MAX_LEN));
         let err = with(3, &long).unwrap_err();
         assert_eq!(err.field(), "vsock");

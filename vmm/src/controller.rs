@@ -24,6 +24,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::runtime::{EventLoop, RunError, RunningVm};
 use crate::seccomp::SeccompFilters;
+use crate::snapshot::{read_snapshot, LoadOptions, SnapshotKind};
 use crate::{BuildContext, ConsoleInput, VmExit, Vmm};
 
 /// podvm's version, as `GET /` and `GET /version` report it.
@@ -44,6 +45,9 @@ pub struct PendingConfig {
     pub entropy: bool,
     /// The vsock device, once put.
     pub vsock: Option<resources::VsockConfig>,
+    /// Where the console goes (standard output, unless flags or a
+    /// snapshot say otherwise).
+    pub serial: SerialConfig,
 }
 
 impl PendingConfig {
@@ -56,6 +60,7 @@ impl PendingConfig {
             net: spec.net,
             entropy: spec.entropy,
             vsock: spec.vsock,
+            serial: spec.serial,
         }
     }
 
@@ -66,7 +71,7 @@ impl PendingConfig {
         Ok(VmSpec {
             machine: self.machine.clone(),
             boot_source,
-            serial: SerialConfig::Stdout,
+            serial: self.serial.clone(),
             drives: self.drives.clone(),
             net: self.net.clone(),
             entropy: self.entropy,
@@ -152,6 +157,109 @@ impl Controller {
         Ok(())
     }
 
+    /// Whether anything that describes the VM was configured (a snapshot
+    /// load brings its own configuration, as in Firecracker).
+    fn configured(&self) -> bool {
+        let c = &self.config;
+        c.boot_source.is_some()
+            || !c.drives.is_empty()
+            || !c.net.is_empty()
+            || c.entropy
+            || c.vsock.is_some()
+    }
+
+    /// `PUT /snapshot/create`: a snapshot of the paused VM.
+    fn create_snapshot(
+        &mut self,
+        p: resources::snapshot::SnapshotCreateParams,
+        event_loop: &mut EventLoop,
+    ) -> ActionResult {
+        let Some(vm) = &mut self.running else {
+            return fail("snapshot/create: the VM is not running");
+        };
+        if !vm.is_paused() {
+            return fail(
+                "snapshot/create: the VM is not paused (PATCH /vm {\"state\": \"Paused\"} first)",
+            );
+        }
+        // The devices take what the driver posted before the pause.
+        event_loop
+            .run_pending()
+            .map_err(|e| ActionError(format!("snapshot/create: {e}")))?;
+        let spec = self.config.spec()?;
+        let kind = match p.snapshot_type {
+            resources::snapshot::SnapshotType::Full => SnapshotKind::Full,
+            resources::snapshot::SnapshotType::Diff => SnapshotKind::Diff,
+        };
+        let Some(vm) = &mut self.running else {
+            return fail("snapshot/create: the VM stopped");
+        };
+        let stats = vm
+            .snapshot(&spec, kind, &p.snapshot_path, &p.mem_file_path)
+            .map_err(|e| ActionError(format!("snapshot/create: {e}")))?;
+        log::info!(
+            "snapshot {} written ({} guest pages) in {} us",
+            p.snapshot_path.display(),
+            stats.pages,
+            stats.elapsed.as_micros()
+        );
+        Ok(VmmData::Empty)
+    }
+
+    /// `PUT /snapshot/load`: the VM of a snapshot, in this process that
+    /// has none yet, paused or running. On an error nothing changed: the
+    /// process can still be configured, or load another snapshot.
+    fn load_snapshot(
+        &mut self,
+        p: resources::snapshot::SnapshotLoadParams,
+        event_loop: &mut EventLoop,
+    ) -> ActionResult {
+        if self.running.is_some() {
+            return fail("snapshot/load: this process runs a VM already; load into a new one");
+        }
+        if self.configured() {
+            return fail(
+                "snapshot/load: a snapshot brings its own configuration; load it before configuring anything",
+            );
+        }
+        let err = |e: &dyn std::fmt::Display| ActionError(format!("snapshot/load: {e}"));
+        let mut payload = read_snapshot(&p.snapshot_path).map_err(|e| err(&e))?;
+        if let Some(uds) = &p.vsock_uds_path {
+            match &mut payload.spec.vsock {
+                Some(v) => v.uds_path = uds.clone(),
+                None => {
+                    return fail("snapshot/load: vsock_override: the snapshot has no vsock device")
+                }
+            }
+        }
+        let options = LoadOptions {
+            network_overrides: p.network_overrides.clone(),
+            track_dirty_pages: p.track_dirty_pages,
+        };
+        let ctx = BuildContext {
+            start_time: self.start_time,
+        };
+        let mut spec = payload.spec.clone();
+        let vmm = Vmm::restore(payload, &p.mem_file_path, &options, &ctx).map_err(|e| err(&e))?;
+        let running = RunningVm::start(
+            vmm,
+            self.serial_input.take(),
+            event_loop,
+            self.seccomp.as_ref(),
+            !p.resume_vm,
+        )
+        .map_err(|e| err(&e))?;
+        for (iface, tap) in &p.network_overrides {
+            if let Some(n) = spec.net.iter_mut().find(|n| &n.iface_id == iface) {
+                n.host_dev_name = tap.clone();
+            }
+        }
+        spec.machine.track_dirty_pages = p.track_dirty_pages;
+        self.config = PendingConfig::from_spec(spec);
+        self.running = Some(running);
+        Ok(VmmData::Empty)
+    }
+
     /// Builds and starts the configured VM.
     pub fn instance_start(&mut self, event_loop: &mut EventLoop) -> ActionResult {
         if self.running.is_some() {
@@ -170,6 +278,7 @@ impl Controller {
             self.serial_input.take(),
             event_loop,
             self.seccomp.as_ref(),
+            false,
         )
         .map_err(|e| ActionError(format!("InstanceStart: {e}")))?;
         self.running = Some(running);
@@ -200,12 +309,14 @@ impl Controller {
                 vcpu_count,
                 mem_size_mib,
                 smt,
+                track_dirty_pages,
             }) => {
                 self.before_boot("machine-config")?;
                 let mut m = self.config.machine.clone();
                 m.vcpu_count = vcpu_count.unwrap_or(m.vcpu_count);
                 m.mem_size_mib = mem_size_mib.unwrap_or(m.mem_size_mib);
                 m.smt = smt.unwrap_or(m.smt);
+                m.track_dirty_pages = track_dirty_pages.unwrap_or(m.track_dirty_pages);
                 check_machine(&m)?;
                 self.config.machine = m;
                 Ok(VmmData::Empty)
@@ -264,6 +375,8 @@ impl Controller {
                 .map(|()| VmmData::Empty)
                 .map_err(|e| ActionError(e.to_string())),
             VmmAction::InstanceStart => self.instance_start(event_loop),
+            VmmAction::CreateSnapshot(p) => self.create_snapshot(p, event_loop),
+            VmmAction::LoadSnapshot(p) => self.load_snapshot(p, event_loop),
             VmmAction::SendCtrlAltDel => match &self.running {
                 None => fail("cannot send Ctrl+Alt+Del: the VM is not running"),
                 Some(vm) => vm
@@ -500,6 +613,7 @@ pub fn serve_actions(
             input,
             &mut event_loop,
             seccomp.as_ref(),
+            false,
         )?);
     }
     let result = loop {
@@ -558,6 +672,7 @@ mod tests {
             vcpu_count: 2,
             mem_size_mib: 256,
             smt: false,
+            track_dirty_pages: false,
         };
         assert_eq!(
             c.handle(VmmAction::PutMachineConfig(m), &mut ev),
@@ -575,7 +690,8 @@ mod tests {
             VmmData::MachineConfig(MachineConfig {
                 vcpu_count: 2,
                 mem_size_mib: 512,
-                smt: false
+                smt: false,
+                track_dirty_pages: false,
             })
         );
         let drive = |path: &str| DriveConfig {
@@ -605,6 +721,7 @@ mod tests {
             vcpu_count: 0,
             mem_size_mib: 128,
             smt: false,
+            track_dirty_pages: false,
         };
         assert_eq!(
             c.handle(VmmAction::PutMachineConfig(zero), &mut ev),

@@ -18,6 +18,7 @@ pub mod persist;
 pub mod probe;
 mod runtime;
 pub mod seccomp;
+pub mod snapshot;
 pub mod vstate;
 
 use std::fs::File;
@@ -42,6 +43,8 @@ pub struct Vmm {
     console_drain: Option<console::ConsoleDrain>,
     virtio: VirtioDevices,
     memory: GuestMemoryMmap,
+    /// What a snapshot of this VM needs of the host.
+    snapshot: snapshot::SnapshotSupport,
 }
 
 /// Host input for the serial console.
@@ -74,6 +77,7 @@ impl Vmm {
         legacy: LegacyDevices,
         console_drain: Option<console::ConsoleDrain>,
         virtio: VirtioDevices,
+        snapshot: snapshot::SnapshotSupport,
     ) -> Self {
         Vmm {
             vm,
@@ -82,6 +86,7 @@ impl Vmm {
             console_drain,
             virtio,
             memory,
+            snapshot,
         }
     }
 

@@ -22,6 +22,7 @@ use crate::builder::VirtioDevices;
 use crate::console::SerialInput;
 use crate::device_manager::LegacyDevices;
 use crate::seccomp::SeccompFilters;
+use crate::snapshot::SnapshotSupport;
 use crate::vstate::vcpu::{VcpuError, VcpuHandle, VcpuStopReason, VcpuStopped};
 use crate::vstate::vm::Vm;
 use crate::{ConsoleInput, Vmm};
@@ -308,16 +309,26 @@ impl EventLoop {
     pub fn run_once(&mut self) -> Result<(), RunError> {
         self.manager.run().map(|_| ()).map_err(RunError::EventLoop)
     }
+
+    /// Handles the events already pending, without waiting (a snapshot
+    /// first lets the devices take what the driver posted).
+    pub fn run_pending(&mut self) -> Result<(), RunError> {
+        self.manager
+            .run_with_timeout(0)
+            .map(|_| ())
+            .map_err(RunError::EventLoop)
+    }
 }
 
 /// A VM whose vCPUs run (or are paused).
 pub struct RunningVm {
     // Field order is drop order: the VM goes before the memory it maps.
-    vm: Vm,
-    handles: Vec<VcpuHandle>,
-    legacy: LegacyDevices,
-    virtio: VirtioDevices,
-    memory: GuestMemoryMmap,
+    pub(crate) vm: Vm,
+    pub(crate) handles: Vec<VcpuHandle>,
+    pub(crate) legacy: LegacyDevices,
+    pub(crate) virtio: VirtioDevices,
+    pub(crate) memory: GuestMemoryMmap,
+    pub(crate) snapshot: SnapshotSupport,
     paused: bool,
 }
 
@@ -326,12 +337,14 @@ const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl RunningVm {
     /// Starts the vCPUs of `vmm` (each under the vCPU filter of
-    /// `seccomp`), its device handlers and console in `event_loop`.
+    /// `seccomp`; parked, with `paused`), its device handlers and console
+    /// in `event_loop`.
     pub fn start(
         vmm: Vmm,
         serial_input: Option<ConsoleInput>,
         event_loop: &mut EventLoop,
         seccomp: Option<&SeccompFilters>,
+        paused: bool,
     ) -> Result<RunningVm, RunError> {
         let Vmm {
             vm,
@@ -340,6 +353,7 @@ impl RunningVm {
             console_drain,
             virtio,
             memory,
+            snapshot,
         } = vmm;
         let outcome = event_loop.outcome.clone();
         let vcpu_exit_evt = EventFd::new(EFD_NONBLOCK).map_err(RunError::EventFd)?;
@@ -379,7 +393,7 @@ impl RunningVm {
         let mut handles: Vec<VcpuHandle> = Vec::with_capacity(vcpus.len());
         for vcpu in vcpus {
             let evt = vcpu_exit_evt.try_clone().map_err(RunError::EventFd)?;
-            match vcpu.start(report_tx.clone(), evt, seccomp.cloned()) {
+            match vcpu.start(report_tx.clone(), evt, seccomp.cloned(), paused) {
                 Ok(h) => handles.push(h),
                 Err(e) => {
                     stop_vcpus(handles);
@@ -393,7 +407,8 @@ impl RunningVm {
             legacy,
             virtio,
             memory,
-            paused: false,
+            snapshot,
+            paused,
         })
     }
 

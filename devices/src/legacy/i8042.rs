@@ -142,8 +142,8 @@ pub enum I8042Error {
 }
 
 /// What a byte written to port 0x60 means, after a command that takes one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PendingParam {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PendingParam {
     /// The next data byte is a keyboard command.
     None,
     /// The next data byte is the parameter of a controller command.
@@ -153,10 +153,29 @@ enum PendingParam {
 }
 
 /// A byte waiting in the output buffer, and which port it came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct OutByte {
-    value: u8,
-    aux: bool,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutByte {
+    /// The byte.
+    pub value: u8,
+    /// Whether it is the auxiliary (mouse) port's.
+    pub aux: bool,
+}
+
+/// The controller as a snapshot keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct I8042State {
+    /// The command byte.
+    pub command_byte: u8,
+    /// The output port.
+    pub output_port: u8,
+    /// Whether the last write went to the command port.
+    pub last_write_was_command: bool,
+    /// A command waiting for its parameter.
+    pub pending: PendingParam,
+    /// The output buffer.
+    pub output: Vec<OutByte>,
+    /// What the data port reads when the buffer is empty.
+    pub last_read: u8,
 }
 
 /// The i8042 controller and its keyboard. `reset` is raised when the guest
@@ -188,6 +207,38 @@ impl I8042 {
             pending: PendingParam::None,
             output: VecDeque::with_capacity(OUTPUT_BUFFER_LEN),
             last_read: 0,
+        }
+    }
+
+    /// The controller's state, for a snapshot.
+    pub fn save_state(&self) -> I8042State {
+        I8042State {
+            command_byte: self.command_byte,
+            output_port: self.output_port,
+            last_write_was_command: self.last_write_was_command,
+            pending: self.pending,
+            output: self.output.iter().copied().collect(),
+            last_read: self.last_read,
+        }
+    }
+
+    /// Puts the controller where `state` left it; a byte waiting raises its
+    /// interrupt again. An output buffer longer than the controller's is
+    /// cut to it.
+    pub fn restore_state(&mut self, state: &I8042State) {
+        self.command_byte = state.command_byte;
+        self.output_port = state.output_port;
+        self.last_write_was_command = state.last_write_was_command;
+        self.pending = state.pending;
+        self.output = state
+            .output
+            .iter()
+            .copied()
+            .take(OUTPUT_BUFFER_LEN)
+            .collect();
+        self.last_read = state.last_read;
+        if let Err(e) = self.raise_for_head() {
+            log::warn!("i8042: cannot raise the keyboard interrupt: {e}");
         }
     }
 
@@ -652,5 +703,23 @@ mod tests {
         f.dev
             .write(COMMAND_OFFSET, &[CMD_RESET_CPU, 0x12, 0x34, 0x56]);
         assert_eq!(count(&f.reset), 1);
+    }
+
+    #[test]
+    fn a_saved_controller_comes_back_with_its_buffer_and_raises_for_it() {
+        let mut f = fixture();
+        f.dev.trigger_ctrl_alt_del().unwrap();
+        let mut b = [0u8];
+        f.dev.read(DATA_OFFSET, &mut b);
+        let first = b[0];
+        let _ = count(&f.irq);
+        let saved = f.dev.save_state();
+        assert_eq!(saved.output.len(), CTRL_ALT_DEL.len() - 1);
+        assert_eq!(saved.last_read, first);
+        let mut g = fixture();
+        g.dev.restore_state(&saved);
+        assert_eq!(g.dev.save_state(), saved);
+        assert_eq!(count(&g.irq), 1, "the waiting byte interrupts again");
+        assert_eq!(g.drain(), &CTRL_ALT_DEL[1..]);
     }
 }

@@ -14,8 +14,10 @@ pub use acpi_power::{
     SLEEP_STATUS_OFFSET as ACPI_SLEEP_STATUS_OFFSET,
 };
 pub use boot_timer::{BootTimer, BOOT_TIMER_MAGIC};
-pub use i8042::{I8042Error, COMMAND_OFFSET as I8042_COMMAND_OFFSET, I8042};
-pub use serial::{Serial, SerialInputEvents};
+pub use i8042::{
+    I8042Error, I8042State, OutByte, PendingParam, COMMAND_OFFSET as I8042_COMMAND_OFFSET, I8042,
+};
+pub use serial::{Serial, SerialInputEvents, SerialRestoreError, SerialSnapshot};
 
 /// Reads a device with one-byte registers: a wider access sees the
 /// register in its low byte and zeros above; an offset past 255 reads 0.

@@ -42,6 +42,71 @@ impl SerialEvents for SerialInputEvents {
     }
 }
 
+/// The UART's registers and input FIFO, as a snapshot keeps them
+/// (`vm_superio::serial::SerialState`, as plain serde data).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialSnapshot {
+    /// Divisor latch, low byte.
+    pub baud_divisor_low: u8,
+    /// Divisor latch, high byte.
+    pub baud_divisor_high: u8,
+    /// Interrupt enable register.
+    pub interrupt_enable: u8,
+    /// Interrupt identification register.
+    pub interrupt_identification: u8,
+    /// Line control register.
+    pub line_control: u8,
+    /// Line status register.
+    pub line_status: u8,
+    /// Modem control register.
+    pub modem_control: u8,
+    /// Modem status register.
+    pub modem_status: u8,
+    /// Scratch register.
+    pub scratch: u8,
+    /// Bytes the guest has not read yet.
+    pub in_buffer: Vec<u8>,
+}
+
+impl From<vm_superio::serial::SerialState> for SerialSnapshot {
+    fn from(s: vm_superio::serial::SerialState) -> Self {
+        SerialSnapshot {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+}
+
+impl From<&SerialSnapshot> for vm_superio::serial::SerialState {
+    fn from(s: &SerialSnapshot) -> Self {
+        vm_superio::serial::SerialState {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer.clone(),
+        }
+    }
+}
+
+/// A saved UART that cannot be restored.
+#[derive(Debug, thiserror::Error)]
+#[error("the snapshot's serial console cannot be restored: {0}")]
+pub struct SerialRestoreError(String);
+
 /// The serial console: an 8250 whose output goes to `W`.
 pub struct Serial<W: Write + Send> {
     inner: vm_superio::Serial<EventFdTrigger, SerialInputEvents, W>,
@@ -55,6 +120,27 @@ impl<W: Write + Send> Serial<W> {
             inner: vm_superio::Serial::with_events(irq, events, out),
             output_failed: false,
         }
+    }
+
+    /// A UART as `state` left it (a snapshot's), raising the interrupt
+    /// that state has pending.
+    pub fn from_state(
+        state: &SerialSnapshot,
+        irq: EventFdTrigger,
+        events: SerialInputEvents,
+        out: W,
+    ) -> Result<Self, SerialRestoreError> {
+        let inner = vm_superio::Serial::from_state(&state.into(), irq, events, out)
+            .map_err(|e| SerialRestoreError(format!("{e:?}")))?;
+        Ok(Serial {
+            inner,
+            output_failed: false,
+        })
+    }
+
+    /// The UART's state, for a snapshot.
+    pub fn save_state(&self) -> SerialSnapshot {
+        self.inner.state().into()
     }
 
     /// How many more input bytes the receive FIFO can take now.
@@ -190,5 +276,38 @@ mod tests {
         s.write(THR, b"x");
         s.write(THR, b"y");
         assert!(s.output_failed);
+    }
+
+    #[test]
+    fn a_saved_uart_comes_back_with_its_registers_and_input() {
+        let (mut s, _irq, _) = serial();
+        s.write(3, &[0x03]); // LCR: 8N1
+        s.write(7, &[0x5a]); // scratch
+        s.enqueue_input(b"ab").unwrap();
+        let saved = s.save_state();
+        assert_eq!(saved.scratch, 0x5a);
+        assert_eq!(saved.in_buffer, b"ab");
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let ready = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut back = Serial::from_state(
+            &saved,
+            EventFdTrigger::new(irq),
+            SerialInputEvents::new(ready),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(back.save_state(), saved);
+        let mut b = [0u8; 1];
+        back.read(0, &mut b);
+        assert_eq!(b[0], b'a');
+        let mut too_much = saved.clone();
+        too_much.in_buffer = vec![0; 1000];
+        assert!(Serial::from_state(
+            &too_much,
+            EventFdTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+            SerialInputEvents::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+            Vec::<u8>::new(),
+        )
+        .is_err());
     }
 }

@@ -3,12 +3,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueState, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::persist::{QueueSnapshot, RestoreError, TransportState};
 use super::status::{ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, FAILED, FEATURES_OK};
-use super::{Activation, IrqLine, VirtioDevice, INT_CONFIG, VIRTIO_F_VERSION_1};
+use super::{Activation, IrqLine, VirtioDevice, INT_CONFIG, INT_VRING, VIRTIO_F_VERSION_1};
 use crate::bus::BusDevice;
 
 /// Size of each device's register window.
@@ -352,6 +353,147 @@ impl MmioTransport {
         }
     }
 
+    /// The transport's snapshot state: its registers, and each queue as
+    /// the device last used it (while active: how far it got).
+    pub fn save_state(&self) -> TransportState {
+        let device_queues: Option<Vec<QueueSnapshot>> = if self.active {
+            lock(&self.device)
+                .common_mut()
+                .active()
+                .map(|a| a.queues.iter().map(|q| q.state().into()).collect())
+        } else {
+            None
+        };
+        TransportState {
+            device_type: self.device_type,
+            status: self.status,
+            acked_features: self.acked_features,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            queue_sel: self.queue_sel,
+            config_generation: self.config_generation,
+            interrupt_status: self.irq.status(),
+            queues: device_queues
+                .unwrap_or_else(|| self.queues.iter().map(|q| q.state().into()).collect()),
+            invalid_queues: self.invalid_queues.clone(),
+        }
+    }
+
+    /// Puts this (new, never used) transport and its device where `state`
+    /// says: registers, accepted features (the device is told, as at
+    /// FEATURES_OK), and, when the driver had set DRIVER_OK, the device
+    /// activated again with its queues where it left them. The pending
+    /// interrupt causes are raised again. Checks that `state` fits first;
+    /// on an error nothing was changed.
+    pub fn restore_state(&mut self, state: &TransportState) -> Result<(), RestoreError> {
+        if state.device_type != self.device_type {
+            return Err(RestoreError::DeviceType {
+                saved: state.device_type,
+                found: self.device_type,
+            });
+        }
+        let found: Vec<u16> = self.queues.iter().map(|q| q.max_size()).collect();
+        let saved: Vec<u16> = state.queues.iter().map(|q| q.max_size).collect();
+        if found != saved || state.invalid_queues.len() != found.len() {
+            return Err(RestoreError::Queues {
+                device_type: self.device_type,
+                saved,
+                found,
+            });
+        }
+        let queues = state
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(index, q)| {
+                Queue::try_from(QueueState::from(*q)).map_err(|e| RestoreError::Queue {
+                    device_type: self.device_type,
+                    index,
+                    why: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<Queue>, _>>()?;
+        let active = state.status & DRIVER_OK != 0;
+        if active {
+            if let Some(index) = queues
+                .iter()
+                .position(|q| q.ready() && !q.is_valid(&self.mem))
+            {
+                return Err(RestoreError::Queue {
+                    device_type: self.device_type,
+                    index,
+                    why: "its rings are not in guest memory".into(),
+                });
+            }
+        }
+        let activation = if active {
+            let queue_evts = self
+                .queue_evts
+                .iter()
+                .map(EventFd::try_clone)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| RestoreError::Activate {
+                    device_type: self.device_type,
+                    why: format!("cannot duplicate the queue events: {e}"),
+                })?;
+            let own = queues
+                .iter()
+                .map(|q| Queue::try_from(q.state()).expect("a queue's own state is valid"))
+                .collect();
+            Some(Activation {
+                mem: self.mem.clone(),
+                queues: own,
+                queue_evts,
+                irq: self.irq.clone(),
+            })
+        } else {
+            None
+        };
+        {
+            let mut device = lock(&self.device);
+            if state.status & FEATURES_OK != 0 {
+                device.set_acked_features(state.acked_features);
+            }
+            if let Some(activation) = activation {
+                device
+                    .activate(activation)
+                    .map_err(|e| RestoreError::Activate {
+                        device_type: self.device_type,
+                        why: e.to_string(),
+                    })?;
+            }
+        }
+        self.active = active;
+        self.queues = queues;
+        self.invalid_queues = state.invalid_queues.clone();
+        self.status = state.status;
+        self.acked_features = state.acked_features;
+        self.device_features_sel = state.device_features_sel;
+        self.driver_features_sel = state.driver_features_sel;
+        self.queue_sel = state.queue_sel;
+        self.config_generation = state.config_generation;
+        if state.interrupt_status != 0 {
+            self.irq.ack(!0);
+            for cause in [INT_VRING, INT_CONFIG] {
+                if state.interrupt_status & cause != 0 {
+                    if let Err(e) = self.irq.trigger(cause) {
+                        log::warn!("virtio-mmio: cannot raise an interrupt: {e}");
+                    }
+                }
+            }
+        }
+        if active {
+            // Requests the driver posted just before the snapshot, whose
+            // notification the old process had not handled yet.
+            for evt in &self.queue_evts {
+                if let Err(e) = evt.write(1) {
+                    log::warn!("virtio-mmio: cannot kick a restored queue: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn needs_reset(&mut self) {
         self.status |= DEVICE_NEEDS_RESET;
         self.config_changed();
@@ -418,7 +560,7 @@ impl BusDevice for MmioTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::{ActivateError, VirtioCommon, INT_VRING};
+    use crate::virtio::{ActivateError, VirtioCommon};
     use vm_memory::GuestAddress;
     use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
@@ -746,5 +888,135 @@ mod tests {
         w(&mut f.t, QUEUE_NOTIFY_OFFSET, 1);
         assert_eq!(f.t.queue_evts[1].read().unwrap(), 1);
         w(&mut f.t, QUEUE_NOTIFY_OFFSET, 9);
+    }
+
+    /// A device whose activation is its common part's, as every real one.
+    struct Plain {
+        common: VirtioCommon,
+    }
+
+    impl VirtioDevice for Plain {
+        fn common(&self) -> &VirtioCommon {
+            &self.common
+        }
+        fn common_mut(&mut self) -> &mut VirtioCommon {
+            &mut self.common
+        }
+    }
+
+    fn plain(device_type: u32, queues: &[u16]) -> (MmioTransport, Arc<Mutex<Plain>>, Vec<EventFd>) {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let features = (1 << VIRTIO_F_VERSION_1) | 0b101;
+        let dev = Arc::new(Mutex::new(Plain {
+            common: VirtioCommon::new("plain".into(), device_type, queues, features, Vec::new())
+                .unwrap(),
+        }));
+        let evts: Vec<EventFd> = queues
+            .iter()
+            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+            .collect();
+        let own = evts.iter().map(|e| e.try_clone().unwrap()).collect();
+        let irq = IrqLine::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        (MmioTransport::new(dev.clone(), mem, irq, own), dev, evts)
+    }
+
+    #[test]
+    fn a_saved_transport_restores_into_a_new_one_with_its_device_active_where_it_left_off() {
+        let (mut t, dev, _) = plain(42, &[16, 8]);
+        negotiate(&mut t);
+        w(&mut t, STATUS, 0xf);
+        // The device got as far as avail entry 5 / used entry 3 of queue 1.
+        {
+            let mut d = dev.lock().unwrap();
+            let q = &mut d.common.active().unwrap().queues[1];
+            q.set_next_avail(5);
+            q.set_next_used(3);
+        }
+        t.irq.trigger(INT_VRING).unwrap();
+        w(&mut t, QUEUE_SEL, 1);
+        let saved = t.save_state();
+        assert_eq!(saved.status, 0xf);
+        assert_eq!(saved.acked_features, (1 << 32) | 0b100);
+        assert_eq!(
+            (saved.queues[1].next_avail, saved.queues[1].next_used),
+            (5, 3)
+        );
+        assert_eq!(saved.queues[1].size, 8);
+        assert_eq!(saved.interrupt_status, INT_VRING);
+
+        let (mut t2, dev2, evts2) = plain(42, &[16, 8]);
+        t2.restore_state(&saved).unwrap();
+        assert_eq!(
+            t2.save_state(),
+            saved,
+            "the restored transport saves the same"
+        );
+        assert_eq!(r(&mut t2, STATUS), 0xf);
+        assert_eq!(r(&mut t2, INTERRUPT_STATUS), INT_VRING);
+        assert_eq!(r(&mut t2, QUEUE_NUM_MAX), 8, "QueueSel came back");
+        let mut d = dev2.lock().unwrap();
+        assert_eq!(d.common.acked_features(), (1 << 32) | 0b100);
+        let a = d.common.active().expect("active again");
+        assert_eq!((a.queues[1].next_avail(), a.queues[1].next_used()), (5, 3));
+        assert_eq!(a.queues[0].desc_table(), 0x1000);
+        drop(d);
+        // Every queue is kicked once, for requests posted just before.
+        for e in &evts2 {
+            assert_eq!(e.read().unwrap(), 1);
+        }
+        // The driver can still reset it.
+        w(&mut t2, STATUS, 0);
+        assert!(!dev2.lock().unwrap().common.is_active());
+    }
+
+    #[test]
+    fn a_transport_that_never_got_driver_ok_restores_inactive() {
+        let (mut t, _, _) = plain(42, &[16, 8]);
+        negotiate(&mut t);
+        let saved = t.save_state();
+        let (mut t2, dev2, evts2) = plain(42, &[16, 8]);
+        t2.restore_state(&saved).unwrap();
+        assert_eq!(r(&mut t2, STATUS), ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        assert!(!dev2.lock().unwrap().common.is_active());
+        assert!(evts2[0].read().is_err(), "no kick");
+        // The driver goes on where it was.
+        w(&mut t2, STATUS, 0xf);
+        assert!(dev2.lock().unwrap().common.is_active());
+    }
+
+    #[test]
+    fn a_state_that_does_not_fit_is_refused_and_changes_nothing() {
+        let (mut t, _, _) = plain(42, &[16, 8]);
+        negotiate(&mut t);
+        w(&mut t, STATUS, 0xf);
+        let saved = t.save_state();
+        let (mut other, _, _) = plain(7, &[16, 8]);
+        assert_eq!(
+            other.restore_state(&saved),
+            Err(RestoreError::DeviceType {
+                saved: 42,
+                found: 7
+            })
+        );
+        let (mut fewer, _, _) = plain(42, &[16]);
+        assert!(matches!(
+            fewer.restore_state(&saved),
+            Err(RestoreError::Queues { .. })
+        ));
+        let mut bad = saved.clone();
+        bad.queues[0].size = 3;
+        let (mut t3, dev3, _) = plain(42, &[16, 8]);
+        assert!(matches!(
+            t3.restore_state(&bad),
+            Err(RestoreError::Queue { index: 0, .. })
+        ));
+        let mut outside = saved.clone();
+        outside.queues[1].desc_table = 0x4000_0000;
+        assert!(matches!(
+            t3.restore_state(&outside),
+            Err(RestoreError::Queue { index: 1, .. })
+        ));
+        assert_eq!(r(&mut t3, STATUS), 0, "unchanged");
+        assert!(!dev3.lock().unwrap().common.is_active());
     }
 }

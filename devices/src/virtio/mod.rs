@@ -23,6 +23,7 @@ mod device;
 mod interrupt;
 mod mmio;
 pub mod net;
+pub mod persist;
 mod queue;
 pub mod rng;
 pub mod state;

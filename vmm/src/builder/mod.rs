@@ -418,12 +418,16 @@ impl Vmm {
 
         let vm = Vm::new(&kvm)?;
         step.done("KVM VM");
-        vm.register_memory(&memory)?;
+        if spec.machine.track_dirty_pages {
+            vm.register_memory_with_dirty_log(&memory)?;
+        } else {
+            vm.register_memory(&memory)?;
+        }
         step.done("memory slots");
         vm.setup_irqchip()?;
         step.done("irqchip and PIT");
         let mut io = IoBuses::default();
-        let legacy = attach_legacy_devices(&vm, &mut io.pio, serial_out, ctx.start_time)?;
+        let legacy = attach_legacy_devices(&vm, &mut io.pio, serial_out, ctx.start_time, None)?;
         let virtio = attach_virtio_devices(&vm, &mut io.mmio, &memory, spec, backends)?;
         let io = Arc::new(io);
         step.done("devices");
@@ -432,7 +436,15 @@ impl Vmm {
         let vcpus = create_vcpus(&kvm, &vm, spec, &io, &memory, entry)?;
         step.done("vCPUs");
 
-        Ok(Vmm::new(vm, memory, vcpus, legacy, console_drain, virtio))
+        Ok(Vmm::new(
+            vm,
+            memory,
+            vcpus,
+            legacy,
+            console_drain,
+            virtio,
+            crate::snapshot::SnapshotSupport::new(kvm),
+        ))
     }
 }
 

@@ -228,6 +228,8 @@ pub struct VirtioDevices {
     pub vsock: Option<Arc<Mutex<Vsock>>>,
     /// Where each device was attached, in slot order (for the ACPI tables).
     pub slots: Vec<MmioSlot>,
+    /// Every device's transport, in slot order (for snapshots).
+    pub transports: Vec<Arc<Mutex<MmioTransport>>>,
 }
 
 /// A drive's backing file could not be swapped.
@@ -383,7 +385,9 @@ pub fn attach_virtio_devices(
                     Arc::new(Mutex::new(Rng::new().map_err(|e| {
                         DeviceError::Create(format!("entropy device: {e}"))
                     })?));
-                attach_virtio_device(vm, mmio, mem, slot, "the entropy device", rng.clone())?;
+                let transport =
+                    attach_virtio_device(vm, mmio, mem, slot, "the entropy device", rng.clone())?;
+                out.transports.push(transport);
                 out.subscribers.push(rng);
             }
             VirtioSlotKind::Vsock => {
@@ -395,7 +399,9 @@ pub fn attach_virtio_devices(
                 let vsock = Vsock::new(u64::from(cfg.guest_cid), cfg.uds_path.clone())
                     .map_err(BackendError::Vsock)?;
                 let vsock = Arc::new(Mutex::new(vsock));
-                attach_virtio_device(vm, mmio, mem, slot, "the vsock device", vsock.clone())?;
+                let transport =
+                    attach_virtio_device(vm, mmio, mem, slot, "the vsock device", vsock.clone())?;
+                out.transports.push(transport);
                 out.subscribers.push(vsock.clone());
                 out.vsock = Some(vsock);
             }
@@ -414,7 +420,8 @@ pub fn attach_virtio_devices(
                     attach_virtio_device(vm, mmio, mem, slot, "a block device", block.clone())?;
                 out.subscribers.push(block.clone());
                 out.blocks.push(block);
-                out.block_transports.push(transport);
+                out.block_transports.push(transport.clone());
+                out.transports.push(transport);
             }
             VirtioSlotKind::Net(i) => {
                 let n = &spec.net[i];
@@ -426,7 +433,9 @@ pub fn attach_virtio_devices(
                         source,
                     })?;
                 let net = Arc::new(Mutex::new(net));
-                attach_virtio_device(vm, mmio, mem, slot, "a network device", net.clone())?;
+                let transport =
+                    attach_virtio_device(vm, mmio, mem, slot, "a network device", net.clone())?;
+                out.transports.push(transport);
                 out.subscribers.push(net.clone());
                 out.nets.push(net);
             }

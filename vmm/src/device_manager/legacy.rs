@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use devices::legacy::{
-    AcpiPowerControl, BootTimer, Serial, SerialInputEvents, ACPI_POWER_PORTS, I8042,
+    AcpiPowerControl, BootTimer, I8042State, Serial, SerialInputEvents, SerialSnapshot,
+    ACPI_POWER_PORTS, I8042,
 };
 use devices::{Bus, EventFdTrigger};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -50,6 +51,34 @@ pub struct LegacyDevices {
     pub boot_timer: Arc<Mutex<BootTimer>>,
 }
 
+/// The legacy devices' state, as a snapshot keeps it (the ACPI power
+/// control and the boot timer hold none).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LegacyState {
+    /// The UART.
+    pub serial: SerialSnapshot,
+    /// The i8042.
+    pub i8042: I8042State,
+}
+
+impl LegacyDevices {
+    /// Their state, for a snapshot.
+    pub fn save_state(&self) -> LegacyState {
+        LegacyState {
+            serial: self
+                .serial
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .save_state(),
+            i8042: self
+                .i8042
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .save_state(),
+        }
+    }
+}
+
 fn eventfd(what: &'static str) -> Result<EventFd, DeviceError> {
     EventFd::new(EFD_NONBLOCK).map_err(|e| DeviceError::EventFd(what, e))
 }
@@ -59,22 +88,27 @@ fn clone(evt: &EventFd, what: &'static str) -> Result<EventFd, DeviceError> {
 }
 
 /// Creates the serial port, i8042 and boot timer on `pio`; serial output
-/// goes to `serial_out`, boot time counts from `start`.
+/// goes to `serial_out`, boot time counts from `start`. With `restore`
+/// (a snapshot's), the UART and the i8042 start where they were.
 pub fn attach_legacy_devices(
     vm: &Vm,
     pio: &mut Bus,
     serial_out: SerialOutput,
     start: Instant,
+    restore: Option<&LegacyState>,
 ) -> Result<LegacyDevices, DeviceError> {
     let serial_irq = eventfd("the serial interrupt")?;
     vm.register_irqfd(&serial_irq, SERIAL_IRQ)
         .map_err(|e| DeviceError::Irq("the serial port", e))?;
     let serial_input_ready = eventfd("serial input")?;
-    let serial = Arc::new(Mutex::new(Serial::new(
-        EventFdTrigger::new(serial_irq),
-        SerialInputEvents::new(clone(&serial_input_ready, "serial input")?),
-        serial_out,
-    )));
+    let trigger = EventFdTrigger::new(serial_irq);
+    let events = SerialInputEvents::new(clone(&serial_input_ready, "serial input")?);
+    let serial = match restore {
+        Some(state) => Serial::from_state(&state.serial, trigger, events, serial_out)
+            .map_err(|e| DeviceError::Create(e.to_string()))?,
+        None => Serial::new(trigger, events, serial_out),
+    };
+    let serial = Arc::new(Mutex::new(serial));
     pio.insert(SERIAL_PORT, SERIAL_PORT_LEN, serial.clone())
         .map_err(|e| DeviceError::Bus("the serial port", e))?;
 
@@ -82,10 +116,14 @@ pub fn attach_legacy_devices(
     let kbd_irq = eventfd("the keyboard interrupt")?;
     vm.register_irqfd(&kbd_irq, I8042_KBD_IRQ)
         .map_err(|e| DeviceError::Irq("the i8042", e))?;
-    let i8042 = Arc::new(Mutex::new(I8042::new(
+    let mut i8042 = I8042::new(
         EventFdTrigger::new(clone(&reset_evt, "the i8042 reset")?),
         EventFdTrigger::new(kbd_irq),
-    )));
+    );
+    if let Some(state) = restore {
+        i8042.restore_state(&state.i8042);
+    }
+    let i8042 = Arc::new(Mutex::new(i8042));
     pio.insert(I8042_PORT, I8042_PORT_LEN, i8042.clone())
         .map_err(|e| DeviceError::Bus("the i8042", e))?;
 

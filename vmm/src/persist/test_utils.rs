@@ -124,8 +124,13 @@ pub fn start(vcpu: Vcpu) -> VcpuHandle {
     let (tx, _rx) = channel();
     // Under the vCPU seccomp filter, as in podvm: a save must stay within it.
     let filters = crate::seccomp::SeccompFilters::builtin().unwrap();
-    vcpu.start(tx, EventFd::new(EFD_NONBLOCK).unwrap(), Some(filters))
-        .unwrap()
+    vcpu.start(
+        tx,
+        EventFd::new(EFD_NONBLOCK).unwrap(),
+        Some(filters),
+        false,
+    )
+    .unwrap()
 }
 
 /// Waits (at most 30 s) until `cond` holds.

@@ -143,6 +143,10 @@ const VMM: &[Allowed] = &[
         "removing the API and vsock sockets on exit",
     ),
     a(
+        libc::SYS_ftruncate,
+        "snapshots: sizing the memory file (its untouched pages stay holes)",
+    ),
+    a(
         libc::SYS_accept4,
         "vsock: host processes connecting to the device's socket",
     ),

@@ -354,15 +354,20 @@ impl Vcpu {
     /// Starts the vCPU's thread, which installs the vCPU seccomp filter of
     /// `seccomp` (none: `--no-seccomp`) before it enters the guest. When it
     /// stops by itself it sends its report on `report` and writes
-    /// `exit_evt`.
+    /// `exit_evt`. With `paused`, the thread starts parked, as if paused
+    /// before its first instruction (a restored VM that is not resumed).
     pub fn start(
         mut self,
         report: Sender<VcpuStopped>,
         exit_evt: EventFd,
         seccomp: Option<SeccompFilters>,
+        paused: bool,
     ) -> Result<VcpuHandle, VcpuError> {
         install_kick_handler()?;
         let control = Arc::new(VcpuControl::default());
+        if paused {
+            control.set(WANT_PAUSE);
+        }
         let exits = self.exits.clone();
         let thread_control = control.clone();
         let index = self.index;
@@ -756,7 +761,7 @@ mod tests {
             .unwrap();
         let (tx, _rx) = channel();
         let handle = vcpu
-            .start(tx, EventFd::new(EFD_NONBLOCK).unwrap(), None)
+            .start(tx, EventFd::new(EFD_NONBLOCK).unwrap(), None, false)
             .unwrap();
 
         wait_until("the guest to run", || count.load(Ordering::SeqCst) > 10);
@@ -829,7 +834,7 @@ mod tests {
         let support = Arc::new(VcpuStateSupport::probe(&kvm, vm.fd()).unwrap());
         let (tx, _rx) = channel();
         let handle = vcpu
-            .start(tx, EventFd::new(EFD_NONBLOCK).unwrap(), None)
+            .start(tx, EventFd::new(EFD_NONBLOCK).unwrap(), None, false)
             .unwrap();
 
         // The pause lands while the device answers the `in`: the vCPU

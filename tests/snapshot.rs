@@ -1,0 +1,206 @@
+//! Snapshots end to end: a paused VM is saved (`PUT /snapshot/create`),
+//! its process ends, and a new process loads it (`PUT /snapshot/load`) and
+//! goes on where it stopped; bad snapshots are refused, each with its
+//! reason, and the process can load a good one afterwards.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+/// `podvm serve --api-sock <dir>/<name>.sock`, accepting.
+fn serve(dir: &Path, name: &str) -> (KillOnDrop, PathBuf) {
+    let sock = dir.join(format!("{name}.sock"));
+    let vm = spawn_podvm(&["serve".as_ref(), "--api-sock".as_ref(), sock.as_os_str()]);
+    wait_for_path(&sock);
+    (vm, sock)
+}
+
+fn put(sock: &Path, path: &str, body: &str) {
+    let (code, reply) = http(sock, "PUT", path, body);
+    assert_eq!(code, 204, "PUT {path} {body}: {reply}");
+}
+
+fn patch_vm(sock: &Path, state: &str) {
+    let (code, reply) = http(sock, "PATCH", "/vm", &format!(r#"{{"state": "{state}"}}"#));
+    assert_eq!(code, 204, "{state}: {reply}");
+}
+
+fn create(sock: &Path, kind: &str, state: &Path, mem: &Path) -> (u16, String) {
+    let body = serde_json::json!({
+        "snapshot_type": kind, "snapshot_path": state, "mem_file_path": mem,
+    });
+    http(sock, "PUT", "/snapshot/create", &body.to_string())
+}
+
+fn load_body(state: &Path, mem: &Path, resume: bool) -> String {
+    serde_json::json!({
+        "snapshot_path": state,
+        "mem_backend": {"backend_type": "File", "backend_path": mem},
+        "resume_vm": resume,
+    })
+    .to_string()
+}
+
+/// The tick numbers in `text`, in order (a line cut by a pause is
+/// completed by the restored VM's first bytes).
+fn ticks(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("tick ").and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+/// A counter guest booted through the API, paused after `n` ticks, and
+/// saved to `state`/`mem`; returns what it printed. Its process is gone.
+fn saved_counter(dir: &Path, n: u64, state: &Path, mem: &Path) -> String {
+    let (mut vm, sock) = serve(dir, "original");
+    let out = stream_stdout(&mut vm.0);
+    let boot = format!(
+        r#"{{"kernel_image_path": "{}"}}"#,
+        guest("counter").display()
+    );
+    put(&sock, "/boot-source", &boot);
+    action(&sock, "InstanceStart");
+    let mut seen = String::new();
+    wait_output(&out, &mut seen, &format!("tick {n}\n"));
+    patch_vm(&sock, "Paused");
+    drain_until_quiet(&out, &mut seen, Duration::from_millis(100), "pause");
+    let (code, reply) = create(&sock, "Full", state, mem);
+    assert_eq!(code, 204, "{reply}");
+    // The original goes away for good before the copy runs.
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    drain_until_quiet(&out, &mut seen, Duration::from_millis(50), "exit");
+    seen
+}
+
+#[test]
+fn a_restored_vm_counts_on_from_where_it_was_saved() {
+    if !kvm_available("a_restored_vm_counts_on_from_where_it_was_saved") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    let before = saved_counter(dir.path(), 3, &state, &mem);
+    let last = *ticks(&before).last().unwrap();
+
+    let (mut vm, sock) = serve(dir.path(), "restored");
+    let out = stream_stdout(&mut vm.0);
+    put(&sock, "/snapshot/load", &load_body(&state, &mem, true));
+    let (_, info) = http(&sock, "GET", "/", "");
+    assert!(info.contains(r#""state":"Running""#), "{info}");
+    let mut after = String::new();
+    wait_output(&out, &mut after, &format!("tick {}\n", last + 3));
+    // No reboot: the count goes on from the saved one, with no gap.
+    let all = ticks(&format!("{before}{after}"));
+    let expected: Vec<u64> = (0..all.len() as u64).collect();
+    assert_eq!(all, expected, "before: {before:?} after: {after:?}");
+    assert!(!after.contains("tick 0\n"), "{after}");
+    // The configuration came with it.
+    let (_, config) = http(&sock, "GET", "/vm/config", "");
+    assert!(config.contains("counter"), "{config}");
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+}
+
+#[test]
+fn a_load_without_resume_stays_paused_until_resumed() {
+    if !kvm_available("a_load_without_resume_stays_paused_until_resumed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    let before = saved_counter(dir.path(), 1, &state, &mem);
+    let last = *ticks(&before).last().unwrap();
+    let (mut vm, sock) = serve(dir.path(), "restored");
+    let out = stream_stdout(&mut vm.0);
+    put(&sock, "/snapshot/load", &load_body(&state, &mem, false));
+    let (_, info) = http(&sock, "GET", "/", "");
+    assert!(info.contains(r#""state":"Paused""#), "{info}");
+    assert!(
+        out.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a paused VM prints nothing"
+    );
+    patch_vm(&sock, "Resumed");
+    let mut after = String::new();
+    wait_output(&out, &mut after, &format!("tick {}\n", last + 1));
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+}
+
+#[test]
+fn bad_snapshots_are_refused_with_the_reason_and_a_good_one_loads_after() {
+    if !kvm_available("bad_snapshots_are_refused_with_the_reason_and_a_good_one_loads_after") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    saved_counter(dir.path(), 1, &state, &mem);
+    let good = std::fs::read(&state).unwrap();
+    let bad = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let truncated = bad("truncated.state", &good[..good.len() / 2]);
+    let mut flipped = good.clone();
+    let at = flipped.len() - 10;
+    flipped[at] ^= 0x40;
+    let corrupted = bad("corrupted.state", &flipped);
+    let mut magic = good.clone();
+    magic[0] = b'X';
+    let not_ours = bad("magic.state", &magic);
+    let mut version = good.clone();
+    version[8] = version[8].wrapping_add(1);
+    let new_version = bad("version.state", &version);
+    let short_mem = dir.path().join("short.mem");
+    std::fs::write(&short_mem, vec![0u8; 4096]).unwrap();
+
+    let (mut vm, sock) = serve(dir.path(), "restored");
+    let out = stream_stdout(&mut vm.0);
+    for (state_file, mem_file, reason) in [
+        (&truncated, &mem, "truncated"),
+        (&corrupted, &mem, "checksum"),
+        (&not_ours, &mem, "not a podvm snapshot"),
+        (&new_version, &mem, "version"),
+        (&dir.path().join("missing.state"), &mem, "No such file"),
+        (&state, &short_mem, "short.mem"),
+        (&state, &dir.path().join("missing.mem"), "missing.mem"),
+    ] {
+        let (code, body) = http(
+            &sock,
+            "PUT",
+            "/snapshot/load",
+            &load_body(state_file, mem_file, true),
+        );
+        assert_eq!(code, 400, "{}: {body}", state_file.display());
+        assert!(
+            body.to_lowercase().contains(&reason.to_lowercase()),
+            "{}: {body} does not say {reason:?}",
+            state_file.display()
+        );
+        let (_, info) = http(&sock, "GET", "/", "");
+        assert!(info.contains("Not started"), "{info}");
+    }
+    // Creating needs a paused VM of this process.
+    let (code, body) = create(&sock, "Full", &dir.path().join("x"), &dir.path().join("y"));
+    assert_eq!(code, 400);
+    assert!(body.contains("not running"), "{body}");
+    // And the good one still loads in the same process.
+    put(&sock, "/snapshot/load", &load_body(&state, &mem, true));
+    let mut after = String::new();
+    wait_output(&out, &mut after, "tick ");
+    // A second load is refused: this process runs a VM now.
+    let (code, body) = http(
+        &sock,
+        "PUT",
+        "/snapshot/load",
+        &load_body(&state, &mem, true),
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("runs a VM already"), "{body}");
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+}
