@@ -12,10 +12,31 @@ use common::*;
 
 /// `podvm serve --api-sock <dir>/<name>.sock`, accepting.
 fn serve(dir: &Path, name: &str) -> (KillOnDrop, PathBuf) {
+    serve_logging(dir, name, "warn")
+}
+
+/// [`serve`] at log level `level` (`info` logs each snapshot's size).
+fn serve_logging(dir: &Path, name: &str, level: &str) -> (KillOnDrop, PathBuf) {
     let sock = dir.join(format!("{name}.sock"));
-    let vm = spawn_podvm(&["serve".as_ref(), "--api-sock".as_ref(), sock.as_os_str()]);
+    let vm = spawn_podvm(&[
+        "--log-level".as_ref(),
+        level.as_ref(),
+        "serve".as_ref(),
+        "--api-sock".as_ref(),
+        sock.as_os_str(),
+    ]);
     wait_for_path(&sock);
     (vm, sock)
+}
+
+/// The guest pages the snapshots of a process wrote, from its info log.
+fn pages_written(vm: &mut KillOnDrop) -> Vec<u64> {
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut vm.0.stderr.take().unwrap(), &mut err).unwrap();
+    err.lines()
+        .filter_map(|l| l.split(" written (").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect()
 }
 
 fn put(sock: &Path, path: &str, body: &str) {
@@ -201,6 +222,167 @@ fn bad_snapshots_are_refused_with_the_reason_and_a_good_one_loads_after() {
     );
     assert_eq!(code, 400);
     assert!(body.contains("runs a VM already"), "{body}");
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+}
+
+#[test]
+fn a_restored_guest_keeps_using_its_disk() {
+    if !kvm_available("a_restored_guest_keeps_using_its_disk") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    let disk = dir.path().join("d.img");
+    std::fs::write(&disk, vec![0u8; 64 * 512]).unwrap();
+    let (mut vm, sock) = serve(dir.path(), "original");
+    let out = stream_stdout(&mut vm.0);
+    let boot = serde_json::json!({
+        "kernel_image_path": guest("virtio_blk"),
+        "boot_args": "console=ttyS0 blk.write=8:4:9 blk.read2=8:4 blk.wait_config=1 blk.read3=8:4 blk.hold=1",
+    });
+    put(&sock, "/boot-source", &boot.to_string());
+    let drive =
+        serde_json::json!({"drive_id": "data", "path_on_host": disk, "is_root_device": false});
+    put(&sock, "/drives/data", &drive.to_string());
+    action(&sock, "InstanceStart");
+    let mut before = String::new();
+    wait_output(&out, &mut before, "blk-waiting-config\n");
+    patch_vm(&sock, "Paused");
+    let (code, reply) = create(&sock, "Full", &state, &mem);
+    assert_eq!(code, 204, "{reply}");
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    let written: Vec<u8> = (0..4 * 512).map(|i| (9 + i) as u8).collect();
+    let image = std::fs::read(&disk).unwrap();
+    assert_eq!(
+        &image[8 * 512..12 * 512],
+        written.as_slice(),
+        "on the disk at the snapshot"
+    );
+    let fnv_before = before
+        .lines()
+        .find_map(|l| l.strip_prefix("blk-read2-fnv: "))
+        .unwrap()
+        .to_string();
+
+    // The restored guest still waits for its configuration change: a
+    // bigger copy of the disk gives it one, and it reads its data back
+    // through the restored queue.
+    let bigger = dir.path().join("bigger.img");
+    let mut copy = image.clone();
+    copy.resize(128 * 512, 0);
+    std::fs::write(&bigger, &copy).unwrap();
+    let (mut vm, sock) = serve(dir.path(), "restored");
+    let out = stream_stdout(&mut vm.0);
+    put(&sock, "/snapshot/load", &load_body(&state, &mem, true));
+    let patch = serde_json::json!({"drive_id": "data", "path_on_host": bigger});
+    let (code, reply) = http(&sock, "PATCH", "/drives/data", &patch.to_string());
+    assert_eq!(code, 204, "{reply}");
+    let mut after = String::new();
+    wait_output(&out, &mut after, "blk-done\n");
+    assert!(after.contains("blk-config-change: 128\n"), "{after}");
+    assert!(after.contains("blk-read3-status: 0\n"), "{after}");
+    assert!(
+        after.contains(&format!("blk-read3-fnv: {fnv_before}\n")),
+        "{after} (before: {fnv_before})"
+    );
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+}
+
+#[test]
+fn a_snapshot_of_a_big_idle_guest_holds_what_it_touched() {
+    if !kvm_available("a_snapshot_of_a_big_idle_guest_holds_what_it_touched") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    let (mut vm, sock) = serve(dir.path(), "idle");
+    let out = stream_stdout(&mut vm.0);
+    put(
+        &sock,
+        "/machine-config",
+        r#"{"vcpu_count": 1, "mem_size_mib": 1024}"#,
+    );
+    let boot = format!(
+        r#"{{"kernel_image_path": "{}"}}"#,
+        guest("perf_idle").display()
+    );
+    put(&sock, "/boot-source", &boot);
+    action(&sock, "InstanceStart");
+    let mut seen = String::new();
+    wait_output(&out, &mut seen, "idle-ready\n");
+    patch_vm(&sock, "Paused");
+    let (code, reply) = create(&sock, "Full", &state, &mem);
+    assert_eq!(code, 204, "{reply}");
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    let meta = std::fs::metadata(&mem).unwrap();
+    assert_eq!(meta.len(), 1 << 30, "the whole guest, in apparent size");
+    let allocated = meta.blocks() * 512;
+    assert!(allocated > 0, "the kernel's pages at least");
+    assert!(
+        allocated < 4 << 20,
+        "an idle guest's memory file allocates {allocated} bytes"
+    );
+}
+
+#[test]
+fn a_diff_snapshot_holds_only_the_pages_written_since_the_last_one() {
+    if !kvm_available("a_diff_snapshot_holds_only_the_pages_written_since_the_last_one") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (s1, m1) = (dir.path().join("1.state"), dir.path().join("1.mem"));
+    let before = saved_counter(dir.path(), 2, &s1, &m1);
+    // The diff goes into a copy: m1 stays what clones of s1 map.
+    let m2 = dir.path().join("2.mem");
+    std::fs::copy(&m1, &m2).unwrap();
+    let s2 = dir.path().join("2.state");
+
+    let (mut vm, sock) = serve_logging(dir.path(), "tracked", "info");
+    let out = stream_stdout(&mut vm.0);
+    let load = serde_json::json!({
+        "snapshot_path": s1, "mem_file_path": m2, "resume_vm": true, "track_dirty_pages": true,
+    });
+    put(&sock, "/snapshot/load", &load.to_string());
+    let last = *ticks(&before).last().unwrap();
+    let mut middle = String::new();
+    wait_output(&out, &mut middle, &format!("tick {}\n", last + 2));
+    patch_vm(&sock, "Paused");
+    drain_until_quiet(&out, &mut middle, Duration::from_millis(100), "pause");
+    let (code, reply) = create(&sock, "Diff", &s2, &m2);
+    assert_eq!(code, 204, "{reply}");
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    let pages = pages_written(&mut vm);
+    assert_eq!(pages.len(), 1, "one snapshot logged");
+    assert!(
+        pages[0] > 0 && pages[0] < 64,
+        "a counter that ran a few ticks dirtied {} pages",
+        pages[0]
+    );
+
+    // Base plus diff restores to where the diff was taken.
+    let (mut vm, sock) = serve(dir.path(), "from-diff");
+    let out = stream_stdout(&mut vm.0);
+    put(&sock, "/snapshot/load", &load_body(&s2, &m2, true));
+    let last = *ticks(&format!("{before}{middle}")).last().unwrap();
+    let mut after = String::new();
+    wait_output(&out, &mut after, &format!("tick {}\n", last + 1));
+    let all = ticks(&format!("{before}{middle}{after}"));
+    assert_eq!(all, (0..all.len() as u64).collect::<Vec<_>>());
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+
+    // A Diff without dirty tracking is refused naming it.
+    let (mut vm, sock) = serve(dir.path(), "untracked");
+    put(&sock, "/snapshot/load", &load_body(&s2, &m2, false));
+    let (code, body) = create(&sock, "Diff", &dir.path().join("3.state"), &m2);
+    assert_eq!(code, 400);
+    assert!(body.contains("track_dirty_pages"), "{body}");
     action(&sock, "Shutdown");
     assert_eq!(wait_exit(&mut vm.0), 0);
 }

@@ -20,6 +20,8 @@
 #   blk.wait_config=<any>             then wait (polling InterruptStatus, at
 #                                     most CONFIG_POLLS reads) for a
 #                                     configuration-change interrupt
+#   blk.read3=<sector>:<count>        with blk.wait_config: an IN request
+#                                     after the configuration change
 #   blk.hold=<any>                    after blk-done, halt (interrupts off)
 #                                     instead of resetting, until the VMM
 #                                     ends the VM
@@ -39,6 +41,8 @@
 #   blk-read2-fnv: <8 hex digits>             /
 #   blk-waiting-config                        \ only with blk.wait_config=;
 #   blk-config-change: <new capacity, decimal> / or blk-config-timeout, reset
+#   blk-read3-status: <n>                     \ only with blk.wait_config= and
+#   blk-read3-fnv: <8 hex digits>             / blk.read3=
 #   blk-done
 # then resets (or, with blk.hold=, halts).  The read buffer is zeroed before each IN request.
 # Errors: "blk-error: ..." (see virtio.inc; here also "no device" when
@@ -201,6 +205,14 @@ main:
         test rax, rax
         jz 10f
         call blk_wait_config
+        # ---- blk.read3 (after the configuration change) --------------------------
+        lea rsi, [rip + key_read3]
+        mov edx, 2
+        call blk_args
+        test eax, eax
+        jz 10f
+        lea rsi, [rip + label_read3]
+        call blk_read
 10:     PRINT "blk-done\n"
         # ---- blk.hold ----------------------------------------------------------
         lea rsi, [rip + key_hold]
@@ -411,6 +423,8 @@ key_write:      .asciz "blk.write"
 key_flush:      .asciz "blk.flush"
 key_read2:      .asciz "blk.read2"
 key_wait_config: .asciz "blk.wait_config"
+key_read3:      .asciz "blk.read3"
+label_read3:    .asciz "blk-read3"
 key_hold:       .asciz "blk.hold"
 label_read:     .asciz "blk-read"
 label_read2:    .asciz "blk-read2"
