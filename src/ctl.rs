@@ -63,12 +63,55 @@ pub enum CtlCommand {
         /// The JSON body, or `-` to read it from standard input.
         json: String,
     },
+    /// Snapshots (`PUT /snapshot/create`, `PUT /snapshot/load`).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `podvm ctl snapshot …`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Snapshot the paused VM: its state to STATE, its memory to MEM.
+    Create {
+        /// The state file to write.
+        state: PathBuf,
+        /// The memory file to write (a Diff updates the previous one).
+        mem: PathBuf,
+        /// Only the pages written since the last snapshot (needs
+        /// track_dirty_pages).
+        #[arg(long)]
+        diff: bool,
+    },
+    /// Load a snapshot into this (unconfigured) podvm.
+    Load {
+        /// The state file.
+        state: PathBuf,
+        /// The memory file.
+        mem: PathBuf,
+        /// Run the VM at once (else it stays paused).
+        #[arg(long)]
+        resume: bool,
+        /// Track dirty pages, for Diff snapshots of the restored VM.
+        #[arg(long)]
+        track_dirty_pages: bool,
+        /// Another tap for an interface: IFACE=TAP (repeatable).
+        #[arg(long = "net", value_name = "IFACE=TAP")]
+        nets: Vec<String>,
+    },
 }
 
 impl CtlCommand {
     /// The request this command sends: method, path and body (`-` still
-    /// to be read from standard input).
-    fn request(&self) -> (Method, &str, &str) {
+    /// to be read from standard input), or the one-line usage error.
+    fn request(&self) -> Result<(Method, String, String), String> {
+        if let CtlCommand::Snapshot(s) = self {
+            return s.request();
+        }
+        let (m, p, b) = self.simple_request();
+        Ok((m, p.to_string(), b.to_string()))
+    }
+
+    fn simple_request(&self) -> (Method, &str, &str) {
         const START: &str = r#"{"action_type": "InstanceStart"}"#;
         const SHUTDOWN: &str = r#"{"action_type": "Shutdown"}"#;
         const CTRL_ALT_DEL: &str = r#"{"action_type": "SendCtrlAltDel"}"#;
@@ -83,7 +126,51 @@ impl CtlCommand {
             CtlCommand::Get { path } => (Method::Get, path, ""),
             CtlCommand::Put { path, json } => (Method::Put, path, json),
             CtlCommand::Patch { path, json } => (Method::Patch, path, json),
+            CtlCommand::Snapshot(_) => unreachable!("snapshot requests are built in request()"),
         }
+    }
+}
+
+impl SnapshotCommand {
+    fn request(&self) -> Result<(Method, String, String), String> {
+        let (path, body) = match self {
+            SnapshotCommand::Create { state, mem, diff } => (
+                "/snapshot/create",
+                serde_json::json!({
+                    "snapshot_type": if *diff { "Diff" } else { "Full" },
+                    "snapshot_path": state,
+                    "mem_file_path": mem,
+                }),
+            ),
+            SnapshotCommand::Load {
+                state,
+                mem,
+                resume,
+                track_dirty_pages,
+                nets,
+            } => {
+                let overrides = nets
+                    .iter()
+                    .map(|n| match n.split_once('=') {
+                        Some((iface, tap)) if !iface.is_empty() && !tap.is_empty() => {
+                            Ok(serde_json::json!({"iface_id": iface, "host_dev_name": tap}))
+                        }
+                        _ => Err(format!("--net {n}: expected IFACE=TAP")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (
+                    "/snapshot/load",
+                    serde_json::json!({
+                        "snapshot_path": state,
+                        "mem_backend": {"backend_type": "File", "backend_path": mem},
+                        "resume_vm": resume,
+                        "track_dirty_pages": track_dirty_pages,
+                        "network_overrides": overrides,
+                    }),
+                )
+            }
+        };
+        Ok((Method::Put, path.to_string(), body.to_string()))
     }
 }
 
@@ -100,23 +187,18 @@ pub fn run(args: CtlArgs) -> ExitCode {
 
 /// Sends the request and prints the answer; `Err` is the one-line message.
 fn send(args: &CtlArgs) -> Result<(), String> {
-    let (method, path, body) = args.command.request();
-    let stdin_body;
-    let body = if body == "-" {
-        let mut text = String::new();
+    let (method, path, mut body) = args.command.request()?;
+    if body == "-" {
+        body.clear();
         std::io::stdin()
-            .read_to_string(&mut text)
+            .read_to_string(&mut body)
             .map_err(|e| format!("cannot read the JSON body from standard input: {e}"))?;
-        stdin_body = text;
-        stdin_body.as_str()
-    } else {
-        body
-    };
+    }
     let sock_err =
         |e: &dyn std::fmt::Display| format!("--api-sock {}: {e}", args.api_sock.display());
     let client = Client::new(&args.api_sock).map_err(|e| sock_err(&e))?;
     let response = client
-        .request(method, path, body.as_bytes())
+        .request(method, &path, body.as_bytes())
         .map_err(|e| sock_err(&e))?;
     if !response.is_success() {
         return Err(response.fault_message());
@@ -182,8 +264,50 @@ mod tests {
             argv.extend_from_slice(args);
             let c = ctl(&argv).unwrap();
             assert_eq!(c.api_sock, PathBuf::from("/s"));
-            assert_eq!(c.command.request(), (method, path, body), "{args:?}");
+            assert_eq!(
+                c.command.request().unwrap(),
+                (method, path.to_string(), body.to_string()),
+                "{args:?}"
+            );
         }
+    }
+
+    #[test]
+    fn snapshot_commands_send_firecracker_bodies() {
+        let body = |args: &[&str]| {
+            let mut argv = vec!["--api-sock", "/s", "snapshot"];
+            argv.extend_from_slice(args);
+            let (m, path, b) = ctl(&argv).unwrap().command.request()?;
+            assert_eq!(m, Method::Put);
+            Ok::<_, String>((path, serde_json::from_str::<serde_json::Value>(&b).unwrap()))
+        };
+        assert_eq!(
+            body(&["create", "/st", "/mem"]).unwrap(),
+            (
+                "/snapshot/create".to_string(),
+                serde_json::json!({"snapshot_type": "Full", "snapshot_path": "/st", "mem_file_path": "/mem"})
+            )
+        );
+        assert_eq!(
+            body(&["create", "--diff", "/st", "/mem"]).unwrap().1["snapshot_type"],
+            "Diff"
+        );
+        let (path, load) =
+            body(&["load", "/st", "/mem", "--resume", "--net", "eth0=tap7"]).unwrap();
+        assert_eq!(path, "/snapshot/load");
+        assert_eq!(
+            load,
+            serde_json::json!({
+                "snapshot_path": "/st",
+                "mem_backend": {"backend_type": "File", "backend_path": "/mem"},
+                "resume_vm": true, "track_dirty_pages": false,
+                "network_overrides": [{"iface_id": "eth0", "host_dev_name": "tap7"}],
+            })
+        );
+        assert_eq!(
+            body(&["load", "/st", "/mem", "--net", "eth0"]).unwrap_err(),
+            "--net eth0: expected IFACE=TAP"
+        );
     }
 
     #[test]

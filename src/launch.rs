@@ -24,6 +24,7 @@ use resources::action::{
 use resources::{SerialConfig, VmSpec};
 use vmm::controller::{serve_actions, ActionQueue, Controller, PendingConfig};
 use vmm::seccomp::{self, SeccompError, SeccompFilters, ThreadKind};
+use vmm::snapshot::{read_snapshot, LoadError, LoadOptions};
 use vmm::{BuildContext, ConsoleInput, EventLoop, Vmm};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -57,6 +58,16 @@ impl SeccompArgs {
     }
 }
 
+/// A snapshot to restore (`podvm run --restore`).
+pub struct Restore {
+    /// The state file.
+    pub state: PathBuf,
+    /// The memory file.
+    pub mem: PathBuf,
+    /// Tap overrides.
+    pub options: LoadOptions,
+}
+
 /// What to launch.
 pub struct Launch<'a> {
     /// Serve the control API on this socket (none: no API).
@@ -66,6 +77,8 @@ pub struct Launch<'a> {
     /// A VM to build and start at once (flags or a config file); without
     /// one, the API configures and starts it.
     pub spec: Option<VmSpec>,
+    /// A snapshot to restore and run at once, instead of `spec`.
+    pub restore: Option<Restore>,
     /// Where `spec` came from, for naming what is at fault.
     pub source: SpecSource,
     /// Where metrics go from the start (a config file's `metrics`).
@@ -80,6 +93,30 @@ pub struct Launch<'a> {
 /// or field at fault) and becomes the exit code.
 pub fn build_vm(spec: &VmSpec, source: SpecSource, start_time: Instant) -> Result<Vmm, ExitCode> {
     Vmm::build(spec, &BuildContext { start_time }).map_err(|e| exit::build_failed(&e, source))
+}
+
+/// Restores the VM of `r`'s snapshot; returns it and its configuration (a
+/// failure is reported and becomes the exit code).
+fn restore_vm(r: &Restore, start_time: Instant) -> Result<(Vmm, VmSpec), ExitCode> {
+    let fail = |e: LoadError| {
+        let code = if e.is_config_error() {
+            exit::EXIT_USAGE
+        } else {
+            exit::EXIT_FAILURE
+        };
+        eprintln!("error: --restore {}: {e}", r.state.display());
+        ExitCode::from(code)
+    };
+    let payload = read_snapshot(&r.state).map_err(fail)?;
+    let mut spec = payload.spec.clone();
+    for (iface, tap) in &r.options.network_overrides {
+        if let Some(n) = spec.net.iter_mut().find(|n| &n.iface_id == iface) {
+            n.host_dev_name = tap.clone();
+        }
+    }
+    let vmm =
+        Vmm::restore(payload, &r.mem, &r.options, &BuildContext { start_time }).map_err(fail)?;
+    Ok((vmm, spec))
 }
 
 /// The console's input: standard input, when the console is on standard
@@ -104,7 +141,8 @@ pub fn launch(launch: Launch<'_>) -> ExitCode {
     let Launch {
         api_sock,
         id,
-        spec,
+        mut spec,
+        restore,
         source,
         metrics,
         start_time,
@@ -122,12 +160,19 @@ pub fn launch(launch: Launch<'_>) -> ExitCode {
     };
     // A VM from flags or a config file is built before the API answers
     // anything, so its configuration errors end podvm the same way.
-    let prebuilt = match &spec {
-        Some(spec) => match build_vm(spec, source, start_time) {
+    let prebuilt = match (&spec, restore) {
+        (Some(spec), _) => match build_vm(spec, source, start_time) {
             Ok(vmm) => Some(vmm),
             Err(code) => return code,
         },
-        None => None,
+        (None, Some(r)) => match restore_vm(&r, start_time) {
+            Ok((vmm, restored)) => {
+                spec = Some(restored);
+                Some(vmm)
+            }
+            Err(code) => return code,
+        },
+        (None, None) => None,
     };
     let (requests_tx, requests_rx) = channel();
     let kick = match EventFd::new(EFD_NONBLOCK).and_then(|k| Ok((k.try_clone()?, k))) {

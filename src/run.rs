@@ -2,7 +2,7 @@
 //! on this terminal. Parses the flags into a spec, then takes the one path
 //! every VM takes ([`crate::launch`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -13,15 +13,32 @@ use resources::{
 };
 
 use crate::exit::{self, SpecSource};
-use crate::launch::{launch, Launch, SeccompArgs};
+use crate::launch::{launch, Launch, Restore, SeccompArgs};
+use vmm::snapshot::LoadOptions;
 
 /// Flags of `podvm run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Kernel image: an uncompressed ELF vmlinux (entered through its PVH
     /// entry point when it has one) or a bzImage.
-    #[arg(long, value_name = "PATH")]
-    pub kernel: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "restore")]
+    pub kernel: Option<PathBuf>,
+
+    /// Restore the VM of this snapshot state file (with `--mem-file`)
+    /// instead of booting a kernel; it runs at once, its configuration is
+    /// the snapshot's. `--net tap=NAME,id=ID` gives an interface another
+    /// tap; no other VM flag goes with it.
+    #[arg(
+        long,
+        value_name = "STATE",
+        requires = "mem_file",
+        conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "disks", "rng", "vsock"]
+    )]
+    pub restore: Option<PathBuf>,
+
+    /// The snapshot's memory file (with `--restore`), mapped copy-on-write.
+    #[arg(long, value_name = "MEM", requires = "restore")]
+    pub mem_file: Option<PathBuf>,
 
     /// Initial ramdisk, loaded at the top of guest memory below 3.25 GiB.
     #[arg(long, value_name = "PATH")]
@@ -201,7 +218,7 @@ impl RunArgs {
                 track_dirty_pages: false,
             },
             boot_source: BootSourceConfig {
-                kernel_image_path: self.kernel.clone(),
+                kernel_image_path: self.kernel.clone().unwrap_or_default(),
                 boot_args: Some(self.cmdline.clone()),
                 initrd_path: self.initrd.clone(),
             },
@@ -216,19 +233,46 @@ impl RunArgs {
 
 /// `podvm run`: with `--api-sock`, the API serves while the VM runs.
 pub fn run(args: RunArgs, start_time: Instant) -> ExitCode {
-    let spec = match args.spec() {
-        Ok(spec) => spec,
-        Err(e) => return exit::usage(e),
+    let (spec, restore) = match (&args.restore, &args.mem_file) {
+        (Some(state), Some(mem)) => match args.restore_request(state, mem) {
+            Ok(r) => (None, Some(r)),
+            Err(e) => return exit::usage(e),
+        },
+        _ => match args.spec() {
+            Ok(spec) => (Some(spec), None),
+            Err(e) => return exit::usage(e),
+        },
     };
     launch(Launch {
         api_sock: args.api_sock.as_deref(),
         id: "anonymous-instance".into(),
-        spec: Some(spec),
+        spec,
+        restore,
         source: SpecSource::Flags,
         metrics: None,
         start_time,
         seccomp: &args.seccomp,
     })
+}
+
+impl RunArgs {
+    /// The restore `--restore` asks for, its `--net`s as tap overrides.
+    fn restore_request(&self, state: &Path, mem: &Path) -> Result<Restore, String> {
+        let network_overrides = self
+            .nets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| parse_net(n, i).map(|n| (n.iface_id, n.host_dev_name)))
+            .collect::<Result<_, _>>()?;
+        Ok(Restore {
+            state: state.to_path_buf(),
+            mem: mem.to_path_buf(),
+            options: LoadOptions {
+                network_overrides,
+                track_dirty_pages: false,
+            },
+        })
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,7 @@ pub fn serve(args: ServeArgs, start_time: Instant) -> ExitCode {
         api_sock: args.api_sock.as_deref(),
         id: args.id,
         spec,
+        restore: None,
         source: SpecSource::ConfigFile,
         metrics,
         start_time,

@@ -386,3 +386,83 @@ fn a_diff_snapshot_holds_only_the_pages_written_since_the_last_one() {
     action(&sock, "Shutdown");
     assert_eq!(wait_exit(&mut vm.0), 0);
 }
+
+#[test]
+fn ctl_snapshots_and_run_restores() {
+    if !kvm_available("ctl_snapshots_and_run_restores") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    let counter = guest("counter").display().to_string();
+    let sock = dir.path().join("run.sock");
+    let mut vm = spawn_podvm(&[
+        "run",
+        "--kernel",
+        &counter,
+        "--api-sock",
+        sock.to_str().unwrap(),
+    ]);
+    let out = stream_stdout(&mut vm.0);
+    let mut before = String::new();
+    wait_output(&out, &mut before, "tick 2\n");
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["ctl", "--api-sock", sock.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = run_podvm(&all);
+        assert_eq!(out.code(), 0, "{args:?}: {out:?}");
+    };
+    ctl(&["pause"]);
+    drain_until_quiet(&out, &mut before, Duration::from_millis(100), "pause");
+    ctl(&[
+        "snapshot",
+        "create",
+        state.to_str().unwrap(),
+        mem.to_str().unwrap(),
+    ]);
+    ctl(&["shutdown"]);
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    let last = *ticks(&before).last().unwrap();
+
+    let mut vm = spawn_podvm(&[
+        "run",
+        "--restore",
+        state.to_str().unwrap(),
+        "--mem-file",
+        mem.to_str().unwrap(),
+    ]);
+    let out = stream_stdout(&mut vm.0);
+    let mut after = String::new();
+    wait_output(&out, &mut after, &format!("tick {}\n", last + 2));
+    let all = ticks(&format!("{before}{after}"));
+    assert_eq!(all, (0..all.len() as u64).collect::<Vec<_>>());
+    // SAFETY: sends a signal to our own child process.
+    unsafe { libc::kill(vm.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(wait_exit(&mut vm.0), 128 + libc::SIGTERM);
+
+    // A restore needs its memory file, and takes no VM flag.
+    let out = run_podvm(&["run", "--restore", state.to_str().unwrap()]);
+    assert_eq!(out.code(), 2, "{out:?}");
+    let out = run_podvm(&[
+        "run",
+        "--restore",
+        state.to_str().unwrap(),
+        "--mem-file",
+        mem.to_str().unwrap(),
+        "--memory",
+        "256",
+    ]);
+    assert_eq!(out.code(), 2, "{out:?}");
+    let out = run_podvm(&[
+        "run",
+        "--restore",
+        dir.path().join("nope.state").to_str().unwrap(),
+        "--mem-file",
+        mem.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 2, "{out:?}");
+    assert!(
+        out.stderr.starts_with("error: --restore ") && out.stderr.contains("nope.state"),
+        "{out:?}"
+    );
+}
