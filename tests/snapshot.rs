@@ -466,3 +466,86 @@ fn ctl_snapshots_and_run_restores() {
         "{out:?}"
     );
 }
+
+/// Resident KiB of the mappings of `file` in process `pid` (its guest
+/// memory, for a restored VM).
+fn resident_kib_of(pid: u32, file: &Path) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let name = file.to_str().unwrap();
+    let mut total = 0;
+    let mut in_mapping = false;
+    for line in smaps.lines() {
+        // A mapping's header: `start-end perms offset dev inode [path]`.
+        let mut words = line.split_whitespace();
+        let is_header = words.next().is_some_and(|w| w.contains('-'))
+            && words.next().is_some_and(|p| p.len() == 4);
+        if is_header {
+            in_mapping = line.ends_with(name);
+        } else if let Some(kib) = line.strip_prefix("Rss:").filter(|_| in_mapping) {
+            total += kib
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap();
+        }
+    }
+    total
+}
+
+#[test]
+fn prefetch_records_the_working_set_and_maps_it_on_later_loads() {
+    if !kvm_available("prefetch_records_the_working_set_and_maps_it_on_later_loads") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    saved_counter(dir.path(), 1, &state, &mem);
+    let ws = dir.path().join("vm.state.ws");
+    let with_prefetch = |resume: bool| {
+        serde_json::json!({
+            "snapshot_path": state, "mem_file_path": mem, "resume_vm": resume, "prefetch": true,
+        })
+        .to_string()
+    };
+
+    // The first load records what the guest touches in its first second.
+    let (mut vm, sock) = serve(dir.path(), "recording");
+    put(&sock, "/snapshot/load", &with_prefetch(true));
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !ws.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no working set recorded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    let set: serde_json::Value = serde_json::from_slice(&std::fs::read(&ws).unwrap()).unwrap();
+    let pages: u64 = set["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|run| run[1].as_u64().unwrap())
+        .sum();
+    assert!(pages > 0, "{set}");
+
+    // A later load maps those pages before the guest runs; one without
+    // prefetch maps none.
+    let (mut vm, sock) = serve(dir.path(), "prefetched");
+    put(&sock, "/snapshot/load", &with_prefetch(false));
+    let prefetched = resident_kib_of(vm.0.id(), &mem);
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    let (mut vm, sock) = serve(dir.path(), "plain");
+    put(&sock, "/snapshot/load", &load_body(&state, &mem, false));
+    let plain = resident_kib_of(vm.0.id(), &mem);
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    assert!(
+        prefetched >= pages * 4 && plain < prefetched,
+        "{pages} pages recorded; resident after a prefetching load {prefetched} KiB, after a plain one {plain} KiB"
+    );
+}

@@ -22,10 +22,12 @@ use resources::{BootSourceConfig, DriveConfig, MachineConfig, NetConfig, SerialC
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::persist::{prefetch_working_set, record_working_set, WorkingSet};
 use crate::runtime::{EventLoop, RunError, RunningVm};
 use crate::seccomp::SeccompFilters;
 use crate::snapshot::{read_snapshot, LoadOptions, SnapshotKind};
 use crate::{BuildContext, ConsoleInput, VmExit, Vmm};
+use std::path::PathBuf;
 
 /// podvm's version, as `GET /` and `GET /version` report it.
 pub const VMM_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -113,6 +115,8 @@ pub struct Controller {
     serial_input: Option<ConsoleInput>,
     /// The filters every vCPU thread installs (none: `--no-seccomp`).
     seccomp: Option<SeccompFilters>,
+    /// Where to record the working set of a restored VM, once due.
+    working_set: Option<(PathBuf, Arc<AtomicBool>)>,
 }
 
 fn fail<T>(msg: impl Into<String>) -> Result<T, ActionError> {
@@ -139,6 +143,39 @@ impl Controller {
             start_time,
             serial_input,
             seccomp,
+            working_set: None,
+        }
+    }
+
+    /// Records the pages a restored VM touched since its load as its
+    /// snapshot's working set, once [`WORKING_SET_WINDOW`] has passed.
+    fn record_working_set_if_due(&mut self) {
+        let due = self
+            .working_set
+            .as_ref()
+            .is_some_and(|(_, due)| due.load(Ordering::Acquire));
+        if !due {
+            return;
+        }
+        let Some((path, _)) = self.working_set.take() else {
+            return;
+        };
+        let Some(vm) = &self.running else {
+            return;
+        };
+        let result = record_working_set(&vm.memory)
+            .map_err(|e| e.to_string())
+            .and_then(|set| {
+                let json = serde_json::to_vec(&set).map_err(|e| e.to_string())?;
+                std::fs::write(&path, json).map_err(|e| e.to_string())?;
+                Ok(set.pages())
+            });
+        match result {
+            Ok(pages) => log::info!(
+                "working set of {pages} pages recorded in {}",
+                path.display()
+            ),
+            Err(e) => log::warn!("cannot record the working set in {}: {e}", path.display()),
         }
     }
 
@@ -241,6 +278,36 @@ impl Controller {
         };
         let mut spec = payload.spec.clone();
         let vmm = Vmm::restore(payload, &p.mem_file_path, &options, &ctx).map_err(|e| err(&e))?;
+        let working_set = working_set_path(&p.snapshot_path);
+        let mut record = false;
+        if p.prefetch {
+            match std::fs::read(&working_set) {
+                // A working set recorded by an earlier load: its pages are
+                // mapped before any vCPU runs.
+                Ok(json) => {
+                    let set: WorkingSet = serde_json::from_slice(&json).map_err(|e| {
+                        ActionError(format!(
+                            "snapshot/load: working set {}: {e}",
+                            working_set.display()
+                        ))
+                    })?;
+                    let started = Instant::now();
+                    let pages = prefetch_working_set(vmm.memory(), &set).map_err(|e| err(&e))?;
+                    log::info!(
+                        "prefetched {pages} pages of {} in {} us",
+                        working_set.display(),
+                        started.elapsed().as_micros()
+                    );
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => record = true,
+                Err(e) => {
+                    return fail(format!(
+                        "snapshot/load: working set {}: {e}",
+                        working_set.display()
+                    ))
+                }
+            }
+        }
         let running = RunningVm::start(
             vmm,
             self.serial_input.take(),
@@ -257,6 +324,16 @@ impl Controller {
         spec.machine.track_dirty_pages = p.track_dirty_pages;
         self.config = PendingConfig::from_spec(spec);
         self.running = Some(running);
+        if record {
+            let due = Arc::new(AtomicBool::new(false));
+            match DueTimer::new(due.clone(), WORKING_SET_WINDOW, None) {
+                Ok(t) => {
+                    event_loop.add(Arc::new(Mutex::new(t)));
+                    self.working_set = Some((working_set, due));
+                }
+                Err(e) => log::warn!("cannot record the working set: {e}"),
+            }
+        }
         Ok(VmmData::Empty)
     }
 
@@ -515,6 +592,13 @@ fn check_machine(m: &MachineConfig) -> Result<(), ActionError> {
         .map_err(|e| ActionError(format!("machine-config: {e}")))
 }
 
+/// Where the working set of the snapshot at `state` is kept: beside it.
+fn working_set_path(state: &std::path::Path) -> PathBuf {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".ws");
+    PathBuf::from(name)
+}
+
 /// Refuses a vsock configuration the spec would refuse, at the call.
 fn check_vsock(v: &resources::VsockConfig) -> Result<(), ActionError> {
     let probe = VmSpec {
@@ -537,21 +621,30 @@ pub struct ActionQueue {
 /// How often metrics are flushed without being asked.
 const METRICS_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Marks a metrics flush as due every [`METRICS_PERIOD`].
-struct MetricsTimer {
+/// How long after a load with `prefetch` the pages the guest touched are
+/// recorded as the snapshot's working set.
+const WORKING_SET_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Marks something as due after `first`, then every `period` (metrics
+/// flushes, the working-set record).
+struct DueTimer {
     timer: vmm_sys_util::timerfd::TimerFd,
     due: Arc<AtomicBool>,
 }
 
-impl MetricsTimer {
-    fn new(due: Arc<AtomicBool>) -> std::io::Result<Self> {
+impl DueTimer {
+    fn new(
+        due: Arc<AtomicBool>,
+        first: std::time::Duration,
+        period: Option<std::time::Duration>,
+    ) -> std::io::Result<Self> {
         let mut timer = vmm_sys_util::timerfd::TimerFd::new()?;
-        timer.reset(METRICS_PERIOD, Some(METRICS_PERIOD))?;
-        Ok(MetricsTimer { timer, due })
+        timer.reset(first, period)?;
+        Ok(DueTimer { timer, due })
     }
 }
 
-impl MutEventSubscriber for MetricsTimer {
+impl MutEventSubscriber for DueTimer {
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
         let _ = self.timer.wait();
         self.due.store(true, Ordering::Release);
@@ -601,7 +694,7 @@ pub fn serve_actions(
     })));
     // Metrics are also flushed every minute (as Firecracker does).
     let flush_due = Arc::new(AtomicBool::new(false));
-    match MetricsTimer::new(flush_due.clone()) {
+    match DueTimer::new(flush_due.clone(), METRICS_PERIOD, Some(METRICS_PERIOD)) {
         Ok(t) => event_loop.add(Arc::new(Mutex::new(t))),
         Err(e) => log::warn!("no periodic metrics: {e}"),
     }
@@ -623,6 +716,7 @@ pub fn serve_actions(
         if let Err(e) = event_loop.run_once() {
             break Err(e);
         }
+        controller.record_working_set_if_due();
         if flush_due.swap(false, Ordering::AcqRel) && controller.metrics.is_some() {
             if let Err(e) = controller.flush_metrics() {
                 log::warn!("cannot write metrics: {e}");

@@ -52,6 +52,9 @@ const PAGEMAP_BATCH: usize = 65536;
 /// Guest memory could not be written to or restored from a file.
 #[derive(Debug, thiserror::Error)]
 pub enum MemorySnapshotError {
+    /// The working set could not be populated.
+    #[error("cannot populate the working set: {0}")]
+    Prefetch(#[source] io::Error),
     /// The memory file could not be resized.
     #[error("cannot size the memory file to {size} bytes: {source}")]
     Resize {
@@ -1006,4 +1009,80 @@ mod tests {
         handle.stop();
         handle.join();
     }
+}
+
+/// The guest pages touched since a restore: for each region, runs of
+/// `(first page, count)`. What a later load of the same snapshot
+/// populates before the guest runs ([`prefetch_working_set`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkingSet {
+    /// Per memory region, in region order.
+    pub regions: Vec<Vec<(u64, u64)>>,
+}
+
+impl WorkingSet {
+    /// Pages in the set.
+    pub fn pages(&self) -> u64 {
+        self.regions.iter().flatten().map(|&(_, n)| n).sum()
+    }
+}
+
+/// The pages of `mem` present in this process's page tables now: for
+/// memory restored from a file, those the guest (or podvm) touched since.
+pub fn record_working_set<B: Bitmap>(
+    mem: &GuestMemoryMmap<B>,
+) -> Result<WorkingSet, MemorySnapshotError> {
+    let pagemap = open_pagemap()?;
+    let mut regions = Vec::new();
+    for region in mem.iter() {
+        let pages = region.len() as usize / PAGE_SIZE;
+        let mapping: &MmapRegion<B> = region;
+        let set = pagemap_pages(&pagemap, mapping.as_ptr() as usize, pages, |e| {
+            e & PAGEMAP_PRESENT != 0
+        })
+        .map_err(MemorySnapshotError::Pagemap)?;
+        regions.push(
+            set.runs()
+                .into_iter()
+                .map(|(first, n)| (first as u64, n as u64))
+                .collect(),
+        );
+    }
+    Ok(WorkingSet { regions })
+}
+
+/// Maps the pages of `set` into this process's page tables now
+/// (`MADV_POPULATE_READ`: the memory file's pages, not copies of them), so
+/// that the guest does not stop on a fault for each of them when it runs.
+/// Runs outside a region are ignored. Returns the pages populated.
+pub fn prefetch_working_set<B: Bitmap>(
+    mem: &GuestMemoryMmap<B>,
+    set: &WorkingSet,
+) -> Result<u64, MemorySnapshotError> {
+    let mut done = 0;
+    for (region, runs) in mem.iter().zip(&set.regions) {
+        let pages = region.len() / PAGE_SIZE as u64;
+        let mapping: &MmapRegion<B> = region;
+        for &(first, count) in runs {
+            let Some(end) = first.checked_add(count).filter(|&end| end <= pages) else {
+                continue;
+            };
+            let len = ((end - first) as usize) * PAGE_SIZE;
+            // SAFETY: the range lies inside the region's mapping (checked
+            // above), which stays mapped while `region` is borrowed;
+            // populating it changes no byte of it.
+            let rc = unsafe {
+                libc::madvise(
+                    mapping.as_ptr().add(first as usize * PAGE_SIZE).cast(),
+                    len,
+                    libc::MADV_POPULATE_READ,
+                )
+            };
+            if rc != 0 {
+                return Err(MemorySnapshotError::Prefetch(io::Error::last_os_error()));
+            }
+            done += end - first;
+        }
+    }
+    Ok(done)
 }

@@ -43,8 +43,8 @@ use vm_memory::GuestMemoryMmap;
 
 pub use blob::Blob;
 pub use memory::{
-    restore_guest_memory, write_diff_memory, write_full_memory, MemorySnapshotError, MemoryState,
-    MemoryWriteStats, VmmWriteLog,
+    prefetch_working_set, record_working_set, restore_guest_memory, write_diff_memory,
+    write_full_memory, MemorySnapshotError, MemoryState, MemoryWriteStats, VmmWriteLog, WorkingSet,
 };
 pub use state_file::{
     decode_state_file, encode_state_file, read_state_file, write_state_file, HostCpu,
