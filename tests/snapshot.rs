@@ -523,10 +523,9 @@ fn prefetch_records_the_working_set_and_maps_it_on_later_loads() {
     action(&sock, "Shutdown");
     assert_eq!(wait_exit(&mut vm.0), 0);
     let set: serde_json::Value = serde_json::from_slice(&std::fs::read(&ws).unwrap()).unwrap();
-    let pages: u64 = set["regions"]
-        .as_array()
-        .unwrap()
+    let pages: u64 = ["read", "written"]
         .iter()
+        .flat_map(|k| set[k].as_array().unwrap())
         .flat_map(|r| r.as_array().unwrap())
         .map(|run| run[1].as_u64().unwrap())
         .sum();

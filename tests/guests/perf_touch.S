@@ -10,13 +10,33 @@
 # forever; or, with "perf.reset=1" on the command line, resets through the
 # i8042 right after that line (the destroy scenario's reset -> exit figure,
 # the one way to end a guest that podvm and Firecracker share).  About 4
-# emulated instructions per page: ~1 M for 1 GiB.
+# emulated instructions per page: ~1 M for 1 GiB.  With "perf.delay=<n>"
+# it first prints "touch-waiting" and busy-waits n iterations (2
+# instructions each) before it touches anything: the snapshot scenario
+# saves it there, and times a restored copy's touch of all its memory.
         .include "lib.inc"
 
         ELF_GUEST_ENTRY
 
 main:
-        movzx ecx, byte ptr [r15 + BP_E820_ENTRIES]
+        # perf.delay=<n>: print "touch-waiting", busy-wait n iterations
+        # (a window in which the snapshot scenario saves the VM), then touch.
+        mov rdi, r15
+        call cmdline_ptr
+        mov rdi, rax
+        lea rsi, [rip + key_delay]
+        call cmdline_find               # rax = value, rcx = length
+        test rax, rax
+        jz 9f
+        mov rsi, rax
+        call parse_num
+        jc 9f
+        PRINT "touch-waiting\n"
+8:      test rax, rax
+        jz 9f
+        dec rax
+        jmp 8b
+9:      movzx ecx, byte ptr [r15 + BP_E820_ENTRIES]
         cmp ecx, E820_MAX_ENTRIES
         jbe 1f
         mov ecx, E820_MAX_ENTRIES
@@ -67,3 +87,4 @@ main:
 
         .section .rodata
 key_reset:      .asciz "perf.reset"
+key_delay:      .asciz "perf.delay"
