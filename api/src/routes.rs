@@ -660,46 +660,26 @@ mod tests {
         }
     }
 
-    /// The `(path, method)` pairs under `paths:` in `openapi.yaml`: path
-    /// keys are indented by two spaces, method keys by four.
-    fn spec_operations(yaml: &str) -> BTreeSet<(String, String)> {
-        let mut ops = BTreeSet::new();
-        let mut in_paths = false;
-        let mut path = None;
-        for line in yaml.lines() {
-            if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                continue;
-            }
-            if !line.starts_with(' ') {
-                in_paths = line.trim_end() == "paths:";
-                continue;
-            }
-            if !in_paths {
-                continue;
-            }
-            if let Some(key) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')) {
-                if !key.starts_with(' ') {
-                    path = Some(key.trim_matches('"').to_string());
-                    continue;
-                }
-            }
-            if let Some(key) = line
-                .strip_prefix("    ")
-                .and_then(|l| l.trim_end().strip_suffix(':'))
-            {
-                if !key.starts_with(' ') {
-                    let p = path.clone().expect("a method key sits under a path key");
-                    ops.insert((p, key.to_uppercase()));
-                }
-            }
-        }
-        ops
+    /// `openapi.yaml`, read by a real YAML parser.
+    fn openapi() -> serde_yaml::Value {
+        serde_yaml::from_str(include_str!("../openapi.yaml"))
+            .unwrap_or_else(|e| panic!("openapi.yaml is not valid YAML: {e}"))
     }
 
     #[test]
     fn openapi_yaml_describes_exactly_the_route_table() {
-        let yaml = include_str!("../openapi.yaml");
-        let spec = spec_operations(yaml);
+        let spec = openapi();
+        let paths = spec["paths"].as_mapping().expect("a paths mapping");
+        let described: BTreeSet<(String, String)> = paths
+            .iter()
+            .flat_map(|(path, ops)| {
+                let path = path.as_str().unwrap().to_string();
+                ops.as_mapping()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (path.clone(), m.as_str().unwrap().to_uppercase()))
+            })
+            .collect();
         let table: BTreeSet<(String, String)> = ROUTES
             .iter()
             .flat_map(|r| {
@@ -708,13 +688,117 @@ mod tests {
                     .map(|m| (r.path.to_string(), m.to_string()))
             })
             .collect();
-        let missing: Vec<_> = table.difference(&spec).collect();
-        let extra: Vec<_> = spec.difference(&table).collect();
+        let missing: Vec<_> = table.difference(&described).collect();
+        let extra: Vec<_> = described.difference(&table).collect();
         assert!(
             missing.is_empty(),
             "routes without a spec entry: {missing:?}"
         );
         assert!(extra.is_empty(), "spec entries without a route: {extra:?}");
+        // Every body and response schema it names exists.
+        let definitions = spec["definitions"].as_mapping().unwrap();
+        let mut refs = Vec::new();
+        collect_refs(&spec["paths"], &mut refs);
+        collect_refs(&spec["definitions"], &mut refs);
+        for r in refs {
+            let name = r.strip_prefix("#/definitions/").expect("a local $ref");
+            assert!(
+                definitions.contains_key(name),
+                "$ref {r} names no definition"
+            );
+        }
+    }
+
+    fn collect_refs(v: &serde_yaml::Value, out: &mut Vec<String>) {
+        match v {
+            serde_yaml::Value::Mapping(m) => {
+                for (k, v) in m {
+                    if k.as_str() == Some("$ref") {
+                        out.push(v.as_str().unwrap().to_string());
+                    } else {
+                        collect_refs(v, out);
+                    }
+                }
+            }
+            serde_yaml::Value::Sequence(s) => s.iter().for_each(|v| collect_refs(v, out)),
+            _ => {}
+        }
+    }
+
+    /// The fields a request type takes, from serde's refusal of an unknown
+    /// one (every request type denies unknown fields).
+    fn accepted_fields<T: DeserializeOwned>() -> BTreeSet<String> {
+        let err = match serde_json::from_str::<T>(r#"{"__probe__": 0}"#) {
+            Ok(_) => panic!("a request type took an unknown field"),
+            Err(e) => e.to_string(),
+        };
+        let list = err
+            .split("expected one of ")
+            .nth(1)
+            .or_else(|| err.split("expected ").nth(1))
+            .unwrap_or_else(|| panic!("no field list in {err:?}"));
+        list.split(" at line")
+            .next()
+            .unwrap()
+            .split(", ")
+            .map(|f| f.trim_matches('`').to_string())
+            .collect()
+    }
+
+    /// Each schema of a request body lists exactly the fields its request
+    /// type accepts, and requires exactly the fields it cannot do without.
+    #[test]
+    fn every_request_schema_matches_its_request_type() {
+        use resources::action::{LoggerConfig, MetricsConfig};
+        use resources::snapshot::{SnapshotCreateParams, SnapshotLoadRequest};
+        let spec = openapi();
+        let checks: [(&str, BTreeSet<String>); 15] = [
+            ("MachineConfiguration", accepted_fields::<FcMachineConfig>()),
+            (
+                "PartialMachineConfiguration",
+                accepted_fields::<FcMachineConfigUpdate>(),
+            ),
+            ("BootSource", accepted_fields::<BootSourceConfig>()),
+            ("Drive", accepted_fields::<FcDrive>()),
+            ("PartialDrive", accepted_fields::<FcDriveUpdate>()),
+            ("NetworkInterface", accepted_fields::<FcNetworkInterface>()),
+            (
+                "PartialNetworkInterface",
+                accepted_fields::<FcNetworkInterfaceUpdate>(),
+            ),
+            ("EntropyDevice", accepted_fields::<FcEntropy>()),
+            ("Vsock", accepted_fields::<FcVsock>()),
+            (
+                "SnapshotCreateParams",
+                accepted_fields::<SnapshotCreateParams>(),
+            ),
+            (
+                "SnapshotLoadParams",
+                accepted_fields::<SnapshotLoadRequest>(),
+            ),
+            ("Logger", accepted_fields::<LoggerConfig>()),
+            ("Metrics", accepted_fields::<MetricsConfig>()),
+            (
+                "InstanceActionInfo",
+                accepted_fields::<InstanceActionInfo>(),
+            ),
+            ("Vm", accepted_fields::<VmState>()),
+        ];
+        for (name, fields) in checks {
+            let schema = &spec["definitions"][name];
+            let props: BTreeSet<String> = schema["properties"]
+                .as_mapping()
+                .unwrap_or_else(|| panic!("definition {name} has no properties"))
+                .keys()
+                .map(|k| k.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(props, fields, "definition {name}");
+            // A body without a required field is refused naming it.
+            for required in schema["required"].as_sequence().into_iter().flatten() {
+                let required = required.as_str().unwrap();
+                assert!(fields.contains(required), "{name}: {required}");
+            }
+        }
     }
 
     #[test]
