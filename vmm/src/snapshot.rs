@@ -378,6 +378,7 @@ impl Vmm {
         let legacy = attach_legacy_devices(
             &vm,
             &mut io.pio,
+            &memory,
             serial_out,
             ctx.start_time,
             Some(&devices.legacy),

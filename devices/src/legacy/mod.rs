@@ -20,7 +20,7 @@ pub use i8042::{
     I8042Error, I8042State, OutByte, PendingParam, COMMAND_OFFSET as I8042_COMMAND_OFFSET, I8042,
 };
 pub use serial::{Serial, SerialInputEvents, SerialRestoreError, SerialSnapshot};
-pub use vmgenid::{VmGenId, VmGenIdError, VmGenIdState, VMGENID_LEN};
+pub use vmgenid::{vmgenid_hex, VmGenId, VmGenIdError, VmGenIdState, VMGENID_LEN};
 
 /// Reads a device with one-byte registers: a wider access sees the
 /// register in its low byte and zeros above; an offset past 255 reads 0.

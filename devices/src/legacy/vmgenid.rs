@@ -83,6 +83,7 @@ impl VmGenId {
         }
         let id = random_id(None)?;
         write_id(mem, addr, &id)?;
+        log_id(&id);
         Ok(VmGenId { addr, id, irq })
     }
 
@@ -104,6 +105,7 @@ impl VmGenId {
         let id = random_id(Some(&self.id))?;
         write_id(mem, self.addr, &id)?;
         self.id = id;
+        log_id(&id);
         self.notify()
     }
 
@@ -140,8 +142,21 @@ impl VmGenId {
         }
         let id = random_id(Some(&state.id))?;
         write_id(mem, addr, &id)?;
+        log_id(&id);
         Ok(VmGenId { addr, id, irq })
     }
+}
+
+/// The id as 32 lowercase hex digits, two per byte in memory order (as
+/// the test guest prints it).
+pub fn vmgenid_hex(id: &[u8; VMGENID_LEN]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every id a VM gets is logged, so that a test (or a person) can match
+/// it with what the guest reads.
+fn log_id(id: &[u8; VMGENID_LEN]) {
+    log::info!("vmgenid: {}", vmgenid_hex(id));
 }
 
 fn write_id<M: GuestMemory>(
@@ -323,6 +338,14 @@ mod tests {
             VmGenId::restore_from_state(&state, &mem, t),
             Err(VmGenIdError::Misaligned(7))
         ));
+    }
+
+    #[test]
+    fn the_hex_form_is_two_digits_per_byte_in_memory_order() {
+        let mut id = [0u8; VMGENID_LEN];
+        id[0] = 0x0a;
+        id[15] = 0xf1;
+        assert_eq!(vmgenid_hex(&id), "0a0000000000000000000000000000f1");
     }
 
     #[test]

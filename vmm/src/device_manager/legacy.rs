@@ -1,17 +1,19 @@
-//! The legacy devices on the port-I/O bus: serial, i8042, boot timer.
+//! The legacy devices on the port-I/O bus: serial, i8042, boot timer; and
+//! the VM generation id, which is in guest memory rather than on a bus.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use devices::legacy::{
-    AcpiPowerControl, BootTimer, I8042State, Serial, SerialInputEvents, SerialSnapshot,
+    AcpiPowerControl, BootTimer, I8042State, Serial, SerialInputEvents, SerialSnapshot, VmGenId,
     ACPI_POWER_PORTS, I8042,
 };
 use devices::{Bus, EventFdTrigger};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::DeviceError;
+use super::{attach_vmgenid, DeviceError};
 use crate::vstate::vm::Vm;
 
 /// COM1 base port.
@@ -49,6 +51,8 @@ pub struct LegacyDevices {
     pub power_off_evt: EventFd,
     /// The boot timer.
     pub boot_timer: Arc<Mutex<BootTimer>>,
+    /// The VM generation id.
+    pub vmgenid: VmGenId,
 }
 
 /// The legacy devices' state, as a snapshot keeps it (the ACPI power
@@ -87,12 +91,14 @@ fn clone(evt: &EventFd, what: &'static str) -> Result<EventFd, DeviceError> {
     evt.try_clone().map_err(|e| DeviceError::EventFd(what, e))
 }
 
-/// Creates the serial port, i8042 and boot timer on `pio`; serial output
-/// goes to `serial_out`, boot time counts from `start`. With `restore`
-/// (a snapshot's), the UART and the i8042 start where they were.
+/// Creates the serial port, i8042 and boot timer on `pio` and the VM
+/// generation id in `mem`; serial output goes to `serial_out`, boot time
+/// counts from `start`. With `restore` (a snapshot's), the UART and the
+/// i8042 start where they were.
 pub fn attach_legacy_devices(
     vm: &Vm,
     pio: &mut Bus,
+    mem: &GuestMemoryMmap,
     serial_out: SerialOutput,
     start: Instant,
     restore: Option<&LegacyState>,
@@ -139,6 +145,8 @@ pub fn attach_legacy_devices(
     pio.insert(BOOT_TIMER_PORT, 1, boot_timer.clone())
         .map_err(|e| DeviceError::Bus("the boot timer", e))?;
 
+    let vmgenid = attach_vmgenid(vm, mem)?;
+
     Ok(LegacyDevices {
         serial,
         serial_input_ready,
@@ -146,5 +154,6 @@ pub fn attach_legacy_devices(
         reset_evt,
         power_off_evt,
         boot_timer,
+        vmgenid,
     })
 }

@@ -1,0 +1,116 @@
+//! The VM generation id: its 16 bytes at [`VMGENID_ADDR`] in guest memory
+//! and the Generic Event Device's interrupt line, [`GED_GSI`], an irqfd
+//! that the DSDT's `GED_` turns into `Notify(\_SB_.VGEN, 0x80)`.
+//!
+//! Why GSI 3: the virtio-mmio slots take GSIs 5 to 23 in attach order
+//! (`FIRST_VIRTIO_GSI`, `resources::MAX_VIRTIO_DEVICES` = 19), and 0–2 and
+//! 4 are the PIT, the keyboard, the PIC cascade and COM1. Pin 3 is ISA
+//! IRQ 3, COM2's line on a PC, and podvm has no COM2, so nothing else
+//! raises it, no virtio slot is given up for it, and its ISA default
+//! (edge, active high, identity-mapped: no MADT override is needed) is
+//! what an irqfd pulse is and what the GED's `_CRS` says. Linux probes
+//! the legacy COM2 port (0x2f8), finds no UART and never requests IRQ 3.
+
+use devices::legacy::VmGenId;
+use devices::EventFdTrigger;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::DeviceError;
+use crate::arch::x86_64::layout::VMGENID_START;
+use crate::vstate::vm::Vm;
+
+/// Guest physical address of the VM generation id.
+pub const VMGENID_ADDR: u64 = VMGENID_START;
+/// The Generic Event Device's interrupt line (see the module docs).
+pub const GED_GSI: u32 = 3;
+
+/// Writes a fresh VM generation id into `mem` at [`VMGENID_ADDR`] and
+/// wires its change notification to [`GED_GSI`].
+pub fn attach_vmgenid(vm: &Vm, mem: &GuestMemoryMmap) -> Result<VmGenId, DeviceError> {
+    let irq = EventFd::new(EFD_NONBLOCK)
+        .map_err(|e| DeviceError::EventFd("the VM generation id interrupt", e))?;
+    vm.register_irqfd(&irq, GED_GSI)
+        .map_err(|e| DeviceError::Irq("the VM generation id", e))?;
+    VmGenId::new(mem, GuestAddress(VMGENID_ADDR), EventFdTrigger::new(irq))
+        .map_err(DeviceError::VmGenId)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use kvm_bindings::{kvm_irqchip, KVM_IRQCHIP_PIC_MASTER};
+    use kvm_ioctls::Kvm;
+    use vm_memory::Bytes;
+
+    use super::*;
+    use crate::arch::x86_64::acpi::ACPI_END;
+    use crate::arch::x86_64::boot_params::{e820_map, E820_RESERVED};
+    use crate::arch::x86_64::layout::MPTABLE_START;
+    use crate::device_manager::{FIRST_VIRTIO_GSI, I8042_KBD_IRQ, SERIAL_IRQ};
+    use crate::memory::create_guest_memory;
+
+    /// The master PIC's interrupt request register. KVM routes GSIs 0–15
+    /// to the PICs as well as to the IOAPIC; an edge on a masked PIC line
+    /// stays in IRR, so it shows that an irqfd pulse reached the line.
+    fn pic_irr(vm: &Vm) -> u8 {
+        let mut chip = kvm_irqchip {
+            chip_id: KVM_IRQCHIP_PIC_MASTER,
+            ..Default::default()
+        };
+        vm.fd().get_irqchip(&mut chip).unwrap();
+        // SAFETY: KVM filled the `pic` member for a PIC chip id.
+        unsafe { chip.chip.pic.irr }
+    }
+
+    #[test]
+    fn the_id_is_in_reserved_memory_and_a_change_raises_gsi_3() {
+        if !testkit::need_kvm("the_id_is_in_reserved_memory_and_a_change_raises_gsi_3") {
+            return;
+        }
+        let kvm = Kvm::new().expect("/dev/kvm opened a moment ago");
+        let vm = Vm::new(&kvm).unwrap();
+        vm.setup_irqchip().unwrap();
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let mut genid = attach_vmgenid(&vm, &mem).unwrap();
+        assert_eq!(genid.addr(), GuestAddress(VMGENID_ADDR));
+        let mut id = [0u8; 16];
+        mem.read_slice(&mut id, genid.addr()).unwrap();
+        assert_eq!(id, genid.id());
+        assert_eq!(pic_irr(&vm) & (1 << GED_GSI), 0, "no interrupt at boot");
+
+        let old = genid.id();
+        genid.regenerate(&mem).unwrap();
+        mem.read_slice(&mut id, genid.addr()).unwrap();
+        assert_ne!(id, old);
+        assert_eq!(id, genid.id());
+        // KVM injects an irqfd's interrupt from a work queue: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pic_irr(&vm) & (1 << GED_GSI) == 0 {
+            assert!(Instant::now() < deadline, "GSI {GED_GSI} never raised");
+            std::thread::yield_now();
+        }
+        assert_eq!(pic_irr(&vm) & !(1 << GED_GSI), 0, "only GSI {GED_GSI}");
+    }
+
+    #[test]
+    fn the_id_and_its_line_collide_with_nothing() {
+        // The line: no legacy device's, below the virtio slots' range.
+        assert!(GED_GSI < FIRST_VIRTIO_GSI);
+        assert!(![0, I8042_KBD_IRQ, 2, SERIAL_IRQ].contains(&GED_GSI));
+        // The id: after the ACPI tables, before the MP table, inside one
+        // e820 reserved entry whatever the memory size.
+        assert!(VMGENID_ADDR >= ACPI_END);
+        assert!(VMGENID_ADDR + 16 <= MPTABLE_START);
+        for mem in [1u64 << 20, 128 << 20, 8 << 30] {
+            let map = e820_map(mem);
+            assert!(
+                map.iter().any(|e| e.kind == E820_RESERVED
+                    && e.addr <= VMGENID_ADDR
+                    && VMGENID_ADDR + 16 <= e.addr + e.size),
+                "{map:x?}"
+            );
+        }
+    }
+}
