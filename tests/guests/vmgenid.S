@@ -5,12 +5,11 @@
 #   1. the device: the first Device (ExtOpPrefix 0x5b, DeviceOp 0x82,
 #      PkgLength) whose body holds Name (_HID, "VMGENCTR") (08 "_HID" 0d
 #      "VMGENCTR" 00), the id Linux's driver matches;
-#   2. its ADDR object, in either form a VMM writes it:
-#      Method (ADDR, 0) { Return (Package (2) { low, high }) }  (podvm:
-#      14 <PkgLength> "ADDR" <flags, 0 arguments> a4 12 ...), or
-#      Name (ADDR, Package (2) { low, high })  (08 "ADDR" 12 ...);
-#      the package must have 2 elements, each an integer constant (Zero,
-#      One, Ones, ByteConst, WordConst, DWordConst or QWordConst);
+#   2. its ADDR method, in the shape podvm writes it:
+#      Method (ADDR, 0) { Return (Package (2) { low, high }) } =
+#      14 <PkgLength> "ADDR" <flags: 0 arguments> a4 (Return) 12 (Package)
+#      <PkgLength> 02 0c <low u32> 0c <high u32> (two DWordConsts; the
+#      first "ADDR" in the body that MethodOp and a PkgLength precede);
 #      the address is low | high << 32, as the driver computes it;
 #   3. the Generic Event Device: the first Device whose body holds
 #      Name (_HID, "ACPI0013"), and the first extended interrupt
@@ -42,11 +41,12 @@
         .equ AML_METHOD_OP,   0x14
         .equ AML_PACKAGE_OP,  0x12
         .equ AML_RETURN_OP,   0xa4
+        .equ AML_DWORD_PREFIX, 0x0c
         .equ AML_EXT_PREFIX,  0x5b
         .equ AML_DEVICE_OP,   0x82
         .equ HID_MATCH_LEN,     15      # 08 "_HID" 0d <8 characters> 00
         .equ CRS_EXT_IRQ,     0x89      # extended interrupt descriptor tag
-        .equ WAIT_POLLS,    300000      # ~1.5 M instructions: a few seconds here
+        .equ WAIT_POLLS,    500000      # ~2.5 M instructions: 1-5 s here
         .equ SETTLE_READS,    1000      # re-reads until the id is stable
         .equ IRQ_POLLS,      10000      # IRR reads (each an exit, ~12 us)
         .equ PIC_MASTER,      0x20      # 8259 command port (slave: 0xa0)
@@ -241,9 +241,9 @@ find_device:
 6:      stc
         ret
 
-# find_addr: RSI..RDI = a device's body.  Finds its ADDR object (see the
+# find_addr: RSI..RDI = a device's body.  Finds its ADDR method (see the
 # top of the file) and returns CF=0 and RAX = low | high << 32, or CF=1.
-# RCX, RDX, RSI are clobbered.
+# RCX, RDX, RSI are clobbered; RDI and R12 are kept.
 find_addr:
         push rbx
         lea rbx, [rsi + 1]                      # a name needs an opcode before it
@@ -254,16 +254,12 @@ find_addr:
         je 2f
         inc rbx
         jmp 1b
-2:      cmp byte ptr [rbx - 1], AML_NAME_OP     # Name (ADDR, Package …)
-        jne 3f
-        lea rsi, [rbx + 4]
-        jmp 6f
-        # Method (ADDR, …): MethodOp, then a PkgLength of 1..4 bytes that
-        # ends right before the name.
-3:      mov ecx, 1
+        # MethodOp, then a PkgLength of 1..4 bytes that ends right before
+        # the name.
+2:      mov ecx, 1
 4:      lea rdx, [rbx - 1]
         sub rdx, rcx                            # rdx = where MethodOp would be
-        cmp rdx, r12
+        cmp rdx, rsi                            # (inside the device)
         jb 5f
         cmp byte ptr [rdx], AML_METHOD_OP
         jne 5f
@@ -283,22 +279,24 @@ find_addr:
         jnz 9f
         cmp byte ptr [rbx + 5], AML_RETURN_OP
         jne 9f
-        lea rsi, [rbx + 6]
-6:      cmp byte ptr [rsi], AML_PACKAGE_OP      # Package (2) { low, high }
+        cmp byte ptr [rbx + 6], AML_PACKAGE_OP  # Package (2) { low, high }
         jne 9f
-        lea rdx, [rsi + 1]
+        lea rdx, [rbx + 7]
         call pkg_length
-        lea rsi, [rdx + rcx]
-        cmp byte ptr [rsi], 2                   # NumElements
+        lea rsi, [rdx + rcx]                    # rsi = NumElements
+        lea rax, [rsi + 11]
+        cmp rax, rdi                            # 2 DWordConsts in the device
+        ja 9f
+        cmp byte ptr [rsi], 2
         jne 9f
-        inc rsi
-        call aml_int
-        jc 9f
-        mov rbx, rax                            # rbx = low
-        call aml_int
-        jc 9f
+        cmp byte ptr [rsi + 1], AML_DWORD_PREFIX
+        jne 9f
+        cmp byte ptr [rsi + 6], AML_DWORD_PREFIX
+        jne 9f
+        mov eax, [rsi + 7]                      # high
         shl rax, 32
-        or rax, rbx
+        mov ecx, [rsi + 2]                      # low
+        or rax, rcx
         pop rbx
         clc
         ret
@@ -339,49 +337,6 @@ pkg_length:
         pop r9
         pop r8
         pop rbx
-        ret
-
-# aml_int: RSI = an AML integer constant (ACPI 6.5, 20.2.3).  Returns
-# CF=0, RAX = its value and RSI past it; or CF=1 for anything else.
-aml_int:
-        movzx eax, byte ptr [rsi]
-        cmp al, 0x00                            # ZeroOp
-        je 1f
-        cmp al, 0x01                            # OneOp
-        je 2f
-        cmp al, 0xff                            # OnesOp
-        je 3f
-        cmp al, 0x0a                            # BytePrefix
-        je 4f
-        cmp al, 0x0b                            # WordPrefix
-        je 5f
-        cmp al, 0x0c                            # DWordPrefix
-        je 6f
-        cmp al, 0x0e                            # QWordPrefix
-        je 7f
-        stc
-        ret
-1:      xor eax, eax
-        inc rsi
-        jmp 8f
-2:      mov eax, 1
-        inc rsi
-        jmp 8f
-3:      mov rax, -1
-        inc rsi
-        jmp 8f
-4:      movzx eax, byte ptr [rsi + 1]
-        add rsi, 2
-        jmp 8f
-5:      movzx eax, word ptr [rsi + 1]
-        add rsi, 3
-        jmp 8f
-6:      mov eax, [rsi + 1]
-        add rsi, 5
-        jmp 8f
-7:      mov rax, [rsi + 1]
-        add rsi, 9
-8:      clc
         ret
 
         .section .rodata
