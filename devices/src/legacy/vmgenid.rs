@@ -78,9 +78,7 @@ impl VmGenId {
         addr: GuestAddress,
         irq: EventFdTrigger,
     ) -> Result<Self, VmGenIdError> {
-        if addr.0 % VMGENID_ALIGN != 0 {
-            return Err(VmGenIdError::Misaligned(addr.0));
-        }
+        check_aligned(addr)?;
         let id = random_id(None)?;
         write_id(mem, addr, &id)?;
         log_id(&id);
@@ -137,9 +135,7 @@ impl VmGenId {
         irq: EventFdTrigger,
     ) -> Result<Self, VmGenIdError> {
         let addr = GuestAddress(state.addr);
-        if addr.0 % VMGENID_ALIGN != 0 {
-            return Err(VmGenIdError::Misaligned(addr.0));
-        }
+        check_aligned(addr)?;
         let id = random_id(Some(&state.id))?;
         write_id(mem, addr, &id)?;
         log_id(&id);
@@ -157,6 +153,14 @@ pub fn vmgenid_hex(id: &[u8; VMGENID_LEN]) -> String {
 /// it with what the guest reads.
 fn log_id(id: &[u8; VMGENID_LEN]) {
     log::info!("vmgenid: {}", vmgenid_hex(id));
+}
+
+fn check_aligned(addr: GuestAddress) -> Result<(), VmGenIdError> {
+    if addr.0.is_multiple_of(VMGENID_ALIGN) {
+        Ok(())
+    } else {
+        Err(VmGenIdError::Misaligned(addr.0))
+    }
 }
 
 fn write_id<M: GuestMemory>(
@@ -362,7 +366,11 @@ mod tests {
         assert_eq!((id, draws), ([9; VMGENID_LEN], 2));
         // Without an old id the first draw is used, and a failing source
         // is an error, not an id of zeros.
-        assert_eq!(random_id_from(None, |b| Ok(b.fill(7))).unwrap(), old);
+        let sevens = |b: &mut [u8]| {
+            b.fill(7);
+            Ok(())
+        };
+        assert_eq!(random_id_from(None, sevens).unwrap(), old);
         let err = random_id_from(None, |_| Err(io::Error::from_raw_os_error(libc::ENOSYS)));
         assert!(matches!(err, Err(VmGenIdError::Random(_))));
     }

@@ -9,21 +9,31 @@
 //! raises it, no virtio slot is given up for it, and its ISA default
 //! (edge, active high, identity-mapped: no MADT override is needed) is
 //! what an irqfd pulse is and what the GED's `_CRS` says. Linux probes
-//! the legacy COM2 port (0x2f8), finds no UART and never requests IRQ 3.
+//! the legacy COM2 port (0x2f8), finds no UART there, so it never starts
+//! that port or requests IRQ 3 for it.
 
 use devices::legacy::VmGenId;
 use devices::EventFdTrigger;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::DeviceError;
-use crate::arch::x86_64::layout::VMGENID_START;
+use super::{DeviceError, FIRST_VIRTIO_GSI, I8042_KBD_IRQ, SERIAL_IRQ};
+use crate::arch::x86_64::acpi::ACPI_END;
+use crate::arch::x86_64::layout::{MPTABLE_START, VMGENID_START};
 use crate::vstate::vm::Vm;
 
 /// Guest physical address of the VM generation id.
 pub const VMGENID_ADDR: u64 = VMGENID_START;
 /// The Generic Event Device's interrupt line (see the module docs).
 pub const GED_GSI: u32 = 3;
+
+// The line is no legacy device's (0-2: PIT, keyboard, cascade; COM1) and
+// below the virtio slots'; the id lies between the ACPI tables and the MP
+// table, in the reserved BIOS area.
+const _: () = assert!(
+    GED_GSI > 2 && GED_GSI != SERIAL_IRQ && GED_GSI != I8042_KBD_IRQ && GED_GSI < FIRST_VIRTIO_GSI
+);
+const _: () = assert!(VMGENID_ADDR >= ACPI_END && VMGENID_ADDR + 16 <= MPTABLE_START);
 
 /// Writes a fresh VM generation id into `mem` at [`VMGENID_ADDR`] and
 /// wires its change notification to [`GED_GSI`].
@@ -45,10 +55,7 @@ mod tests {
     use vm_memory::Bytes;
 
     use super::*;
-    use crate::arch::x86_64::acpi::ACPI_END;
     use crate::arch::x86_64::boot_params::{e820_map, E820_RESERVED};
-    use crate::arch::x86_64::layout::MPTABLE_START;
-    use crate::device_manager::{FIRST_VIRTIO_GSI, I8042_KBD_IRQ, SERIAL_IRQ};
     use crate::memory::create_guest_memory;
 
     /// The master PIC's interrupt request register. KVM routes GSIs 0–15
@@ -95,14 +102,7 @@ mod tests {
     }
 
     #[test]
-    fn the_id_and_its_line_collide_with_nothing() {
-        // The line: no legacy device's, below the virtio slots' range.
-        assert!(GED_GSI < FIRST_VIRTIO_GSI);
-        assert!(![0, I8042_KBD_IRQ, 2, SERIAL_IRQ].contains(&GED_GSI));
-        // The id: after the ACPI tables, before the MP table, inside one
-        // e820 reserved entry whatever the memory size.
-        assert!(VMGENID_ADDR >= ACPI_END);
-        assert!(VMGENID_ADDR + 16 <= MPTABLE_START);
+    fn the_id_is_reserved_in_the_e820_map_whatever_the_memory_size() {
         for mem in [1u64 << 20, 128 << 20, 8 << 30] {
             let map = e820_map(mem);
             assert!(
