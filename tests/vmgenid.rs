@@ -4,13 +4,15 @@
 //! `vmgenid: <hex>`), different in every VM, with the Generic Event
 //! Device's interrupt on GSI 3.
 //!
-//! That the id changes when a VM is restored, and that the guest sees the
-//! change, is tested with the snapshot path: boot this guest with
-//! `vmgenid.wait=1` (it prints `vmgenid-waiting` and polls), pause,
-//! snapshot, load, resume; it then prints `vmgenid-changed: <new id>` (the
-//! restored process's last `vmgenid:` log line) and `vmgenid-irq: 3`.
+//! A VM restored from a snapshot gets a new id, and its guest sees it: the
+//! guest, booted with `vmgenid.wait=1`, is paused and saved while it polls
+//! the id; each restored copy prints `vmgenid-changed: <its new id>` and
+//! `vmgenid-irq: 3` (the Generic Event Device's edge).
 
 mod common;
+
+use std::path::Path;
+use std::time::Duration;
 
 use common::*;
 
@@ -119,5 +121,104 @@ fn a_guest_waiting_for_a_new_id_sees_none_on_a_plain_boot() {
             "vmgenid-unchanged",
         ],
         "{out:?}"
+    );
+}
+
+/// The value after `podvm: info: vmgenid: ` in each line of a log.
+fn logged_ids(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("podvm: info: vmgenid: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Boots the guest with `vmgenid.wait=1` through the API, pauses it while
+/// it polls and saves it to `state`/`mem`; returns the id it read.
+fn saved_waiting_guest(dir: &Path, state: &Path, mem: &Path) -> String {
+    let sock = dir.join("original.sock");
+    let mut vm = spawn_podvm(&[
+        "--log-level".as_ref(),
+        "info".as_ref(),
+        "serve".as_ref(),
+        "--api-sock".as_ref(),
+        sock.as_os_str(),
+    ]);
+    wait_for_path(&sock);
+    let out = stream_stdout(&mut vm.0);
+    let boot = serde_json::json!({
+        "kernel_image_path": guest("vmgenid"),
+        "boot_args": "vmgenid.wait=1",
+    });
+    let (code, reply) = http(&sock, "PUT", "/boot-source", &boot.to_string());
+    assert_eq!(code, 204, "{reply}");
+    action(&sock, "InstanceStart");
+    let mut seen = String::new();
+    // The guest polls for at most ~1 s of its own running time; paused, it
+    // spends none of it.
+    wait_output(&out, &mut seen, "vmgenid-waiting\n");
+    let (code, reply) = http(&sock, "PATCH", "/vm", r#"{"state": "Paused"}"#);
+    assert_eq!(code, 204, "{reply}");
+    let body = serde_json::json!({
+        "snapshot_type": "Full", "snapshot_path": state, "mem_file_path": mem,
+    });
+    let (code, reply) = http(&sock, "PUT", "/snapshot/create", &body.to_string());
+    assert_eq!(code, 204, "{reply}");
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    drain_until_quiet(&out, &mut seen, Duration::from_millis(50), "exit");
+    assert!(
+        !seen.contains("vmgenid-unchanged"),
+        "paused too late: {seen}"
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut vm.0.stderr.take().unwrap(), &mut err).unwrap();
+    let id = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("vmgenid: "))
+        .unwrap_or_else(|| panic!("no id read: {seen}"))
+        .to_string();
+    assert_eq!(logged_ids(&err), [id.clone()], "{err}");
+    id
+}
+
+#[test]
+fn every_restored_copy_gets_a_new_id_and_its_guest_is_told() {
+    if !kvm_available("every_restored_copy_gets_a_new_id_and_its_guest_is_told") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    let original = saved_waiting_guest(dir.path(), &state, &mem);
+    let mut copies = Vec::new();
+    for _ in 0..2 {
+        let out = run_podvm(&[
+            "--log-level",
+            "info",
+            "run",
+            "--restore",
+            state.to_str().unwrap(),
+            "--mem-file",
+            mem.to_str().unwrap(),
+        ]);
+        assert_eq!(out.code(), 0, "{out:?}");
+        // The guest goes on polling where it was saved: no reboot, the new
+        // id, and the interrupt that announced it.
+        let new = logged_ids(&out.stderr);
+        assert_eq!(new.len(), 1, "{out:?}");
+        assert_eq!(
+            out.lines(),
+            [
+                format!("vmgenid-changed: {}", new[0]).as_str(),
+                "vmgenid-irq: 3"
+            ],
+            "{out:?}"
+        );
+        assert_ne!(new[0], original);
+        copies.push(new[0].clone());
+    }
+    assert_ne!(
+        copies[0], copies[1],
+        "two copies of one snapshot share an id"
     );
 }

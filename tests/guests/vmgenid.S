@@ -126,9 +126,12 @@ main:
         cmp byte ptr [rax], '1'
         jne reset
 
-        PRINT "vmgenid-waiting\n"
+        # The id to compare with is taken before "vmgenid-waiting" goes
+        # out: a VM paused once that line is out and restored with a new id
+        # must see the change.
         mov r8, [rbx]
         mov r9, [rbx + 8]
+        PRINT "vmgenid-waiting\n"
         mov ecx, WAIT_POLLS
 1:      cmp r8, [rbx]
         jne 2f

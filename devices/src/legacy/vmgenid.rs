@@ -126,9 +126,9 @@ impl VmGenId {
     /// holds the snapshot's copy of the old id).
     ///
     /// No interrupt is raised here. Call [`VmGenId::notify`] once the
-    /// VM's interrupt controllers are restored (restoring them overwrites
-    /// any interrupt raised before) and before its vCPUs run again; the
-    /// guest then sees the new id.
+    /// VM's irqchip and every vCPU's local APIC are restored (restoring
+    /// them overwrites an interrupt raised before) and before the vCPUs
+    /// run again; the guest then rereads the id.
     pub fn restore_from_state<M: GuestMemory>(
         state: &VmGenIdState,
         mem: &M,

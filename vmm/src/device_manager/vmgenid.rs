@@ -12,7 +12,7 @@
 //! the legacy COM2 port (0x2f8), finds no UART there, so it never starts
 //! that port or requests IRQ 3 for it.
 
-use devices::legacy::VmGenId;
+use devices::legacy::{VmGenId, VmGenIdState};
 use devices::EventFdTrigger;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -38,12 +38,27 @@ const _: () = assert!(VMGENID_ADDR >= ACPI_END && VMGENID_ADDR + 16 <= MPTABLE_S
 /// Writes a fresh VM generation id into `mem` at [`VMGENID_ADDR`] and
 /// wires its change notification to [`GED_GSI`].
 pub fn attach_vmgenid(vm: &Vm, mem: &GuestMemoryMmap) -> Result<VmGenId, DeviceError> {
+    VmGenId::new(mem, GuestAddress(VMGENID_ADDR), ged_irq(vm)?).map_err(DeviceError::VmGenId)
+}
+
+/// The VM generation id of a VM restored from `state`: a new id at the
+/// snapshot's address, its notification wired to [`GED_GSI`]. Raising it
+/// is the caller's last step of the restore (see `VmGenId::notify`).
+pub fn restore_vmgenid(
+    vm: &Vm,
+    mem: &GuestMemoryMmap,
+    state: &VmGenIdState,
+) -> Result<VmGenId, DeviceError> {
+    VmGenId::restore_from_state(state, mem, ged_irq(vm)?).map_err(DeviceError::VmGenId)
+}
+
+/// An irqfd on the Generic Event Device's line.
+fn ged_irq(vm: &Vm) -> Result<EventFdTrigger, DeviceError> {
     let irq = EventFd::new(EFD_NONBLOCK)
         .map_err(|e| DeviceError::EventFd("the VM generation id interrupt", e))?;
     vm.register_irqfd(&irq, GED_GSI)
         .map_err(|e| DeviceError::Irq("the VM generation id", e))?;
-    VmGenId::new(mem, GuestAddress(VMGENID_ADDR), EventFdTrigger::new(irq))
-        .map_err(DeviceError::VmGenId)
+    Ok(EventFdTrigger::new(irq))
 }
 
 #[cfg(test)]
