@@ -178,7 +178,7 @@ fn saved_waiting_guest(dir: &Path, state: &Path, mem: &Path) -> String {
         .find_map(|l| l.strip_prefix("vmgenid: "))
         .unwrap_or_else(|| panic!("no id read: {seen}"))
         .to_string();
-    assert_eq!(logged_ids(&err), [id.clone()], "{err}");
+    assert_eq!(logged_ids(&err), std::slice::from_ref(&id), "{err}");
     id
 }
 
