@@ -9,8 +9,9 @@
 //! ([`Vmm::restore`]) builds the same machine from the state file: guest
 //! memory mapped copy-on-write from the memory file, the devices attached
 //! to the same backends (a network interface may get another tap) and put
-//! back where they were, every vCPU given its state. Nothing of a failed
-//! restore stays behind: it is one function returning a value.
+//! back where they were, every vCPU given its state, and a new VM
+//! generation id announced to the guest. Nothing of a failed restore
+//! stays behind: it is one function returning a value.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::builder::{
     attach_virtio_devices, open_device_backends, open_kvm, open_serial_output, BuildError,
 };
-use crate::device_manager::{attach_legacy_devices, LegacyState};
+use crate::device_manager::{attach_legacy_devices, DeviceError, LegacyState};
 use crate::persist::{
     read_state_file, restore_guest_memory, write_diff_memory, write_full_memory, write_state_file,
     CaptureError, HostCpu, MachineState, MemorySnapshotError, StateFileError, VcpuStateError,
@@ -378,6 +379,7 @@ impl Vmm {
         let legacy = attach_legacy_devices(
             &vm,
             &mut io.pio,
+            &memory,
             serial_out,
             ctx.start_time,
             Some(&devices.legacy),
@@ -407,6 +409,12 @@ impl Vmm {
         for (vcpu, state) in vcpus.iter().zip(&machine.vcpus) {
             vcpu.restore_state(state, &support)?;
         }
+        // The guest learns of its new generation id last: restoring the
+        // irqchip or a LAPIC would drop an interrupt raised before it.
+        legacy
+            .vmgenid
+            .notify()
+            .map_err(|e| BuildError::from(DeviceError::VmGenId(e)))?;
         Ok(Vmm::new(
             vm,
             memory,

@@ -1,11 +1,13 @@
 //! Legacy PC devices: the 8250 serial port, the i8042 controller (its
 //! reset line and an injectable keyboard), the boot-timer port and the
-//! ACPI power-control ports.
+//! ACPI power-control ports, and the VM generation id (not on a bus: it
+//! lives in guest memory).
 
 mod acpi_power;
 mod boot_timer;
 mod i8042;
 mod serial;
+mod vmgenid;
 
 pub use acpi_power::{
     AcpiPowerControl, ACPI_POWER_PORTS, RESET_OFFSET as ACPI_RESET_OFFSET,
@@ -18,6 +20,7 @@ pub use i8042::{
     I8042Error, I8042State, OutByte, PendingParam, COMMAND_OFFSET as I8042_COMMAND_OFFSET, I8042,
 };
 pub use serial::{Serial, SerialInputEvents, SerialRestoreError, SerialSnapshot};
+pub use vmgenid::{vmgenid_hex, VmGenId, VmGenIdError, VmGenIdState, VMGENID_LEN};
 
 /// Reads a device with one-byte registers: a wider access sees the
 /// register in its low byte and zeros above; an offset past 255 reads 0.

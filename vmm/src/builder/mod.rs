@@ -20,7 +20,8 @@ use resources::{
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::x86_64::acpi::{
-    create_acpi_tables, AcpiError, AcpiPlatform, MmioDevice, PioDevice, PowerPorts, RSDP_ADDR,
+    create_acpi_tables, AcpiError, AcpiPlatform, GenerationId, MmioDevice, PioDevice, PowerPorts,
+    RSDP_ADDR,
 };
 use crate::arch::x86_64::boot_params::{
     e820_map, linux_boot_params, write_pvh_start_info, InitrdPlacement,
@@ -32,7 +33,7 @@ use crate::arch::x86_64::regs::{setup_gdt_idt, setup_page_tables, BootEntry};
 use crate::console::{own_description, ConsoleDrain, ConsoleOutput};
 use crate::device_manager::{
     attach_legacy_devices, DeviceError, MmioSlot, SerialOutput, ACPI_POWER_PORT, BOOT_TIMER_PORT,
-    I8042_KBD_IRQ, I8042_PORT, SERIAL_IRQ, SERIAL_PORT, SERIAL_PORT_LEN,
+    GED_GSI, I8042_KBD_IRQ, I8042_PORT, SERIAL_IRQ, SERIAL_PORT, SERIAL_PORT_LEN, VMGENID_ADDR,
 };
 use crate::loader::{
     check_kernel_fits, load_cmdline, load_initrd, load_kernel, place_initrd, probe_kernel,
@@ -338,7 +339,8 @@ pub fn write_acpi_tables(
 }
 
 /// What the ACPI tables describe for `spec`: its vCPUs, `virtio`, and the
-/// legacy devices [`attach_legacy_devices`] creates.
+/// legacy devices [`attach_legacy_devices`] creates (the VM generation id
+/// among them).
 fn acpi_platform<'a>(spec: &VmSpec, virtio: &'a [MmioDevice]) -> AcpiPlatform<'a> {
     AcpiPlatform {
         vcpu_count: spec.machine.vcpu_count,
@@ -360,6 +362,10 @@ fn acpi_platform<'a>(spec: &VmSpec, virtio: &'a [MmioDevice]) -> AcpiPlatform<'a
             s5_sleep_type: S5_SLEEP_TYPE,
         },
         reserved_ports: &[(BOOT_TIMER_PORT as u16, 1)],
+        vmgenid: Some(GenerationId {
+            addr: VMGENID_ADDR,
+            gsi: GED_GSI,
+        }),
     }
 }
 
@@ -427,7 +433,8 @@ impl Vmm {
         vm.setup_irqchip()?;
         step.done("irqchip and PIT");
         let mut io = IoBuses::default();
-        let legacy = attach_legacy_devices(&vm, &mut io.pio, serial_out, ctx.start_time, None)?;
+        let legacy =
+            attach_legacy_devices(&vm, &mut io.pio, &memory, serial_out, ctx.start_time, None)?;
         let virtio = attach_virtio_devices(&vm, &mut io.mmio, &memory, spec, backends)?;
         let io = Arc::new(io);
         step.done("devices");

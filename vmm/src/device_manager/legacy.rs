@@ -1,17 +1,19 @@
-//! The legacy devices on the port-I/O bus: serial, i8042, boot timer.
+//! The legacy devices on the port-I/O bus: serial, i8042, boot timer; and
+//! the VM generation id, which is in guest memory rather than on a bus.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use devices::legacy::{
-    AcpiPowerControl, BootTimer, I8042State, Serial, SerialInputEvents, SerialSnapshot,
-    ACPI_POWER_PORTS, I8042,
+    AcpiPowerControl, BootTimer, I8042State, Serial, SerialInputEvents, SerialSnapshot, VmGenId,
+    VmGenIdState, ACPI_POWER_PORTS, I8042,
 };
 use devices::{Bus, EventFdTrigger};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::DeviceError;
+use super::{attach_vmgenid, restore_vmgenid, DeviceError};
 use crate::vstate::vm::Vm;
 
 /// COM1 base port.
@@ -49,6 +51,8 @@ pub struct LegacyDevices {
     pub power_off_evt: EventFd,
     /// The boot timer.
     pub boot_timer: Arc<Mutex<BootTimer>>,
+    /// The VM generation id.
+    pub vmgenid: VmGenId,
 }
 
 /// The legacy devices' state, as a snapshot keeps it (the ACPI power
@@ -59,6 +63,10 @@ pub struct LegacyState {
     pub serial: SerialSnapshot,
     /// The i8042.
     pub i8042: I8042State,
+    /// The VM generation id (none in a snapshot of a podvm without one).
+    /// A restore keeps its address and never its id.
+    #[serde(default)]
+    pub vmgenid: Option<VmGenIdState>,
 }
 
 impl LegacyDevices {
@@ -75,6 +83,7 @@ impl LegacyDevices {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .save_state(),
+            vmgenid: Some(self.vmgenid.state()),
         }
     }
 }
@@ -87,12 +96,16 @@ fn clone(evt: &EventFd, what: &'static str) -> Result<EventFd, DeviceError> {
     evt.try_clone().map_err(|e| DeviceError::EventFd(what, e))
 }
 
-/// Creates the serial port, i8042 and boot timer on `pio`; serial output
-/// goes to `serial_out`, boot time counts from `start`. With `restore`
-/// (a snapshot's), the UART and the i8042 start where they were.
+/// Creates the serial port, i8042 and boot timer on `pio` and the VM
+/// generation id in `mem`; serial output goes to `serial_out`, boot time
+/// counts from `start`. With `restore` (a snapshot's), the UART and the
+/// i8042 start where they were and the VM generation id is a new one at
+/// the old address (the caller raises its interrupt with
+/// `VmGenId::notify` once the irqchip and every vCPU are restored).
 pub fn attach_legacy_devices(
     vm: &Vm,
     pio: &mut Bus,
+    mem: &GuestMemoryMmap,
     serial_out: SerialOutput,
     start: Instant,
     restore: Option<&LegacyState>,
@@ -139,6 +152,13 @@ pub fn attach_legacy_devices(
     pio.insert(BOOT_TIMER_PORT, 1, boot_timer.clone())
         .map_err(|e| DeviceError::Bus("the boot timer", e))?;
 
+    // A restored VM may be one of many clones of the snapshot: it gets a
+    // new id, at the address its guest knows.
+    let vmgenid = match restore.and_then(|r| r.vmgenid.as_ref()) {
+        Some(state) => restore_vmgenid(vm, mem, state)?,
+        None => attach_vmgenid(vm, mem)?,
+    };
+
     Ok(LegacyDevices {
         serial,
         serial_input_ready,
@@ -146,5 +166,78 @@ pub fn attach_legacy_devices(
         reset_evt,
         power_off_evt,
         boot_timer,
+        vmgenid,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use kvm_ioctls::Kvm;
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::device_manager::VMGENID_ADDR;
+    use crate::memory::create_guest_memory;
+
+    /// The legacy devices of a fresh VM (with `restore`), and its memory.
+    fn attach(restore: Option<&LegacyState>) -> (LegacyDevices, GuestMemoryMmap) {
+        let kvm = Kvm::new().expect("/dev/kvm opened a moment ago");
+        let vm = Vm::new(&kvm).unwrap();
+        vm.setup_irqchip().unwrap();
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let legacy = attach_legacy_devices(
+            &vm,
+            &mut Bus::default(),
+            &mem,
+            Box::new(std::io::sink()),
+            Instant::now(),
+            restore,
+        )
+        .unwrap();
+        (legacy, mem)
+    }
+
+    fn id_in(mem: &GuestMemoryMmap, addr: u64) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        mem.read_slice(&mut id, GuestAddress(addr)).unwrap();
+        id
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_vm_generation_id_and_a_restore_replaces_it() {
+        if !testkit::need_kvm("a_snapshot_keeps_the_vm_generation_id_and_a_restore_replaces_it") {
+            return;
+        }
+        let (original, _) = attach(None);
+        let saved = original.save_state();
+        let genid = saved.vmgenid.expect("the id is in the snapshot");
+        assert_eq!(genid, original.vmgenid.state());
+        assert_eq!(genid.addr, VMGENID_ADDR);
+
+        // Two clones of one snapshot: same address, each a new id of its own.
+        let (a, mem_a) = attach(Some(&saved));
+        let (b, _) = attach(Some(&saved));
+        assert_eq!(a.vmgenid.addr().0, genid.addr);
+        assert_ne!(a.vmgenid.id(), genid.id);
+        assert_ne!(b.vmgenid.id(), genid.id);
+        assert_ne!(a.vmgenid.id(), b.vmgenid.id());
+        assert_eq!(id_in(&mem_a, genid.addr), a.vmgenid.id());
+    }
+
+    #[test]
+    fn a_snapshot_without_a_vm_generation_id_restores_with_a_new_one() {
+        if !testkit::need_kvm("a_snapshot_without_a_vm_generation_id_restores_with_a_new_one") {
+            return;
+        }
+        let (original, _) = attach(None);
+        // A state file written before the device existed has no such field.
+        let mut json = serde_json::to_value(original.save_state()).unwrap();
+        json.as_object_mut().unwrap().remove("vmgenid").unwrap();
+        let old: LegacyState = serde_json::from_value(json).unwrap();
+        assert_eq!(old.vmgenid, None);
+        let (restored, mem) = attach(Some(&old));
+        assert_eq!(restored.vmgenid.addr().0, VMGENID_ADDR);
+        assert_eq!(id_in(&mem, VMGENID_ADDR), restored.vmgenid.id());
+        assert_ne!(restored.vmgenid.id(), original.vmgenid.id());
+    }
 }

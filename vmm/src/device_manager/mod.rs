@@ -1,14 +1,18 @@
 //! Puts devices on the buses and wires their interrupts and notifications:
-//! the legacy PC devices on port I/O, virtio devices in the MMIO gap.
+//! the legacy PC devices on port I/O, virtio devices in the MMIO gap, the
+//! VM generation id in guest memory.
 
 mod legacy;
 mod virtio;
+mod vmgenid;
 
 pub use legacy::*;
 pub use virtio::*;
+pub use vmgenid::*;
 
 use std::io;
 
+use devices::legacy::VmGenIdError;
 use devices::BusError;
 
 use crate::vstate::vm::VmError;
@@ -31,4 +35,7 @@ pub enum DeviceError {
     /// The device model could not be created.
     #[error("{0}")]
     Create(String),
+    /// The VM generation id could not be written.
+    #[error("{0}")]
+    VmGenId(#[source] VmGenIdError),
 }

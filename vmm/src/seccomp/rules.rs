@@ -137,7 +137,10 @@ const VMM: &[Allowed] = &[
         "kicking vCPUs out of KVM_RUN (pthread_kill)",
     ),
     a(libc::SYS_getpid, "kicking vCPUs (pthread_kill)"),
-    a(libc::SYS_getrandom, "random MAC addresses, HashMap seeds"),
+    a(
+        libc::SYS_getrandom,
+        "random MAC addresses, HashMap seeds, VM generation ids",
+    ),
     a(
         libc::SYS_unlink,
         "removing the API and vsock sockets on exit",

@@ -7,7 +7,9 @@
 //! Hypervisor describe their micro-VMs. The tables are RSDP → XSDT →
 //! {FADT → DSDT, MADT}; the DSDT holds one `LNRO0005` device per
 //! virtio-mmio slot (the ACPI id Linux's `virtio_mmio` driver matches),
-//! COM1 and the i8042. Encoding is rust-vmm's `acpi_tables` crate.
+//! COM1 and the i8042, and the VM generation id (`VGEN`) with the Generic
+//! Event Device (`GED_`) whose interrupt tells the guest that the id
+//! changed. Encoding is rust-vmm's `acpi_tables` crate.
 //!
 //! Everything lives in [`ACPI_START`]..[`ACPI_END`], inside the BIOS area
 //! the e820 map reserves, with the RSDP first: on a 16-byte boundary below
@@ -16,8 +18,8 @@
 //! `boot_params`, `rsdp_paddr` in the PVH start info).
 
 use acpi_tables::aml::{
-    self, Device, EISAName, Interrupt, Memory32Fixed, Name, Package, Path, ResourceTemplate, Scope,
-    IO,
+    self, Arg, Device, EISAName, Equal, If, Interrupt, Memory32Fixed, Method, Name, Notify,
+    Package, Path, ResourceTemplate, Return, Scope, IO,
 };
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
@@ -32,14 +34,18 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use zerocopy::byteorder::{LE, U16, U32};
 use zerocopy::{Immutable, IntoBytes};
 
-use super::layout::{APIC_START, BIOS_AREA_START, IOAPIC_START, MPTABLE_START};
+use super::layout::{APIC_START, BIOS_AREA_START, IOAPIC_START, MPTABLE_START, VMGENID_START};
 
 /// First byte of the ACPI area.
 pub const ACPI_START: u64 = BIOS_AREA_START;
 /// Where the RSDP is: first in the ACPI area.
 pub const RSDP_ADDR: u64 = ACPI_START;
-/// End of the ACPI area: the MP table follows.
-pub const ACPI_END: u64 = MPTABLE_START;
+/// End of the ACPI area: the VM generation id's page follows (then the MP
+/// table).
+pub const ACPI_END: u64 = VMGENID_START;
+// That page is a whole page of its own below the MP table.
+const _: () =
+    assert!(VMGENID_START.is_multiple_of(0x1000) && VMGENID_START + 0x1000 <= MPTABLE_START);
 
 /// OEM id in every table header (6 bytes).
 const OEM_ID: [u8; 6] = *b"PODVM ";
@@ -70,6 +76,23 @@ const ALL_PROCESSORS: u8 = 0xff;
 
 /// ACPI id of a virtio-mmio device (Linux: `virtio_mmio_acpi_match`).
 const VIRTIO_MMIO_HID: &str = "LNRO0005";
+
+/// `_HID` of the VM generation id device: the first id of Linux's
+/// `vmgenid_acpi_ids` (`drivers/virt/vmgenid.c`).
+const VMGENID_HID: &str = "VMGENCTR";
+/// Its `_CID` and `_DDN`, as Microsoft's specification names the device
+/// (Windows matches the `_CID`; Linux's second id, `VM_GEN_COUNTER`, is
+/// this one after ACPICA upper-cases string ids).
+const VMGENID_CID: &str = "VM_Gen_Counter";
+/// Namespace path of the VM generation id device.
+const VMGENID_PATH: &str = "\\_SB_.VGEN";
+/// `_HID` of the Generic Event Device (ACPI 6.5, 5.6.9; Linux's
+/// `drivers/acpi/evged.c`).
+const GED_HID: &str = "ACPI0013";
+/// The notification that the id changed: 0x80, the first device-specific
+/// value, which Linux's driver receives through its `ACPI_DEVICE_NOTIFY`
+/// handler (specification, "Generation ID change notification").
+const VMGENID_CHANGED: u8 = 0x80;
 
 /// The IOAPIC's id: after the vCPUs' APIC ids, as in the MP table.
 pub fn ioapic_id(vcpu_count: u8) -> u8 {
@@ -112,6 +135,17 @@ pub struct PowerPorts {
     pub s5_sleep_type: u8,
 }
 
+/// The VM generation id as the DSDT describes it: where the 16 bytes are,
+/// and the interrupt line of the Generic Event Device that notifies the
+/// guest when they change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenerationId {
+    /// Guest physical address of the id.
+    pub addr: u64,
+    /// The Generic Event Device's interrupt (a GSI on the IOAPIC).
+    pub gsi: u32,
+}
+
 /// What the tables describe.
 #[derive(Clone, Debug)]
 pub struct AcpiPlatform<'a> {
@@ -128,6 +162,8 @@ pub struct AcpiPlatform<'a> {
     /// Other ports the VMM decodes (the boot timer): reserved through a
     /// `PNP0C02` device so that the guest allocates them to nothing else.
     pub reserved_ports: &'static [(u16, u8)],
+    /// The VM generation id, if the VM has one.
+    pub vmgenid: Option<GenerationId>,
 }
 
 /// Errors writing the ACPI tables.
@@ -332,6 +368,63 @@ fn virtio_device_aml(index: usize, device: &MmioDevice) -> Vec<u8> {
     ))
 }
 
+/// An integer always encoded as a `DWordConst` (ACPI 6.5, 20.2.3), where
+/// the crate's integers take the shortest encoding. The `ADDR` package
+/// then has the same shape whatever the address, which is what the test
+/// guest (`tests/guests/vmgenid.S`) parses.
+struct DWordConst(u32);
+
+/// AML `DWordPrefix`.
+const DWORD_PREFIX: u8 = 0x0c;
+
+impl Aml for DWordConst {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        sink.byte(DWORD_PREFIX);
+        sink.vec(&self.0.to_le_bytes());
+    }
+}
+
+/// The VM generation id device (Microsoft's "Virtual Machine Generation
+/// ID" specification): `_HID`, `_CID`, `_DDN`, and `ADDR` returning
+/// `Package { low 32 bits, high 32 bits }` of the id's address, which is
+/// what Linux's driver evaluates.
+fn vmgenid_aml(genid: &GenerationId) -> Vec<u8> {
+    let low = DWordConst(genid.addr as u32);
+    let high = DWordConst((genid.addr >> 32) as u32);
+    let addr = Package::new(vec![&low, &high]);
+    let ret = Return::new(&addr);
+    aml_bytes(&Device::new(
+        Path::new("VGEN"),
+        vec![
+            &Name::new("_HID".into(), &VMGENID_HID),
+            &Name::new("_CID".into(), &VMGENID_CID),
+            &Name::new("_DDN".into(), &VMGENID_CID),
+            &Method::new("ADDR".into(), 0, false, vec![&ret]),
+        ],
+    ))
+}
+
+/// The Generic Event Device of a hardware-reduced platform (ACPI 6.5,
+/// 5.6.9): its one interrupt (edge, active high: an irqfd pulses it) runs
+/// `_EVT` with the GSI, which notifies `VGEN` that the id changed.
+fn ged_aml(genid: &GenerationId) -> Vec<u8> {
+    let irq = Interrupt::new(true, true, false, false, genid.gsi);
+    let crs = ResourceTemplate::new(vec![&irq]);
+    let vgen = Path::new(VMGENID_PATH);
+    let notify = Notify::new(&vgen, &VMGENID_CHANGED);
+    let is_vgen = Equal::new(&Arg(0), &genid.gsi);
+    let on_vgen = If::new(&is_vgen, vec![&notify]);
+    aml_bytes(&Device::new(
+        Path::new("GED_"),
+        vec![
+            &Name::new("_HID".into(), &GED_HID),
+            &Name::new("_UID".into(), &aml::ZERO),
+            &Name::new("_CRS".into(), &crs),
+            &Method::new("_EVT".into(), 1, true, vec![&on_vgen]),
+        ],
+    ))
+}
+
 /// The DSDT: every device under `\_SB`.
 fn dsdt(platform: &AcpiPlatform) -> Vec<u8> {
     // The power-control ports and the other VMM ports, reserved on the
@@ -356,6 +449,10 @@ fn dsdt(platform: &AcpiPlatform) -> Vec<u8> {
             .enumerate()
             .map(|(i, d)| virtio_device_aml(i, d)),
     );
+    if let Some(genid) = &platform.vmgenid {
+        devices.push(vmgenid_aml(genid));
+        devices.push(ged_aml(genid));
+    }
     let raw: Vec<RawAml> = devices.into_iter().map(RawAml).collect();
     let children: Vec<&dyn Aml> = raw.iter().map(|r| r as &dyn Aml).collect();
     // \_S5: the SLP_TYP values (a and b) that soft-off writes.
@@ -432,6 +529,11 @@ mod tests {
         irq: 1,
     };
 
+    const GENID: GenerationId = GenerationId {
+        addr: 0xef000,
+        gsi: 3,
+    };
+
     const POWER: PowerPorts = PowerPorts {
         sleep_control: 0x600,
         sleep_status: 0x601,
@@ -448,6 +550,7 @@ mod tests {
             i8042: I8042,
             power: POWER,
             reserved_ports: &[(0x3f0, 1)],
+            vmgenid: Some(GENID),
         })
         .unwrap()
     }
@@ -693,6 +796,95 @@ mod tests {
         want.push(1 + body.len() as u8); // PkgLength (one byte)
         want.extend_from_slice(&body);
         assert_eq!(aml, want);
+    }
+
+    #[test]
+    fn vmgenid_device_is_exactly_the_expected_encoding() {
+        let aml = vmgenid_aml(&GenerationId {
+            addr: 0x1_2345_6008,
+            gsi: 3,
+        });
+        let mut body = b"VGEN".to_vec();
+        body.extend_from_slice(b"\x08_HID\x0dVMGENCTR\x00"); // Name(_HID, "VMGENCTR")
+        body.extend_from_slice(b"\x08_CID\x0dVM_Gen_Counter\x00"); // Name(_CID, …)
+        body.extend_from_slice(b"\x08_DDN\x0dVM_Gen_Counter\x00"); // Name(_DDN, …)
+                                                                   // Method(ADDR, 0, NotSerialized) { Return(Package(2) { low, high }) }:
+                                                                   // MethodOp, PkgLength 20, name, flags 0, ReturnOp, PackageOp,
+                                                                   // PkgLength 12, 2 elements, two DWordConsts.
+        body.extend_from_slice(b"\x14\x14ADDR\x00\xa4\x12\x0c\x02");
+        body.extend_from_slice(&[0x0c, 0x08, 0x60, 0x45, 0x23, 0x0c, 0x01, 0, 0, 0]);
+        // ExtOpPrefix, DeviceOp, a two-byte PkgLength (body + 2 > 63):
+        // low nibble in the first byte (with bit 6: one more byte follows).
+        let len = body.len() + 2;
+        let mut want = vec![0x5b, 0x82, 0x40 | (len & 0xf) as u8, (len >> 4) as u8];
+        want.extend_from_slice(&body);
+        assert_eq!(aml, want);
+        // A low address still takes two DWordConsts: the package's shape,
+        // which the test guest parses, never changes.
+        let aml = vmgenid_aml(&GENID);
+        assert!(contains(
+            &aml,
+            b"ADDR\x00\xa4\x12\x0c\x02\x0c\x00\xf0\x0e\x00\x0c\x00\x00\x00\x00"
+        ));
+    }
+
+    #[test]
+    fn the_event_device_notifies_vgen_on_its_interrupt() {
+        let aml = ged_aml(&GenerationId {
+            addr: 0xef000,
+            gsi: 9,
+        });
+        let mut body = b"GED_".to_vec();
+        body.extend_from_slice(b"\x08_HID\x0dACPI0013\x00"); // Name(_HID, "ACPI0013")
+        body.extend_from_slice(b"\x08_UID\x00"); // Name(_UID, 0)
+                                                 // Name(_CRS, ResourceTemplate { Interrupt(consumer, edge, high,
+                                                 // exclusive) { 9 } }): Buffer, PkgLength 14, size 11, descriptor,
+                                                 // EndTag.
+        body.extend_from_slice(b"\x08_CRS\x11\x0e\x0a\x0b");
+        body.extend_from_slice(&[0x89, 6, 0, 0b0011, 1, 9, 0, 0, 0, 0x79, 0]);
+        // Method(_EVT, 1, Serialized) { If (Arg0 == 9) { Notify(\_SB_.VGEN,
+        // 0x80) } }: MethodOp, PkgLength 25, name, flags (1 argument,
+        // serialized), IfOp, PkgLength 18, LEqualOp Arg0 9, NotifyOp,
+        // root + dual name path, 0x80.
+        body.extend_from_slice(b"\x14\x19_EVT\x09\xa0\x12\x93\x68\x0a\x09");
+        body.extend_from_slice(b"\x86\\\x2e_SB_VGEN\x0a\x80");
+        let len = body.len() + 2;
+        let mut want = vec![0x5b, 0x82, 0x40 | (len & 0xf) as u8, (len >> 4) as u8];
+        want.extend_from_slice(&body);
+        assert_eq!(aml, want);
+    }
+
+    #[test]
+    fn dsdt_has_the_vm_generation_id_and_its_event_device_only_when_asked() {
+        let dsdt = table(&platform(1, &slots(2)), b"DSDT");
+        let body = &dsdt[36..];
+        // Both in \_SB_, after the virtio devices, exactly as encoded.
+        let vgen = vmgenid_aml(&GENID);
+        let ged = ged_aml(&GENID);
+        let at = |aml: &[u8]| body.windows(aml.len()).position(|w| w == aml);
+        let (vgen_at, ged_at) = (at(&vgen).expect("VGEN"), at(&ged).expect("GED_"));
+        let last_virtio = body.windows(4).position(|w| w == b"V001").unwrap();
+        assert!(last_virtio < vgen_at && vgen_at < ged_at);
+        assert_eq!(
+            body.windows(8).filter(|w| *w == b"VMGENCTR").count(),
+            1,
+            "one VM generation id device"
+        );
+        // The GSI of the GED's interrupt is in its _CRS.
+        assert!(contains(&ged, &[0x89, 6, 0, 0b0011, 1, 3, 0, 0, 0]));
+
+        let none = create_acpi_tables(&AcpiPlatform {
+            vcpu_count: 1,
+            virtio: &[],
+            serial: SERIAL,
+            i8042: I8042,
+            power: POWER,
+            reserved_ports: &[],
+            vmgenid: None,
+        })
+        .unwrap();
+        let dsdt = table(&none, b"DSDT");
+        assert!(!contains(&dsdt, b"VGEN") && !contains(&dsdt, b"ACPI0013"));
     }
 
     #[test]

@@ -31,11 +31,17 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 /// End of conventional ("low") memory below the legacy VGA hole.
 pub const LOW_RAM_END: u64 = 0xa0000;
 /// The BIOS area at the top of the first MiB: the ACPI tables (from
-/// 0xe0000) and the MP table (from 0xf0000) live here, where guests scan
-/// for them, and the e820 map marks it reserved.
+/// 0xe0000), the VM generation id (0xef000) and the MP table (from
+/// 0xf0000) live here, where guests scan for them, and the e820 map marks
+/// it reserved.
 pub const BIOS_AREA_START: u64 = 0xe0000;
 /// End of the BIOS area (and of the first MiB).
 pub const BIOS_AREA_END: u64 = 0x10_0000;
+/// The VM generation id (16 bytes, see `devices::legacy::VmGenId`) at the
+/// start of the page between the ACPI tables and the MP table, reserved in
+/// the e820 map with the rest of the BIOS area so that the guest never
+/// uses it as RAM. The DSDT's `VGEN` device gives the guest this address.
+pub const VMGENID_START: u64 = 0xef000;
 /// The MP floating pointer and configuration table.
 pub const MPTABLE_START: u64 = 0xf0000;
 /// Start of memory above the first MiB, where kernels are loaded.
