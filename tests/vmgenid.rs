@@ -222,3 +222,53 @@ fn every_restored_copy_gets_a_new_id_and_its_guest_is_told() {
         "two copies of one snapshot share an id"
     );
 }
+
+/// Ten clones of one snapshot at once: each sees its own new generation id
+/// (the one podvm logged for it), none sees another's, and the memory file
+/// they all map is left as it was (every write stays in its clone).
+#[test]
+fn ten_clones_at_once_each_get_their_own_id_and_share_nothing_they_write() {
+    if !kvm_available("ten_clones_at_once_each_get_their_own_id_and_share_nothing_they_write") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    let original = saved_waiting_guest(dir.path(), &state, &mem);
+    let before = std::fs::read(&mem).unwrap();
+    let clones: Vec<std::process::Child> = (0..10)
+        .map(|_| {
+            podvm()
+                .args(["--log-level", "info", "run", "--restore"])
+                .arg(&state)
+                .arg("--mem-file")
+                .arg(&mem)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for child in clones {
+        let out = wait_with_deadline(child);
+        assert_eq!(out.code(), 0, "{out:?}");
+        let logged = logged_ids(&out.stderr);
+        assert_eq!(logged.len(), 1, "{out:?}");
+        assert_eq!(
+            out.lines(),
+            [
+                format!("vmgenid-changed: {}", logged[0]).as_str(),
+                "vmgenid-irq: 3"
+            ],
+            "a clone saw an id that is not its own: {out:?}"
+        );
+        assert_ne!(logged[0], original);
+        ids.insert(logged[0].clone());
+    }
+    assert_eq!(ids.len(), 10, "clones shared an id: {ids:?}");
+    assert!(
+        std::fs::read(&mem).unwrap() == before,
+        "a clone's write reached the memory file the others map"
+    );
+}
