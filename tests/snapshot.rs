@@ -548,3 +548,84 @@ fn prefetch_records_the_working_set_and_maps_it_on_later_loads() {
         "{pages} pages recorded; resident after a prefetching load {prefetched} KiB, after a plain one {plain} KiB"
     );
 }
+
+/// `podvm serve` inside network namespace `ns`.
+fn serve_in(ns: &common::netns::NetNs, dir: &Path, name: &str) -> (KillOnDrop, PathBuf) {
+    let sock = dir.join(format!("{name}.sock"));
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_podvm")])
+        .args(["serve", "--api-sock"])
+        .arg(&sock)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_path(&sock);
+    (KillOnDrop(child), sock)
+}
+
+#[test]
+fn a_clone_gets_its_own_tap_and_receives_on_it() {
+    use common::netns::{NetNs, PacketSocket, ETHERTYPE, TAP};
+    if !kvm_available("a_clone_gets_its_own_tap_and_receives_on_it") {
+        return;
+    }
+    let Some(ns) = NetNs::with_tap("a_clone_gets_its_own_tap_and_receives_on_it") else {
+        return;
+    };
+    const CLONE_TAP: &str = "podvmtap1";
+    assert!(ns.exec(&["ip", "tuntap", "add", "dev", CLONE_TAP, "mode", "tap"]));
+    assert!(ns.exec(&["ip", "link", "set", CLONE_TAP, "up"]));
+    let mac = [0x06, 0, 0, 0, 0, 0x2b];
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+
+    // The original sends its frame on its tap, then waits to receive one.
+    let (mut vm, sock) = serve_in(&ns, dir.path(), "original");
+    let out = stream_stdout(&mut vm.0);
+    let boot = serde_json::json!({
+        "kernel_image_path": guest("virtio_net"), "boot_args": "console=ttyS0 net.rx=1",
+    });
+    put(&sock, "/boot-source", &boot.to_string());
+    let nic = format!(
+        r#"{{"iface_id": "eth0", "host_dev_name": "{TAP}", "guest_mac": "06:00:00:00:00:2b"}}"#
+    );
+    put(&sock, "/network-interfaces/eth0", &nic);
+    action(&sock, "InstanceStart");
+    let mut before = String::new();
+    wait_output(&out, &mut before, "net-tx: done\n");
+    patch_vm(&sock, "Paused");
+    let (code, reply) = create(&sock, "Full", &state, &mem);
+    assert_eq!(code, 204, "{reply}");
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+
+    // The clone runs on another tap; a frame sent there reaches its guest.
+    let (mut vm, sock) = serve_in(&ns, dir.path(), "clone");
+    let out = stream_stdout(&mut vm.0);
+    let load = serde_json::json!({
+        "snapshot_path": state, "mem_file_path": mem, "resume_vm": true,
+        "network_overrides": [{"iface_id": "eth0", "host_dev_name": CLONE_TAP}],
+    });
+    put(&sock, "/snapshot/load", &load.to_string());
+    let (_, config) = http(&sock, "GET", "/vm/config", "");
+    assert!(config.contains(CLONE_TAP), "{config}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.enter();
+            let tap = PacketSocket::open(CLONE_TAP);
+            let mut frame = Vec::new();
+            frame.extend_from_slice(&mac);
+            frame.extend_from_slice(&[0x06, 0, 0, 0, 0, 0x01]);
+            frame.extend_from_slice(&ETHERTYPE.to_be_bytes());
+            frame.extend_from_slice(b"hello-clone");
+            frame.resize(60, 0);
+            tap.send(&frame);
+        });
+    });
+    let mut after = String::new();
+    wait_output(&out, &mut after, "net-done\n");
+    assert!(after.contains("net-rx-text: hello-clone\n"), "{after}");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+}

@@ -1,7 +1,14 @@
 //! A network namespace holding a tap, made and deleted by a test: tap
 //! devices and any traffic of the tests stay inside it.
 
+use std::ffi::CString;
 use std::process::{Command, Stdio};
+
+use super::DEADLINE;
+
+/// EtherType the test guests and the tests use (IEEE 802 local
+/// experimental).
+pub const ETHERTYPE: u16 = 0x88b5;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The tap every test namespace holds.
@@ -67,5 +74,93 @@ impl NetNs {
 impl Drop for NetNs {
     fn drop(&mut self) {
         ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// A raw packet socket on the tap (inside the namespace the calling
+/// thread is in).
+pub struct PacketSocket(i32);
+
+impl PacketSocket {
+    pub fn open(ifname: &str) -> PacketSocket {
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket creation.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let name = CString::new(ifname).unwrap();
+        // SAFETY: valid NUL-terminated name.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(index, 0, "no interface {ifname}");
+        // SAFETY: sockaddr_ll is plain data.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto;
+        addr.sll_ifindex = index as i32;
+        // SAFETY: binds the socket to a valid address of the right size.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        let tv = libc::timeval {
+            tv_sec: DEADLINE.as_secs() as i64,
+            tv_usec: 0,
+        };
+        // SAFETY: sets a receive timeout from a valid timeval.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        PacketSocket(fd)
+    }
+
+    /// The next frame with our EtherType (each `recv` is bounded by the
+    /// socket's timeout, the whole search by [`DEADLINE`]).
+    pub fn recv_ours(&self) -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no frame with our EtherType from the guest within {DEADLINE:?}"
+            );
+            // SAFETY: receives into a buffer of the given size.
+            let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            assert!(
+                n >= 0,
+                "no frame from the guest: {}",
+                std::io::Error::last_os_error()
+            );
+            let frame = &buf[..n as usize];
+            if frame.len() >= 14 && u16::from_be_bytes([frame[12], frame[13]]) == ETHERTYPE {
+                return frame.to_vec();
+            }
+        }
+    }
+
+    pub fn send(&self, frame: &[u8]) {
+        // SAFETY: sends from a valid buffer.
+        let n = unsafe { libc::send(self.0, frame.as_ptr().cast(), frame.len(), 0) };
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "send: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Drop for PacketSocket {
+    fn drop(&mut self) {
+        // SAFETY: closes the fd this struct owns.
+        unsafe { libc::close(self.0) };
     }
 }
