@@ -6,6 +6,7 @@ mod cli;
 mod ctl;
 mod doctor;
 mod exit;
+mod jail;
 mod launch;
 mod run;
 mod serve;

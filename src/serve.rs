@@ -11,6 +11,7 @@ use clap::Args;
 use resources::ConfigFileContents;
 
 use crate::exit::{self, SpecSource};
+use crate::jail::{self, JailArgs, Jailed};
 use crate::launch::{launch, Launch, SeccompArgs};
 
 /// Flags of `podvm serve` (Firecracker's, with the same meaning).
@@ -38,6 +39,10 @@ pub struct ServeArgs {
     /// Seccomp.
     #[command(flatten)]
     pub seccomp: SeccompArgs,
+
+    /// The jail.
+    #[command(flatten)]
+    pub jail: JailArgs,
 }
 
 fn read_config(path: &Path) -> Result<ConfigFileContents, String> {
@@ -49,6 +54,14 @@ fn read_config(path: &Path) -> Result<ConfigFileContents, String> {
 
 /// `podvm serve`.
 pub fn serve(args: ServeArgs, start_time: Instant) -> ExitCode {
+    if args.jail.jail.is_some() {
+        // Before anything is read or served: every path is the jail's.
+        match jail::enter(&args.jail) {
+            Ok(Jailed::Child) => {}
+            Ok(Jailed::ParentDone(code)) => return ExitCode::from(code),
+            Err(e) => return exit::failed(e),
+        }
+    }
     let contents = match args.config_file.as_deref().map(read_config).transpose() {
         Ok(contents) => contents,
         Err(e) => return exit::usage(e),

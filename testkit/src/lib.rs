@@ -26,6 +26,8 @@ pub enum Need {
     Kvm,
     /// Root, iproute2 and `/dev/net/tun`: taps in a network namespace.
     Net,
+    /// Root (namespaces, device nodes, another user).
+    Root,
     /// The tools the guest-image recipes run (busybox-static, e2fsprogs…).
     GuestTools,
     /// Hardware-accelerated KVM (guests not run by the instruction
@@ -42,6 +44,7 @@ impl Need {
         match self {
             Need::Kvm => "PODVM_REQUIRE_KVM",
             Need::Net => "PODVM_REQUIRE_NET",
+            Need::Root => "PODVM_REQUIRE_ROOT",
             Need::GuestTools => "PODVM_REQUIRE_GUEST_TOOLS",
             Need::HardwareVirt => "PODVM_REQUIRE_HW_VIRT",
             Need::Firecracker => "PODVM_REQUIRE_FIRECRACKER",
@@ -104,6 +107,15 @@ pub fn need_kvm(test: &str) -> bool {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether this process is root; skips `test` when not.
+pub fn need_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    skip(Need::Root, test, "needs root");
+    false
 }
 
 /// Whether taps can be made in a network namespace here (root,
@@ -173,6 +185,7 @@ mod tests {
         for need in [
             Need::Kvm,
             Need::Net,
+            Need::Root,
             Need::GuestTools,
             Need::HardwareVirt,
             Need::Firecracker,
