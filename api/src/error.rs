@@ -42,6 +42,10 @@ pub enum ApiError {
         #[source]
         source: serde_json::Error,
     },
+    /// The body breaks the schema in a way its type alone does not catch
+    /// (the whole message).
+    #[error("{0}")]
+    Schema(String),
     /// The id in the body is not the one in the path.
     #[error("{field} {body_id:?} in the body does not match {path_id:?} in the path")]
     IdMismatch {
@@ -83,6 +87,7 @@ impl ApiError {
             ApiError::ReadBody(_)
             | ApiError::InvalidBody { .. }
             | ApiError::IdMismatch { .. }
+            | ApiError::Schema(_)
             | ApiError::NotSupported(_)
             | ApiError::Unsupported(_)
             | ApiError::SnapshotLoad(_)

@@ -106,11 +106,69 @@ enum VmStateValue {
     Resumed,
 }
 
+/// Fields whose value may be `null` (Firecracker clients send a `null`
+/// rate limiter for "none"); no other field's schema has `null`.
+const NULLABLE: &[&str] = &["rate_limiter", "rx_rate_limiter", "tx_rate_limiter"];
+
+/// Fields that name a file: an empty string is refused.
+const PATHS: &[&str] = &[
+    "kernel_image_path",
+    "initrd_path",
+    "path_on_host",
+    "log_path",
+    "metrics_path",
+    "uds_path",
+    "snapshot_path",
+    "mem_file_path",
+    "backend_path",
+    "socket",
+];
+
+/// What the body's schema forbids beyond the request type's shape: a top
+/// level that is not an object, `null` where the schema has no `null`, an
+/// empty string for a file.
+fn check_value(what: &str, v: &serde_json::Value) -> Result<(), ApiError> {
+    let kind = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    };
+    let Some(fields) = v.as_object() else {
+        return Err(ApiError::Schema(format!(
+            "{what}: the body must be a JSON object, not {}",
+            kind(v)
+        )));
+    };
+    for (name, value) in fields {
+        if value.is_null() && !NULLABLE.contains(&name.as_str()) {
+            return Err(ApiError::Schema(format!(
+                "{what}: field `{name}` must not be null"
+            )));
+        }
+        if PATHS.contains(&name.as_str()) && value.as_str() == Some("") {
+            return Err(ApiError::Schema(format!(
+                "{what}: field `{name}` must name a file, and is empty"
+            )));
+        }
+        if value.is_object() {
+            check_value(&format!("{what}: {name}"), value)?;
+        }
+    }
+    Ok(())
+}
+
 fn parse<T: DeserializeOwned>(what: impl Into<String>, body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|source| ApiError::InvalidBody {
-        what: what.into(),
+    let what = what.into();
+    let invalid = |source| ApiError::InvalidBody {
+        what: what.clone(),
         source,
-    })
+    };
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+    check_value(&what, &value)?;
+    serde_json::from_value(value).map_err(invalid)
 }
 
 fn check_id(field: &'static str, path_id: &str, body_id: &str) -> Result<(), ApiError> {
@@ -415,8 +473,50 @@ mod tests {
             (
                 Method::PATCH,
                 "/machine-config",
-                r#"{"mem_size_mib": null, "x": 1}"#,
+                r#"{"mem_size_mib": 512, "x": 1}"#,
                 "machine-config: unknown field `x`",
+            ),
+            (
+                Method::PATCH,
+                "/machine-config",
+                r#"{"mem_size_mib": null}"#,
+                "machine-config: field `mem_size_mib` must not be null",
+            ),
+            (
+                Method::PUT,
+                "/machine-config",
+                "[1, 2]",
+                "machine-config: the body must be a JSON object, not an array",
+            ),
+            (
+                Method::PUT,
+                "/boot-source",
+                "null",
+                "boot-source: the body must be a JSON object, not null",
+            ),
+            (
+                Method::PUT,
+                "/actions",
+                r#""InstanceStart""#,
+                "actions: the body must be a JSON object, not a string",
+            ),
+            (
+                Method::PUT,
+                "/boot-source",
+                r#"{"kernel_image_path": ""}"#,
+                "boot-source: field `kernel_image_path` must name a file, and is empty",
+            ),
+            (
+                Method::PUT,
+                "/drives/d",
+                r#"{"drive_id": "d", "path_on_host": "", "is_root_device": false}"#,
+                "drive \"d\": field `path_on_host` must name a file, and is empty",
+            ),
+            (
+                Method::PUT,
+                "/snapshot/load",
+                r#"{"snapshot_path": "/s", "mem_backend": {"backend_type": "File", "backend_path": ""}}"#,
+                "snapshot/load: mem_backend: field `backend_path` must name a file, and is empty",
             ),
             (
                 Method::PUT,

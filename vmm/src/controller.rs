@@ -400,11 +400,26 @@ impl Controller {
             }
             VmmAction::PutBootSource(b) => {
                 self.before_boot("boot-source")?;
+                check_file(
+                    "boot-source",
+                    "kernel_image_path",
+                    &b.kernel_image_path,
+                    false,
+                )?;
+                if let Some(initrd) = &b.initrd_path {
+                    check_file("boot-source", "initrd_path", initrd, false)?;
+                }
                 self.config.boot_source = Some(b);
                 Ok(VmmData::Empty)
             }
             VmmAction::PutDrive(d) => {
                 self.before_boot("drives")?;
+                check_file(
+                    &format!("drive {:?}", d.drive_id),
+                    "path_on_host",
+                    &d.path_on_host,
+                    !d.is_read_only,
+                )?;
                 match self
                     .config
                     .drives
@@ -590,6 +605,39 @@ fn check_machine(m: &MachineConfig) -> Result<(), ActionError> {
     probe_spec(m.clone())
         .validate(u32::MAX)
         .map_err(|e| ActionError(format!("machine-config: {e}")))
+}
+
+/// Checks, at the call that names it, that `path` (field `field` of
+/// `what`) is a regular file (or, for a drive, a block device) this
+/// process can read, and write when `write`: a mistake is answered there,
+/// not at `InstanceStart` (as Firecracker does).
+fn check_file(
+    what: &str,
+    field: &str,
+    path: &std::path::Path,
+    write: bool,
+) -> Result<(), ActionError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let err = |why: &dyn std::fmt::Display| {
+        ActionError(format!("{what}: {field} {}: {why}", path.display()))
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(&e))?;
+    let kind = meta.file_type();
+    let disk = field == "path_on_host";
+    if !(kind.is_file() || (disk && kind.is_block_device())) {
+        return Err(err(&if disk {
+            "not a regular file or block device"
+        } else {
+            "not a regular file"
+        }));
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map(drop)
+        .map_err(|e| err(&e))
 }
 
 /// Where the working set of the snapshot at `state` is kept: beside it.
@@ -788,22 +836,26 @@ mod tests {
                 track_dirty_pages: false,
             })
         );
-        let drive = |path: &str| DriveConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, [0u8; 512]).unwrap();
+        std::fs::write(&b, [0u8; 512]).unwrap();
+        let drive = |path: &std::path::Path| DriveConfig {
             drive_id: "rootfs".into(),
             path_on_host: PathBuf::from(path),
             is_root_device: true,
             is_read_only: false,
             ..Default::default()
         };
-        c.handle(VmmAction::PutDrive(drive("/a")), &mut ev).unwrap();
-        c.handle(VmmAction::PutDrive(drive("/b")), &mut ev).unwrap();
+        c.handle(VmmAction::PutDrive(drive(&a)), &mut ev).unwrap();
+        c.handle(VmmAction::PutDrive(drive(&b)), &mut ev).unwrap();
         assert_eq!(c.config.drives.len(), 1, "a PUT with the same id replaces");
         c.handle(VmmAction::PutEntropy, &mut ev).unwrap();
         let VmmData::VmConfig(json) = c.handle(VmmAction::GetVmConfig, &mut ev).unwrap() else {
             panic!()
         };
         assert_eq!(json["machine-config"]["mem_size_mib"], 512);
-        assert_eq!(json["drives"][0]["path_on_host"], "/b");
+        assert_eq!(json["drives"][0]["path_on_host"], b.to_str().unwrap());
         assert_eq!(json["entropy"], serde_json::json!({}));
         assert!(json.get("boot-source").is_none());
     }
@@ -836,20 +888,62 @@ mod tests {
                 "cannot send Ctrl+Alt+Del: the VM is not running".into()
             ))
         );
-        c.handle(
+        // Paths are checked at the call that names them.
+        let boot = |kernel: &str, initrd: Option<&str>| {
             VmmAction::PutBootSource(BootSourceConfig {
-                kernel_image_path: "/nonexistent/vmlinux".into(),
+                kernel_image_path: kernel.into(),
                 boot_args: None,
-                initrd_path: None,
-            }),
-            &mut ev,
-        )
-        .unwrap();
-        let err = c.handle(VmmAction::InstanceStart, &mut ev).unwrap_err();
-        assert!(
-            err.0.contains("/nonexistent/vmlinux: No such file"),
-            "{err}"
+                initrd_path: initrd.map(Into::into),
+            })
+        };
+        assert_eq!(
+            c.handle(boot("/nonexistent/vmlinux", None), &mut ev),
+            Err(ActionError(
+                "boot-source: kernel_image_path /nonexistent/vmlinux: No such file or directory (os error 2)"
+                    .into()
+            ))
         );
+        assert_eq!(
+            c.handle(boot("/", None), &mut ev),
+            Err(ActionError(
+                "boot-source: kernel_image_path /: not a regular file".into()
+            ))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("vmlinux");
+        std::fs::write(&kernel, b"not a kernel").unwrap();
+        let k = kernel.to_str().unwrap();
+        assert!(c
+            .handle(boot(k, Some("/nonexistent/initrd")), &mut ev)
+            .unwrap_err()
+            .0
+            .starts_with("boot-source: initrd_path /nonexistent/initrd: "));
+        let disk = |path: &str, ro: bool| {
+            VmmAction::PutDrive(DriveConfig {
+                drive_id: "d".into(),
+                path_on_host: path.into(),
+                is_read_only: ro,
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            c.handle(disk("/nonexistent.img", false), &mut ev),
+            Err(ActionError(
+                "drive \"d\": path_on_host /nonexistent.img: No such file or directory (os error 2)"
+                    .into()
+            ))
+        );
+        assert_eq!(
+            c.handle(disk("/", true), &mut ev),
+            Err(ActionError(
+                "drive \"d\": path_on_host /: not a regular file or block device".into()
+            ))
+        );
+        assert!(c.config.drives.is_empty(), "refused drives are not kept");
+        // A kernel that exists but is none fails at InstanceStart.
+        c.handle(boot(k, None), &mut ev).unwrap();
+        let err = c.handle(VmmAction::InstanceStart, &mut ev).unwrap_err();
+        assert!(err.0.starts_with("InstanceStart: "), "{err}");
         // A PATCH of an interface that does not exist names it; one that
         // does is answered (it changes nothing podvm has).
         assert_eq!(
