@@ -235,3 +235,55 @@ fn a_guest_that_stops_reading_holds_the_host_back_and_loses_nothing() {
     );
     assert!(seen.contains("vsock-closed"), "{seen}");
 }
+
+#[test]
+fn a_restored_guest_is_reachable_on_the_socket_its_load_names() {
+    if !kvm_available("a_restored_guest_is_reachable_on_the_socket_its_load_names") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    let (state, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    let sock = dir.path().join("api.sock");
+    let mut vm = spawn_podvm(&["serve".as_ref(), "--api-sock".as_ref(), sock.as_os_str()]);
+    let out = stream_stdout(&mut vm.0);
+    wait_for_path(&sock);
+    let boot = serde_json::json!({"kernel_image_path": guest("virtio_vsock"), "boot_args": "console=ttyS0"});
+    assert_eq!(http(&sock, "PUT", "/boot-source", &boot.to_string()).0, 204);
+    let vsock = serde_json::json!({"guest_cid": 3, "uds_path": uds});
+    assert_eq!(http(&sock, "PUT", "/vsock", &vsock.to_string()).0, 204);
+    action(&sock, "InstanceStart");
+    let mut seen = String::new();
+    wait_output(&out, &mut seen, "vsock-listen: 1024\n");
+    assert_eq!(http(&sock, "PATCH", "/vm", r#"{"state": "Paused"}"#).0, 204);
+    let create = serde_json::json!({"snapshot_path": state, "mem_file_path": mem});
+    let (code, body) = http(&sock, "PUT", "/snapshot/create", &create.to_string());
+    assert_eq!(code, 204, "{body}");
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+
+    // The clone's device listens where its load says; the guest, still
+    // waiting for a connection, echoes a line through it.
+    let clone_uds = dir.path().join("clone.sock");
+    let sock = dir.path().join("clone-api.sock");
+    let mut vm = spawn_podvm(&["serve".as_ref(), "--api-sock".as_ref(), sock.as_os_str()]);
+    let out = stream_stdout(&mut vm.0);
+    wait_for_path(&sock);
+    let load = serde_json::json!({
+        "snapshot_path": state, "mem_file_path": mem, "resume_vm": true,
+        "vsock_override": {"uds_path": clone_uds},
+    });
+    let (code, body) = http(&sock, "PUT", "/snapshot/load", &load.to_string());
+    assert_eq!(code, 204, "{body}");
+    let (mut stream, _) = connect_to_guest(&clone_uds, 1024);
+    stream.get_mut().write_all(b"restored\n").unwrap();
+    let mut echo = String::new();
+    stream.read_line(&mut echo).unwrap();
+    assert_eq!(echo, "RESTORED\n");
+    let mut after = String::new();
+    wait_output(&out, &mut after, "vsock-echoed: 9\n");
+    drop(stream);
+    action(&sock, "Shutdown");
+    assert_eq!(wait_exit(&mut vm.0), 0);
+    assert!(!clone_uds.exists());
+}

@@ -150,6 +150,14 @@ const VMM: &[Allowed] = &[
         "snapshots: sizing the memory file (its untouched pages stay holes)",
     ),
     a(
+        libc::SYS_bind,
+        "vsock: the device's socket, when the API builds the VM",
+    ),
+    a(
+        libc::SYS_listen,
+        "vsock: the device's socket, when the API builds the VM",
+    ),
+    a(
         libc::SYS_accept4,
         "vsock: host processes connecting to the device's socket",
     ),
