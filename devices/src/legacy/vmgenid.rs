@@ -196,25 +196,9 @@ fn random_id_from(
     }
 }
 
-/// Fills `buf` from `getrandom(2)` (the urandom pool; it blocks only
-/// before the host's pool is initialized, early in the host's boot).
+/// Fills `buf` from `getrandom(2)`, as the entropy device does.
 fn fill_random(buf: &mut [u8]) -> io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let rest = &mut buf[filled..];
-        // SAFETY: the kernel writes at most `rest.len()` bytes into
-        // `rest`, a live, exclusively borrowed buffer of that length.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += n as usize;
-    }
-    Ok(())
+    crate::virtio::rng::host_entropy(buf)
 }
 
 #[cfg(test)]
