@@ -473,7 +473,6 @@ impl MmioTransport {
         self.queue_sel = state.queue_sel;
         self.config_generation = state.config_generation;
         if state.interrupt_status != 0 {
-            self.irq.ack(!0);
             for cause in [INT_VRING, INT_CONFIG] {
                 if state.interrupt_status & cause != 0 {
                     if let Err(e) = self.irq.trigger(cause) {
@@ -970,6 +969,20 @@ mod tests {
     }
 
     #[test]
+    fn features_reach_the_device_only_once_the_driver_had_accepted_them() {
+        let (mut t, _, _) = plain(42, &[16, 8]);
+        w(&mut t, STATUS, ACKNOWLEDGE);
+        w(&mut t, STATUS, ACKNOWLEDGE | DRIVER);
+        w(&mut t, DRIVER_FEATURES, 0b100);
+        let saved = t.save_state();
+        assert_eq!(saved.acked_features, 0b100, "written, not yet accepted");
+        let (mut t2, dev2, _) = plain(42, &[16, 8]);
+        t2.restore_state(&saved).unwrap();
+        assert_eq!(dev2.lock().unwrap().common.acked_features(), 0);
+        assert_eq!(r(&mut t2, STATUS), ACKNOWLEDGE | DRIVER);
+    }
+
+    #[test]
     fn a_transport_that_never_got_driver_ok_restores_inactive() {
         let (mut t, _, _) = plain(42, &[16, 8]);
         negotiate(&mut t);
@@ -1001,6 +1014,13 @@ mod tests {
         let (mut fewer, _, _) = plain(42, &[16]);
         assert!(matches!(
             fewer.restore_state(&saved),
+            Err(RestoreError::Queues { .. })
+        ));
+        let mut marks = saved.clone();
+        marks.invalid_queues.pop();
+        let (mut t4, _, _) = plain(42, &[16, 8]);
+        assert!(matches!(
+            t4.restore_state(&marks),
             Err(RestoreError::Queues { .. })
         ));
         let mut bad = saved.clone();
