@@ -237,5 +237,8 @@ mod tests {
         if !required(Need::Net) {
             assert_eq!(need_net("testkit-self-check"), want_net.is_none());
         }
+        if !required(Need::Root) {
+            assert_eq!(need_root("testkit-self-check"), uid == "0");
+        }
     }
 }
