@@ -392,13 +392,25 @@ impl RateLimiter {
     /// and stops serving the queue until the refill timer fires
     /// ([`RefillTimer::arm_for`], [`RateLimiter::unblock`]).
     pub fn consume(&mut self, bytes: u64) -> bool {
+        self.consume_with(|| bytes)
+    }
+
+    /// [`RateLimiter::consume`] for an operation whose size `bytes` works
+    /// out, only called when the limiter needs it: a limiter without
+    /// buckets costs one branch per operation.
+    #[inline]
+    pub fn consume_with(&mut self, bytes: impl FnOnce() -> u64) -> bool {
         if self.bandwidth.is_none() && self.ops.is_none() {
             if self.delayed {
                 // A limit was lifted under a waiting request.
-                self.count_delayed(bytes);
+                self.count_delayed(bytes());
             }
             return true;
         }
+        self.consume_limited(bytes())
+    }
+
+    fn consume_limited(&mut self, bytes: u64) -> bool {
         if self.blocked {
             return false;
         }
