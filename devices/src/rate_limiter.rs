@@ -489,13 +489,14 @@ impl RefillTimer {
         let fd = TimerFd::new().map_err(io::Error::from)?;
         // A read after a disarm (a PATCH) finds nothing: it must not block
         // the event loop.
-        // SAFETY: F_GETFL and F_SETFL on an fd this owns; no memory is
-        // passed.
-        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-        // SAFETY: as above.
-        if flags < 0
-            || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
-        {
+        let raw = fd.as_raw_fd();
+        // SAFETY: F_GETFL on an fd this owns; no memory is passed.
+        let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: F_SETFL on an fd this owns; no memory is passed.
+        if unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(RefillTimer { fd })

@@ -491,12 +491,16 @@ fn post_reads_at(m: &GuestMemoryMmap, vq: &MockSplitQueue<GuestMemoryMmap>, firs
     );
 }
 
+/// A device in an event loop of its own, the loop, and its queue's
+/// notification.
+type InALoop = (Arc<Mutex<Block>>, EventManager<Arc<Mutex<Block>>>, EventFd);
+
 /// A block device limited by `l`, active on `vq` in an event loop.
 fn limited_block_in_a_loop(
     m: &GuestMemoryMmap,
     vq: &MockSplitQueue<GuestMemoryMmap>,
     l: RateLimiter,
-) -> (Arc<Mutex<Block>>, EventManager<Arc<Mutex<Block>>>, EventFd) {
+) -> InALoop {
     let fake = FakeDisk::with_pattern(DISK_LEN);
     let mut block = Block::with_backend("rl".into(), Box::new(fake), false).unwrap();
     block.set_rate_limiter(l);
