@@ -82,16 +82,21 @@ fn bucket_of(
         .map_err(err)
 }
 
-/// Names `device`'s `field` in errors about its buckets.
-struct LimiterField<'a> {
-    device: &'a dyn Fn() -> String,
+/// A device's rate-limiter field (`drive "d"`, `rate_limiter`), which
+/// errors about its buckets name.
+struct LimiterField {
+    device: String,
     field: &'static str,
 }
 
-impl LimiterField<'_> {
+impl LimiterField {
+    fn new(device: String, field: &'static str) -> Self {
+        LimiterField { device, field }
+    }
+
     fn error(&self, bucket: &'static str) -> impl FnOnce(BucketError) -> LimiterError + '_ {
         move |source| LimiterError {
-            device: (self.device)(),
+            device: self.device.clone(),
             field: self.field,
             bucket,
             source,
@@ -101,13 +106,11 @@ impl LimiterField<'_> {
     /// The limiter of `cfg` (none: no limit) on the host's clock.
     fn limiter(&self, cfg: Option<&RateLimiterConfig>) -> Result<RateLimiter, LimiterError> {
         let cfg = cfg.copied().unwrap_or_default();
-        let bandwidth = cfg.bandwidth.as_ref();
-        let ops = cfg.ops.as_ref();
-        let bandwidth = match bandwidth {
+        let bandwidth = match &cfg.bandwidth {
             Some(b) => bucket_of(b, self.error("bandwidth"))?,
             None => None,
         };
-        let ops = match ops {
+        let ops = match &cfg.ops {
             Some(b) => bucket_of(b, self.error("ops"))?,
             None => None,
         };
@@ -463,11 +466,7 @@ impl VirtioDevices {
             .iter()
             .find(|b| b.lock().unwrap_or_else(|e| e.into_inner()).id() == id)
             .ok_or_else(|| LimiterUpdateError::NoDrive(id.to_string()))?;
-        let device = || format!("drive {id:?}");
-        let field = LimiterField {
-            device: &device,
-            field: "rate_limiter",
-        };
+        let field = LimiterField::new(format!("drive {id:?}"), "rate_limiter");
         let [bandwidth, ops] = field.update(update)?;
         block
             .lock()
@@ -490,17 +489,9 @@ impl VirtioDevices {
             .iter()
             .find(|n| n.lock().unwrap_or_else(|e| e.into_inner()).id() == id)
             .ok_or_else(|| LimiterUpdateError::NoInterface(id.to_string()))?;
-        let device = || format!("network interface {id:?}");
-        let (rx_field, tx_field) = (
-            LimiterField {
-                device: &device,
-                field: "rx_rate_limiter",
-            },
-            LimiterField {
-                device: &device,
-                field: "tx_rate_limiter",
-            },
-        );
+        let device = format!("network interface {id:?}");
+        let rx_field = LimiterField::new(device.clone(), "rx_rate_limiter");
+        let tx_field = LimiterField::new(device, "tx_rate_limiter");
         let rx = rx.map(|u| rx_field.update(u)).transpose()?;
         let tx = tx.map(|u| tx_field.update(u)).transpose()?;
         let mut n = net.lock().unwrap_or_else(|e| e.into_inner());
@@ -569,11 +560,7 @@ pub fn attach_virtio_devices(
             VirtioSlotKind::Rng => {
                 let mut rng =
                     Rng::new().map_err(|e| DeviceError::Create(format!("entropy device: {e}")))?;
-                let device = || "entropy".to_string();
-                let field = LimiterField {
-                    device: &device,
-                    field: "rate_limiter",
-                };
+                let field = LimiterField::new("entropy".into(), "rate_limiter");
                 rng.set_rate_limiter(
                     field
                         .limiter(spec.entropy_rate_limiter.as_ref())
@@ -611,11 +598,7 @@ pub fn attach_virtio_devices(
                             source,
                         }
                     })?;
-                let device = || format!("drive {:?}", d.drive_id);
-                let field = LimiterField {
-                    device: &device,
-                    field: "rate_limiter",
-                };
+                let field = LimiterField::new(format!("drive {:?}", d.drive_id), "rate_limiter");
                 block.set_rate_limiter(
                     field
                         .limiter(d.rate_limiter.as_ref())
@@ -638,23 +621,15 @@ pub fn attach_virtio_devices(
                         iface: n.iface_id.clone(),
                         source,
                     })?;
-                let device = || format!("network interface {:?}", n.iface_id);
-                for (field, cfg) in [
-                    ("rx_rate_limiter", &n.rx_rate_limiter),
-                    ("tx_rate_limiter", &n.tx_rate_limiter),
-                ] {
-                    let limiter = LimiterField {
-                        device: &device,
-                        field,
-                    }
-                    .limiter(cfg.as_ref())
+                let device = format!("network interface {:?}", n.iface_id);
+                let rx = LimiterField::new(device.clone(), "rx_rate_limiter")
+                    .limiter(n.rx_rate_limiter.as_ref())
                     .map_err(BackendError::from)?;
-                    if field == "rx_rate_limiter" {
-                        net.set_rx_rate_limiter(limiter);
-                    } else {
-                        net.set_tx_rate_limiter(limiter);
-                    }
-                }
+                let tx = LimiterField::new(device, "tx_rate_limiter")
+                    .limiter(n.tx_rate_limiter.as_ref())
+                    .map_err(BackendError::from)?;
+                net.set_rx_rate_limiter(rx);
+                net.set_tx_rate_limiter(tx);
                 let net = Arc::new(Mutex::new(net));
                 let transport =
                     attach_virtio_device(vm, mmio, mem, slot, "a network device", net.clone())?;
@@ -741,5 +716,93 @@ mod tests {
             ..Default::default()
         };
         assert!(ok.flush_disks().is_ok());
+    }
+
+    fn bucket(size: u64, refill_time: u64) -> Option<TokenBucketConfig> {
+        Some(TokenBucketConfig {
+            size,
+            one_time_burst: None,
+            refill_time,
+        })
+    }
+
+    #[test]
+    fn configured_buckets_become_device_buckets_and_size_zero_is_none() {
+        let field = LimiterField::new("drive \"d\"".into(), "rate_limiter");
+        let l = field
+            .limiter(Some(&RateLimiterConfig {
+                bandwidth: Some(TokenBucketConfig {
+                    size: 4096,
+                    one_time_burst: Some(512),
+                    refill_time: 100,
+                }),
+                ops: bucket(0, 0),
+            }))
+            .unwrap();
+        let bw = l.bandwidth().unwrap().config();
+        assert_eq!((bw.size(), bw.one_time_burst()), (4096, 512));
+        assert_eq!(bw.refill_time(), std::time::Duration::from_millis(100));
+        assert!(l.ops().is_none());
+        assert!(!field.limiter(None).unwrap().is_limited());
+        let err = field
+            .limiter(Some(&RateLimiterConfig {
+                bandwidth: None,
+                ops: bucket(1, 0),
+            }))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "drive \"d\": rate_limiter.ops: refill_time must be at least 1 ms"
+        );
+        let update = field
+            .update(&RateLimiterConfig {
+                bandwidth: bucket(0, 0),
+                ops: None,
+            })
+            .unwrap();
+        assert_eq!(update, [BucketUpdate::Disable, BucketUpdate::Keep]);
+    }
+
+    #[test]
+    fn limiter_updates_reach_the_named_device_and_metrics_count_throttling() {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let devices = VirtioDevices {
+            blocks: vec![block("a", false, false, &flushes)],
+            ..Default::default()
+        };
+        let update = RateLimiterConfig {
+            bandwidth: None,
+            ops: bucket(1, 1000),
+        };
+        devices.update_drive_rate_limiter("a", &update).unwrap();
+        let b = devices.blocks[0].lock().unwrap();
+        assert_eq!(b.rate_limiter().ops().unwrap().config().size(), 1);
+        drop(b);
+        assert_eq!(
+            devices
+                .update_drive_rate_limiter("b", &update)
+                .unwrap_err()
+                .to_string(),
+            "drive \"b\": no such drive"
+        );
+        assert_eq!(
+            devices
+                .update_net_rate_limiters("eth0", Some(&update), None)
+                .unwrap_err()
+                .to_string(),
+            "network interface \"eth0\": no such interface"
+        );
+        let bad = RateLimiterConfig {
+            bandwidth: bucket(1, 0),
+            ops: None,
+        };
+        assert!(matches!(
+            devices.update_drive_rate_limiter("a", &bad),
+            Err(LimiterUpdateError::Bucket(_))
+        ));
+        let m = devices.metrics();
+        for key in ["throttled", "delayed_requests", "delayed_bytes"] {
+            assert_eq!(m["block"]["a"][key], 0, "{key}");
+        }
     }
 }
