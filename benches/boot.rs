@@ -56,6 +56,7 @@ fn spec(mem_size_mib: usize) -> VmSpec {
         drives: Vec::new(),
         net: Vec::new(),
         entropy: false,
+        entropy_rate_limiter: None,
         vsock: None,
     }
 }

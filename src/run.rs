@@ -174,6 +174,7 @@ pub fn parse_net(spec: &str, index: usize) -> Result<NetConfig, String> {
         iface_id: format!("eth{index}"),
         host_dev_name: String::new(),
         guest_mac: None,
+        ..Default::default()
     };
     for (key, value) in options(spec) {
         match (key, value) {
@@ -226,6 +227,7 @@ impl RunArgs {
             drives,
             net,
             entropy: self.rng,
+            entropy_rate_limiter: None,
             vsock: self.vsock.as_deref().map(parse_vsock).transpose()?,
         })
     }

@@ -37,6 +37,9 @@ pub trait ActionSender: Send + Sync + 'static {
     /// Hands `action` over without waiting; `reply` gets the answer (or is
     /// dropped unanswered if the VMM stops). Returns both back when this
     /// sender cannot do that, which is the default.
+    // The error hands the caller's own values back, by move, once per
+    // request: boxing them would cost an allocation on every call instead.
+    #[allow(clippy::result_large_err)]
     fn submit(&self, action: VmmAction, reply: Reply) -> Result<(), (VmmAction, Reply)> {
         Err((action, reply))
     }

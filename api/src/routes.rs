@@ -230,17 +230,15 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<VmmAction, ApiE
             check_id("iface_id", id, &net.iface_id)?;
             VmmAction::PutNetworkInterface(net.into_config()?)
         }
-        // Firecracker's PATCH only updates rate limiters: one that changes
-        // nothing is answered; rate limiters are refused by name.
+        // Firecracker's PATCH only updates rate limiters.
         ("/network-interfaces/{iface_id}", "PATCH") => {
             let update: FcNetworkInterfaceUpdate =
                 parse(format!("network interface {id:?}"), body)?;
             check_id("iface_id", id, &update.iface_id)?;
-            VmmAction::PatchNetworkInterface(update.into_iface_id()?)
+            VmmAction::PatchNetworkInterface(update.into_update()?)
         }
         ("/entropy", "PUT") => {
-            parse::<FcEntropy>("entropy", body)?.check()?;
-            VmmAction::PutEntropy
+            VmmAction::PutEntropy(parse::<FcEntropy>("entropy", body)?.into_rate_limiter()?)
         }
         ("/actions", "PUT") => match parse::<InstanceActionInfo>("actions", body)?.action_type {
             ActionType::InstanceStart => VmmAction::InstanceStart,
@@ -354,7 +352,8 @@ mod tests {
             ),
             VmmAction::PatchDrive(DriveUpdate {
                 drive_id: "rootfs".into(),
-                path_on_host: Some("/new.ext4".into())
+                path_on_host: Some("/new.ext4".into()),
+                rate_limiter: None,
             })
         );
         assert_eq!(
@@ -366,10 +365,14 @@ mod tests {
             VmmAction::PutNetworkInterface(NetConfig {
                 iface_id: "eth0".into(),
                 host_dev_name: "tap0".into(),
-                guest_mac: Some(MacAddr([6, 0, 0xac, 0x10, 0, 2]))
+                guest_mac: Some(MacAddr([6, 0, 0xac, 0x10, 0, 2])),
+                ..Default::default()
             })
         );
-        assert_eq!(ok(Method::PUT, "/entropy", "{}"), VmmAction::PutEntropy);
+        assert_eq!(
+            ok(Method::PUT, "/entropy", "{}"),
+            VmmAction::PutEntropy(None)
+        );
         assert_eq!(
             ok(
                 Method::PUT,
@@ -383,7 +386,7 @@ mod tests {
         );
         assert_eq!(
             ok(Method::PUT, "/entropy", r#"{"rate_limiter": null}"#),
-            VmmAction::PutEntropy
+            VmmAction::PutEntropy(None)
         );
     }
 
@@ -640,6 +643,7 @@ mod tests {
                 is_read_only: false,
                 partuuid: Some("ab-01".into()),
                 cache_type: resources::CacheType::Writeback,
+                rate_limiter: None,
             })
         );
         assert_eq!(
@@ -648,7 +652,80 @@ mod tests {
                 "/network-interfaces/eth0",
                 r#"{"iface_id": "eth0", "rx_rate_limiter": null}"#
             ),
-            VmmAction::PatchNetworkInterface("eth0".into())
+            VmmAction::PatchNetworkInterface(resources::action::NetworkInterfaceUpdate {
+                iface_id: "eth0".into(),
+                rx_rate_limiter: None,
+                tx_rate_limiter: None,
+            })
+        );
+    }
+
+    #[test]
+    fn rate_limiters_reach_the_vmm_on_every_route_that_takes_them() {
+        use resources::{RateLimiterConfig, TokenBucketConfig};
+        let ops = |size, refill_time| RateLimiterConfig {
+            bandwidth: None,
+            ops: Some(TokenBucketConfig {
+                size,
+                one_time_burst: None,
+                refill_time,
+            }),
+        };
+        let limiter = r#"{"ops": {"size": 1, "refill_time": 100}}"#;
+        let VmmAction::PutDrive(d) = ok(
+            Method::PUT,
+            "/drives/d",
+            &format!(
+                r#"{{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "rate_limiter": {limiter}}}"#
+            ),
+        ) else {
+            panic!("not a PutDrive")
+        };
+        assert_eq!(d.rate_limiter, Some(ops(1, 100)));
+        assert_eq!(
+            ok(
+                Method::PATCH,
+                "/drives/d",
+                r#"{"drive_id": "d", "rate_limiter": {"ops": {"size": 0, "refill_time": 0}}}"#
+            ),
+            VmmAction::PatchDrive(DriveUpdate {
+                drive_id: "d".into(),
+                path_on_host: None,
+                rate_limiter: Some(ops(0, 0)),
+            })
+        );
+        let VmmAction::PutNetworkInterface(n) = ok(
+            Method::PUT,
+            "/network-interfaces/e",
+            &format!(
+                r#"{{"iface_id": "e", "host_dev_name": "t", "rx_rate_limiter": {limiter}, "tx_rate_limiter": {limiter}}}"#
+            ),
+        ) else {
+            panic!("not a PutNetworkInterface")
+        };
+        assert_eq!(
+            (n.rx_rate_limiter, n.tx_rate_limiter),
+            (Some(ops(1, 100)), Some(ops(1, 100)))
+        );
+        assert_eq!(
+            ok(
+                Method::PATCH,
+                "/network-interfaces/e",
+                &format!(r#"{{"iface_id": "e", "tx_rate_limiter": {limiter}}}"#)
+            ),
+            VmmAction::PatchNetworkInterface(resources::action::NetworkInterfaceUpdate {
+                iface_id: "e".into(),
+                rx_rate_limiter: None,
+                tx_rate_limiter: Some(ops(1, 100)),
+            })
+        );
+        assert_eq!(
+            ok(
+                Method::PUT,
+                "/entropy",
+                &format!(r#"{{"rate_limiter": {limiter}}}"#)
+            ),
+            VmmAction::PutEntropy(Some(ops(1, 100)))
         );
     }
 
@@ -673,16 +750,22 @@ mod tests {
             r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": true, "partuuid": "ab-01"}"#,
             r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "rate_limiter": null}"#,
             r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "rate_limiter": {}}"#,
+            r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}"#,
+            r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "rate_limiter": {"ops": {"size": 1, "refill_time": 0}}}"#,
             r#"{"drive_id": "d", "is_root_device": false, "socket": "/s"}"#,
         ];
         let nets = [
             r#"{"iface_id": "d", "host_dev_name": "t", "rx_rate_limiter": null}"#,
             r#"{"iface_id": "d", "host_dev_name": "t", "tx_rate_limiter": {}}"#,
+            r#"{"iface_id": "d", "host_dev_name": "t", "rx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}}"#,
+            r#"{"iface_id": "d", "host_dev_name": "t", "rx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 0}}}"#,
         ];
         let entropy = [
             r#"{}"#,
             r#"{"rate_limiter": null}"#,
             r#"{"rate_limiter": {}}"#,
+            r#"{"rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}}"#,
+            r#"{"rate_limiter": {"bandwidth": {"size": 1, "refill_time": 0}}}"#,
         ];
         let boot = r#""boot-source": {"kernel_image_path": "/k"}"#;
         let mut cases: Vec<(&str, String, String)> = Vec::new();
@@ -731,14 +814,23 @@ mod tests {
             (
                 Method::PATCH,
                 "/network-interfaces/eth0",
-                r#"{"iface_id": "eth0", "tx_rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}"#,
-                "network interface \"eth0\": tx_rate_limiter (yet) is not supported by podvm",
+                r#"{"iface_id": "eth0", "tx_rate_limiter": {"ops": {"size": 1, "refill_time": 0}}}"#,
+                "network interface \"eth0\": tx_rate_limiter.ops.refill_time 0 (a bucket of size 1 \
+                 needs at least 1 ms; size 0 turns it off) is not supported by podvm",
             ),
             (
                 Method::PUT,
                 "/entropy",
-                r#"{"rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}}"#,
-                "entropy.rate_limiter (yet) is not supported by podvm",
+                r#"{"rate_limiter": {"bandwidth": {"size": 1, "refill_time": 0}}}"#,
+                "entropy: rate_limiter.bandwidth.refill_time 0 (a bucket of size 1 needs at least \
+                 1 ms; size 0 turns it off) is not supported by podvm",
+            ),
+            (
+                Method::PATCH,
+                "/drives/d",
+                r#"{"drive_id": "d", "rate_limiter": {"ops": {"size": 2, "refill_time": 0}}}"#,
+                "drive \"d\": rate_limiter.ops.refill_time 0 (a bucket of size 2 needs at least \
+                 1 ms; size 0 turns it off) is not supported by podvm",
             ),
             (
                 Method::PUT,

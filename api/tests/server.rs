@@ -241,7 +241,8 @@ async fn go_sdk_call_order_reaches_the_vmm_as_actions() {
             VmmAction::PutNetworkInterface(NetConfig {
                 iface_id: "eth0".into(),
                 host_dev_name: "tap0".into(),
-                guest_mac: Some("06:00:ac:10:00:02".parse().unwrap())
+                guest_mac: Some("06:00:ac:10:00:02".parse().unwrap()),
+                ..Default::default()
             }),
             VmmAction::InstanceStart,
             VmmAction::DescribeInstance,

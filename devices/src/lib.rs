@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod legacy;
+pub mod rate_limiter;
 mod trigger;
 pub mod virtio;
 

@@ -10,7 +10,7 @@ use std::sync::mpsc::{channel, Receiver};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BootSourceConfig, DriveConfig, MachineConfig, NetConfig};
+use crate::{BootSourceConfig, DriveConfig, MachineConfig, NetConfig, RateLimiterConfig};
 
 /// Partial update of the machine configuration (`PATCH /machine-config`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +30,8 @@ pub struct MachineConfigUpdate {
     pub track_dirty_pages: Option<bool>,
 }
 
-/// Swapping a drive's backing file after boot (`PATCH /drives/{id}`).
+/// Swapping a drive's backing file, or changing its rate limiter
+/// (`PATCH /drives/{id}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriveUpdate {
@@ -39,6 +40,27 @@ pub struct DriveUpdate {
     /// Its new backing file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_on_host: Option<std::path::PathBuf>,
+    /// Its rate limiter's buckets that change: one given replaces the old
+    /// one (size 0: no limit any more), one not given stays
+    /// ([`RateLimiterConfig::applied_to`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limiter: Option<RateLimiterConfig>,
+}
+
+/// Changing a network interface's rate limiters
+/// (`PATCH /network-interfaces/{id}`), bucket by bucket as for
+/// [`DriveUpdate::rate_limiter`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterfaceUpdate {
+    /// The interface.
+    pub iface_id: String,
+    /// Changes to the receive side's limiter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_rate_limiter: Option<RateLimiterConfig>,
+    /// Changes to the transmit side's limiter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// `PUT /logger` (Firecracker's `Logger`).
@@ -118,12 +140,11 @@ pub enum VmmAction {
     PatchDrive(DriveUpdate),
     /// `PUT /network-interfaces/{id}`.
     PutNetworkInterface(NetConfig),
-    /// `PATCH /network-interfaces/{id}` that changes nothing podvm has
-    /// (Firecracker's only updatable fields are rate limiters): checks the
-    /// interface exists.
-    PatchNetworkInterface(String),
-    /// `PUT /entropy`.
-    PutEntropy,
+    /// `PATCH /network-interfaces/{id}`: its rate limiters (Firecracker's
+    /// only updatable fields), also on the running device.
+    PatchNetworkInterface(NetworkInterfaceUpdate),
+    /// `PUT /entropy`, with the device's rate limiter.
+    PutEntropy(Option<RateLimiterConfig>),
     /// `PUT /vsock`.
     PutVsock(crate::VsockConfig),
     /// `PUT /snapshot/create`.
@@ -231,7 +252,7 @@ impl VmmAction {
             VmmAction::PatchDrive(_) => "patch_drive",
             VmmAction::PutNetworkInterface(_) => "put_network_interface",
             VmmAction::PatchNetworkInterface(_) => "patch_network_interface",
-            VmmAction::PutEntropy => "put_entropy",
+            VmmAction::PutEntropy(_) => "put_entropy",
             VmmAction::PutVsock(_) => "put_vsock",
             VmmAction::CreateSnapshot(_) => "create_snapshot",
             VmmAction::LoadSnapshot(_) => "load_snapshot",

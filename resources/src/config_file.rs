@@ -115,12 +115,9 @@ fn spec_of(file: ConfigFile) -> Result<VmSpec, ConfigFileError> {
         .into_iter()
         .map(FcNetworkInterface::into_config)
         .collect::<Result<_, _>>()?;
-    let entropy = match file.entropy {
-        None => false,
-        Some(e) => {
-            e.check()?;
-            true
-        }
+    let (entropy, entropy_rate_limiter) = match file.entropy {
+        None => (false, None),
+        Some(e) => (true, e.into_rate_limiter()?),
     };
 
     Ok(VmSpec {
@@ -130,6 +127,7 @@ fn spec_of(file: ConfigFile) -> Result<VmSpec, ConfigFileError> {
         drives,
         net,
         entropy,
+        entropy_rate_limiter,
         vsock: file.vsock.map(FcVsock::into_config).transpose()?,
     })
 }
@@ -195,6 +193,32 @@ mod tests {
     }
 
     #[test]
+    fn rate_limiters_in_a_config_file_reach_the_spec() {
+        let spec = parse_config_file(
+            r#"{"boot-source": {"kernel_image_path": "/k"},
+                "drives": [{"drive_id": "d", "path_on_host": "/d", "is_root_device": true,
+                            "rate_limiter": {"ops": {"size": 1, "refill_time": 100}}}],
+                "network-interfaces": [{"iface_id": "e", "host_dev_name": "t",
+                    "rx_rate_limiter": {"bandwidth": {"size": 1000, "one_time_burst": 10,
+                                                      "refill_time": 1}},
+                    "tx_rate_limiter": null}],
+                "entropy": {"rate_limiter": {"bandwidth": {"size": 64, "refill_time": 1000}}}}"#,
+        )
+        .unwrap();
+        let ops = spec.drives[0].rate_limiter.unwrap().ops.unwrap();
+        assert_eq!((ops.size, ops.refill_time), (1, 100));
+        let rx = spec.net[0].rx_rate_limiter.unwrap().bandwidth.unwrap();
+        assert_eq!(rx.one_time_burst, Some(10));
+        assert_eq!(spec.net[0].tx_rate_limiter, None);
+        assert!(spec.entropy);
+        assert_eq!(
+            spec.entropy_rate_limiter.unwrap().bandwidth.unwrap().size,
+            64
+        );
+        assert_eq!(spec.validate(8), Ok(()));
+    }
+
+    #[test]
     fn minimal_config_uses_the_defaults() {
         let spec = parse_config_file(r#"{"boot-source": {"kernel_image_path": "/k"}}"#).unwrap();
         assert_eq!(spec.machine, MachineConfig::default());
@@ -255,8 +279,19 @@ mod tests {
             (
                 r#"{"boot-source": {"kernel_image_path": "/k"},
                    "drives": [{"drive_id": "d", "path_on_host": "/d", "is_root_device": false,
-                               "rate_limiter": {}}]}"#,
-                "drive \"d\": rate_limiter (yet) is not supported",
+                               "rate_limiter": {"bandwidth": {"size": 4096, "refill_time": 0}}}]}"#,
+                "drive \"d\": rate_limiter.bandwidth.refill_time 0 (a bucket of size 4096 needs",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": "/k"},
+                   "drives": [{"drive_id": "d", "path_on_host": "/d", "is_root_device": false,
+                               "rate_limiter": {"ops": {"size": 1}}}]}"#,
+                "missing field `refill_time`",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": "/k"},
+                   "entropy": {"rate_limiter": {"ops": {"size": 1, "refill_time": 0}}}}"#,
+                "entropy: rate_limiter.ops.refill_time 0",
             ),
             (
                 r#"{"boot-source": {"kernel_image_path": "/k"},
@@ -272,8 +307,8 @@ mod tests {
             (
                 r#"{"boot-source": {"kernel_image_path": "/k"},
                    "network-interfaces": [{"iface_id": "e", "host_dev_name": "t",
-                                           "tx_rate_limiter": {}}]}"#,
-                "network interface \"e\": tx_rate_limiter (yet) is not supported",
+                                           "tx_rate_limiter": {"ops": {"size": 2, "refill_time": 0}}}]}"#,
+                "network interface \"e\": tx_rate_limiter.ops.refill_time 0",
             ),
         ];
         for (json, want) in cases {

@@ -28,6 +28,9 @@ pub struct DriveConfig {
     /// than `Unsafe` needs.
     #[serde(default)]
     pub cache_type: CacheType,
+    /// Limits on the drive's requests (bytes, operations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limiter: Option<crate::RateLimiterConfig>,
 }
 
 /// Firecracker's `cache_type` of a drive.

@@ -7,18 +7,23 @@
 //! - what podvm can ignore without changing what the guest sees or risking
 //!   its data is accepted (`cache_type` — podvm always honours the
 //!   guest's flushes —, `io_engine: "Sync"`, `cpu_template: "None"`,
-//!   `huge_pages: "None"`, a `null` rate limiter);
+//!   `huge_pages: "None"`);
 //! - anything else is refused with an [`Unsupported`] error naming the
 //!   field and the value.
 //!
-//! Unknown fields are refused by serde (`deny_unknown_fields`).
+//! Rate limiters are honoured; a bucket podvm cannot honour (a size and
+//! no refill time) is refused naming its field, as unsupported
+//! ([`crate::RateLimiterConfig`]). Unknown fields are refused by serde
+//! (`deny_unknown_fields`).
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::action::{DriveUpdate, MachineConfigUpdate};
-use crate::{CacheType, DriveConfig, MacAddr, MachineConfig, NetConfig, VsockConfig};
+use crate::action::{DriveUpdate, MachineConfigUpdate, NetworkInterfaceUpdate};
+use crate::{
+    CacheType, DriveConfig, MacAddr, MachineConfig, NetConfig, RateLimiterConfig, VsockConfig,
+};
 
 /// A field podvm does not support, or not with that value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -121,19 +126,19 @@ pub struct FcDrive {
     #[serde(default)]
     io_engine: Option<String>,
     #[serde(default)]
-    rate_limiter: Option<serde_json::Value>,
+    rate_limiter: Option<RateLimiterConfig>,
     #[serde(default)]
     socket: Option<String>,
 }
 
-/// Refuses a rate limiter that is given (a `null` one is none).
-fn no_rate_limiter(
-    limiter: &Option<serde_json::Value>,
+/// `limiter` (`null` is none), once checked; `what` names its field.
+fn checked(
+    limiter: Option<RateLimiterConfig>,
     what: impl FnOnce() -> String,
-) -> Result<(), Unsupported> {
-    match limiter {
-        None | Some(serde_json::Value::Null) => Ok(()),
-        Some(_) => unsupported(format!("{} (yet)", what())),
+) -> Result<Option<RateLimiterConfig>, Unsupported> {
+    match limiter.map(|l| l.check()) {
+        Some(Err(e)) => unsupported(format!("{}.{e}", what())),
+        _ => Ok(limiter),
     }
 }
 
@@ -144,7 +149,8 @@ impl FcDrive {
         if self.socket.is_some() {
             return unsupported(format!("drive {id:?}: socket (vhost-user)"));
         }
-        no_rate_limiter(&self.rate_limiter, || format!("drive {id:?}: rate_limiter"))?;
+        let rate_limiter = checked(self.rate_limiter, || format!("drive {id:?}: rate_limiter"))?
+            .and_then(RateLimiterConfig::effective);
         if let Some(e) = self.io_engine.as_deref().filter(|e| *e != "Sync") {
             return unsupported(format!("drive {id:?}: io_engine {e:?} (yet)"));
         }
@@ -158,6 +164,7 @@ impl FcDrive {
             is_read_only: self.is_read_only.unwrap_or(false),
             partuuid: self.partuuid,
             cache_type: self.cache_type.unwrap_or_default(),
+            rate_limiter,
         })
     }
 }
@@ -171,17 +178,19 @@ pub struct FcDriveUpdate {
     #[serde(default)]
     path_on_host: Option<PathBuf>,
     #[serde(default)]
-    rate_limiter: Option<serde_json::Value>,
+    rate_limiter: Option<RateLimiterConfig>,
 }
 
 impl FcDriveUpdate {
     /// The update, or what podvm cannot honour.
     pub fn into_update(self) -> Result<DriveUpdate, Unsupported> {
         let id = &self.drive_id;
-        no_rate_limiter(&self.rate_limiter, || format!("drive {id:?}: rate_limiter"))?;
+        // Buckets of size 0 stay: in an update they remove a limit.
+        let rate_limiter = checked(self.rate_limiter, || format!("drive {id:?}: rate_limiter"))?;
         Ok(DriveUpdate {
             drive_id: self.drive_id,
             path_on_host: self.path_on_host,
+            rate_limiter,
         })
     }
 }
@@ -197,50 +206,64 @@ pub struct FcNetworkInterface {
     #[serde(default)]
     guest_mac: Option<MacAddr>,
     #[serde(default)]
-    rx_rate_limiter: Option<serde_json::Value>,
+    rx_rate_limiter: Option<RateLimiterConfig>,
     #[serde(default)]
-    tx_rate_limiter: Option<serde_json::Value>,
+    tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
-fn no_net_rate_limiters(
+/// The receive and transmit limiters of an interface.
+type NetLimiters = (Option<RateLimiterConfig>, Option<RateLimiterConfig>);
+
+/// The limiters of interface `id`, once checked.
+fn checked_net(
     id: &str,
-    rx: &Option<serde_json::Value>,
-    tx: &Option<serde_json::Value>,
-) -> Result<(), Unsupported> {
-    no_rate_limiter(rx, || format!("network interface {id:?}: rx_rate_limiter"))?;
-    no_rate_limiter(tx, || format!("network interface {id:?}: tx_rate_limiter"))
+    rx: Option<RateLimiterConfig>,
+    tx: Option<RateLimiterConfig>,
+) -> Result<NetLimiters, Unsupported> {
+    Ok((
+        checked(rx, || format!("network interface {id:?}: rx_rate_limiter"))?,
+        checked(tx, || format!("network interface {id:?}: tx_rate_limiter"))?,
+    ))
 }
 
 impl FcNetworkInterface {
     /// The interface configuration, or what podvm cannot honour.
     pub fn into_config(self) -> Result<NetConfig, Unsupported> {
-        no_net_rate_limiters(&self.iface_id, &self.rx_rate_limiter, &self.tx_rate_limiter)?;
+        let (rx, tx) = checked_net(&self.iface_id, self.rx_rate_limiter, self.tx_rate_limiter)?;
         Ok(NetConfig {
             iface_id: self.iface_id,
             host_dev_name: self.host_dev_name,
             guest_mac: self.guest_mac,
+            rx_rate_limiter: rx.and_then(RateLimiterConfig::effective),
+            tx_rate_limiter: tx.and_then(RateLimiterConfig::effective),
         })
     }
 }
 
 /// `PATCH /network-interfaces/{id}` (Firecracker's
-/// `PartialNetworkInterface`): only rate limiters can change.
+/// `PartialNetworkInterface`): only rate limiters can change, bucket by
+/// bucket.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FcNetworkInterfaceUpdate {
     /// The interface's id.
     pub iface_id: String,
     #[serde(default)]
-    rx_rate_limiter: Option<serde_json::Value>,
+    rx_rate_limiter: Option<RateLimiterConfig>,
     #[serde(default)]
-    tx_rate_limiter: Option<serde_json::Value>,
+    tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
 impl FcNetworkInterfaceUpdate {
-    /// The interface the update is for, once nothing in it is refused.
-    pub fn into_iface_id(self) -> Result<String, Unsupported> {
-        no_net_rate_limiters(&self.iface_id, &self.rx_rate_limiter, &self.tx_rate_limiter)?;
-        Ok(self.iface_id)
+    /// The update, or what podvm cannot honour. Buckets of size 0 stay:
+    /// in an update they remove a limit.
+    pub fn into_update(self) -> Result<NetworkInterfaceUpdate, Unsupported> {
+        let (rx, tx) = checked_net(&self.iface_id, self.rx_rate_limiter, self.tx_rate_limiter)?;
+        Ok(NetworkInterfaceUpdate {
+            iface_id: self.iface_id,
+            rx_rate_limiter: rx,
+            tx_rate_limiter: tx,
+        })
     }
 }
 
@@ -272,13 +295,16 @@ impl FcVsock {
 #[serde(deny_unknown_fields)]
 pub struct FcEntropy {
     #[serde(default)]
-    rate_limiter: Option<serde_json::Value>,
+    rate_limiter: Option<RateLimiterConfig>,
 }
 
 impl FcEntropy {
-    /// Checks nothing in it is refused.
-    pub fn check(&self) -> Result<(), Unsupported> {
-        no_rate_limiter(&self.rate_limiter, || "entropy.rate_limiter".to_string())
+    /// The device's rate limiter, or what podvm cannot honour.
+    pub fn into_rate_limiter(self) -> Result<Option<RateLimiterConfig>, Unsupported> {
+        Ok(
+            checked(self.rate_limiter, || "entropy: rate_limiter".to_string())?
+                .and_then(RateLimiterConfig::effective),
+        )
     }
 }
 
@@ -318,7 +344,67 @@ mod tests {
             parse(r#"{"iface_id": "eth0", "host_dev_name": "tap0", "rx_rate_limiter": null}"#);
         assert_eq!(n.into_config().unwrap().host_dev_name, "tap0");
         let p: FcNetworkInterfaceUpdate = parse(r#"{"iface_id": "eth0"}"#);
-        assert_eq!(p.into_iface_id().unwrap(), "eth0");
+        assert_eq!(
+            p.into_update().unwrap(),
+            NetworkInterfaceUpdate {
+                iface_id: "eth0".into(),
+                rx_rate_limiter: None,
+                tx_rate_limiter: None,
+            }
+        );
+    }
+
+    #[test]
+    fn rate_limiters_are_accepted_everywhere_firecracker_takes_them() {
+        use crate::TokenBucketConfig;
+        let bw = TokenBucketConfig {
+            size: 1_048_576,
+            one_time_burst: Some(4096),
+            refill_time: 1000,
+        };
+        let ops = TokenBucketConfig {
+            size: 100,
+            one_time_burst: None,
+            refill_time: 10,
+        };
+        let limiter = r#"{"bandwidth": {"size": 1048576, "one_time_burst": 4096, "refill_time": 1000},
+                          "ops": {"size": 100, "refill_time": 10}}"#;
+        let both = Some(RateLimiterConfig {
+            bandwidth: Some(bw),
+            ops: Some(ops),
+        });
+        let d: FcDrive = parse(&format!(
+            r#"{{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "rate_limiter": {limiter}}}"#
+        ));
+        assert_eq!(d.into_config().unwrap().rate_limiter, both);
+        let n: FcNetworkInterface = parse(&format!(
+            r#"{{"iface_id": "e", "host_dev_name": "t", "rx_rate_limiter": {limiter},
+                "tx_rate_limiter": {{"ops": {{"size": 100, "refill_time": 10}}}}}}"#
+        ));
+        let n = n.into_config().unwrap();
+        assert_eq!(n.rx_rate_limiter, both);
+        assert_eq!(n.tx_rate_limiter.unwrap().ops, Some(ops));
+        let e: FcEntropy = parse(&format!(r#"{{"rate_limiter": {limiter}}}"#));
+        assert_eq!(e.into_rate_limiter().unwrap(), both);
+        // A limiter of no buckets, or of buckets of size 0, is none.
+        let e: FcEntropy = parse(r#"{"rate_limiter": {"ops": {"size": 0, "refill_time": 0}}}"#);
+        assert_eq!(e.into_rate_limiter().unwrap(), None);
+        let d: FcDrive = parse(
+            r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "rate_limiter": {}}"#,
+        );
+        assert_eq!(d.into_config().unwrap().rate_limiter, None);
+        // In an update a size 0 bucket stays: it removes a limit.
+        let u: FcDriveUpdate = parse(
+            r#"{"drive_id": "d", "rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0}}}"#,
+        );
+        let u = u.into_update().unwrap();
+        assert_eq!(u.rate_limiter.unwrap().bandwidth.unwrap().size, 0);
+        assert_eq!(u.path_on_host, None);
+        let p: FcNetworkInterfaceUpdate = parse(&format!(
+            r#"{{"iface_id": "e", "tx_rate_limiter": {limiter}}}"#
+        ));
+        let p = p.into_update().unwrap();
+        assert_eq!((p.rx_rate_limiter, p.tx_rate_limiter), (None, both));
     }
 
     #[test]
@@ -354,9 +440,11 @@ mod tests {
         );
         assert_eq!(
             drive(
-                r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false, "rate_limiter": {}}"#
+                r#"{"drive_id": "d", "path_on_host": "/d", "is_root_device": false,
+                    "rate_limiter": {"ops": {"size": 8, "refill_time": 0}}}"#
             ),
-            "drive \"d\": rate_limiter (yet) is not supported by podvm"
+            "drive \"d\": rate_limiter.ops.refill_time 0 (a bucket of size 8 needs at least 1 ms; \
+             size 0 turns it off) is not supported by podvm"
         );
         assert_eq!(
             drive(r#"{"drive_id": "d", "is_root_device": false, "socket": "/s"}"#),
@@ -372,29 +460,46 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("unknown variant `Fast`"), "{err}");
 
-        let update =
-            parse::<FcDriveUpdate>(r#"{"drive_id": "d", "rate_limiter": {"bandwidth": {}}}"#);
+        let update = parse::<FcDriveUpdate>(
+            r#"{"drive_id": "d", "rate_limiter": {"bandwidth": {"size": 1, "refill_time": 0}}}"#,
+        );
         assert_eq!(
             update.into_update().unwrap_err().to_string(),
-            "drive \"d\": rate_limiter (yet) is not supported by podvm"
+            "drive \"d\": rate_limiter.bandwidth.refill_time 0 (a bucket of size 1 needs at least \
+             1 ms; size 0 turns it off) is not supported by podvm"
         );
         let net = parse::<FcNetworkInterface>(
-            r#"{"iface_id": "e", "host_dev_name": "t", "tx_rate_limiter": {}}"#,
+            r#"{"iface_id": "e", "host_dev_name": "t",
+                "tx_rate_limiter": {"ops": {"size": 1, "refill_time": 18446744073709552}}}"#,
         );
         assert_eq!(
             net.into_config().unwrap_err().to_string(),
-            "network interface \"e\": tx_rate_limiter (yet) is not supported by podvm"
+            "network interface \"e\": tx_rate_limiter.ops.refill_time 18446744073709552 (more \
+             than 18446744073709 ms) is not supported by podvm"
         );
-        let patch =
-            parse::<FcNetworkInterfaceUpdate>(r#"{"iface_id": "e", "rx_rate_limiter": {}}"#);
-        assert_eq!(
-            patch.into_iface_id().unwrap_err().to_string(),
-            "network interface \"e\": rx_rate_limiter (yet) is not supported by podvm"
+        let patch = parse::<FcNetworkInterfaceUpdate>(
+            r#"{"iface_id": "e", "rx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 0}}}"#,
         );
-        let entropy = parse::<FcEntropy>(r#"{"rate_limiter": {}}"#);
-        assert_eq!(
-            entropy.check().unwrap_err().to_string(),
-            "entropy.rate_limiter (yet) is not supported by podvm"
-        );
+        assert!(patch
+            .into_update()
+            .unwrap_err()
+            .to_string()
+            .starts_with("network interface \"e\": rx_rate_limiter.bandwidth.refill_time 0"));
+        let entropy =
+            parse::<FcEntropy>(r#"{"rate_limiter": {"ops": {"size": 1, "refill_time": 0}}}"#);
+        assert!(entropy
+            .into_rate_limiter()
+            .unwrap_err()
+            .to_string()
+            .starts_with("entropy: rate_limiter.ops.refill_time 0"));
+        // Shapes Firecracker's schema refuses are refused by serde.
+        for bad in [
+            r#"{"rate_limiter": {"ops": {"size": 1}}}"#,
+            r#"{"rate_limiter": {"ops": {"size": 1, "refill_time": 1, "extra": 0}}}"#,
+            r#"{"rate_limiter": {"iops": {}}}"#,
+            r#"{"rate_limiter": 5}"#,
+        ] {
+            assert!(serde_json::from_str::<FcEntropy>(bad).is_err(), "{bad}");
+        }
     }
 }

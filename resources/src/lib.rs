@@ -1,5 +1,6 @@
 //! What a pod-VM is made of: the VM spec types (machine configuration, boot
-//! source, drives, network interfaces, entropy device, serial console), their validation, and their JSON shapes.
+//! source, drives, network interfaces, entropy device, serial console, the
+//! devices' rate limiters), their validation, and their JSON shapes.
 //!
 //! This crate is plain data. Field names follow Firecracker's API
 //! (`vcpu_count`, `mem_size_mib`, `kernel_image_path`, …) so that the same
@@ -12,6 +13,7 @@ mod drive;
 pub mod firecracker;
 mod machine;
 mod net;
+mod rate_limiter;
 mod serial;
 pub mod snapshot;
 mod spec;
@@ -27,6 +29,9 @@ pub use config_file::{
 pub use drive::{CacheType, DriveConfig, DRIVE_ID_MAX_LEN};
 pub use machine::{MachineConfig, MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB};
 pub use net::{MacAddr, MacAddrParseError, NetConfig, TAP_NAME_MAX_LEN};
+pub use rate_limiter::{
+    RateLimiterConfig, RateLimiterError, TokenBucketConfig, MAX_REFILL_TIME_MS,
+};
 pub use serial::{SerialConfig, SerialConfigParseError};
 pub use spec::{SpecError, VmSpec, MAX_VIRTIO_DEVICES};
 pub use vsock::{VsockConfig, UDS_PATH_MAX_LEN};

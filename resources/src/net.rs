@@ -10,7 +10,7 @@ pub const TAP_NAME_MAX_LEN: usize = 15;
 
 /// User input for one virtio-net device (Firecracker's
 /// `network-interfaces` entry).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
     /// Unique id.
@@ -21,6 +21,12 @@ pub struct NetConfig {
     /// absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_mac: Option<MacAddr>,
+    /// Limits on the frames the guest receives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_rate_limiter: Option<crate::RateLimiterConfig>,
+    /// Limits on the frames the guest sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_rate_limiter: Option<crate::RateLimiterConfig>,
 }
 
 /// A MAC address, written `aa:bb:cc:dd:ee:ff`.

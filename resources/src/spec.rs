@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 
 use crate::{
-    BootSourceConfig, DriveConfig, MachineConfig, NetConfig, SerialConfig, VsockConfig,
-    MAX_KERNEL_CMDLINE_LEN, MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB, TAP_NAME_MAX_LEN,
-    UDS_PATH_MAX_LEN,
+    BootSourceConfig, DriveConfig, MachineConfig, NetConfig, RateLimiterConfig, RateLimiterError,
+    SerialConfig, VsockConfig, MAX_KERNEL_CMDLINE_LEN, MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB,
+    TAP_NAME_MAX_LEN, UDS_PATH_MAX_LEN,
 };
 
 /// Most virtio devices a VM can have: one interrupt line each, GSIs 5 to 23.
@@ -28,6 +28,9 @@ pub struct VmSpec {
     pub net: Vec<NetConfig>,
     /// Whether the guest gets a virtio-rng entropy device.
     pub entropy: bool,
+    /// Limits on the entropy device's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy_rate_limiter: Option<RateLimiterConfig>,
     /// The vsock device, if any.
     pub vsock: Option<VsockConfig>,
 }
@@ -104,6 +107,18 @@ pub enum SpecError {
     /// Too many virtio devices for the interrupt lines.
     #[error("{0} virtio devices: at most {MAX_VIRTIO_DEVICES} fit (one interrupt line each)")]
     TooManyDevices(usize),
+    /// A rate limiter that cannot be honoured.
+    #[error("{device}: {field}.{source}")]
+    RateLimiter {
+        /// The device: `drive "rootfs"`, `network interface "eth0"`,
+        /// `entropy`.
+        device: String,
+        /// Its field: `rate_limiter`, `rx_rate_limiter`,
+        /// `tx_rate_limiter`.
+        field: &'static str,
+        /// What is wrong, naming the bucket's field.
+        source: RateLimiterError,
+    },
 }
 
 fn valid_id(id: &str) -> bool {
@@ -132,6 +147,11 @@ impl SpecError {
             | SpecError::DuplicateMac(_) => "network-interfaces",
             SpecError::VsockCid(_) | SpecError::VsockPath(_) => "vsock",
             SpecError::TooManyDevices(_) => "devices",
+            SpecError::RateLimiter { device, .. } if device.starts_with("drive") => "drives",
+            SpecError::RateLimiter { device, .. } if device.starts_with("network") => {
+                "network-interfaces"
+            }
+            SpecError::RateLimiter { .. } => "entropy",
         }
     }
 }
@@ -173,7 +193,40 @@ impl VmSpec {
         self.validate_devices()
     }
 
+    fn validate_rate_limiters(&self) -> Result<(), SpecError> {
+        let drives = self.drives.iter().map(|d| {
+            (
+                format!("drive {:?}", d.drive_id),
+                "rate_limiter",
+                &d.rate_limiter,
+            )
+        });
+        let nets = self.net.iter().flat_map(|n| {
+            let device = format!("network interface {:?}", n.iface_id);
+            [
+                (device.clone(), "rx_rate_limiter", &n.rx_rate_limiter),
+                (device, "tx_rate_limiter", &n.tx_rate_limiter),
+            ]
+        });
+        let entropy = std::iter::once((
+            "entropy".to_string(),
+            "rate_limiter",
+            &self.entropy_rate_limiter,
+        ));
+        for (device, field, limiter) in drives.chain(nets).chain(entropy) {
+            if let Some(l) = limiter {
+                l.check().map_err(|source| SpecError::RateLimiter {
+                    device,
+                    field,
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     fn validate_devices(&self) -> Result<(), SpecError> {
+        self.validate_rate_limiters()?;
         let mut ids = HashSet::new();
         let mut root = false;
         for d in &self.drives {
@@ -255,6 +308,7 @@ mod tests {
             drives: Vec::new(),
             net: Vec::new(),
             entropy: false,
+            entropy_rate_limiter: None,
             vsock: None,
         }
     }
@@ -274,6 +328,7 @@ mod tests {
             iface_id: id.into(),
             host_dev_name: tap.into(),
             guest_mac: mac.map(crate::MacAddr),
+            ..Default::default()
         }
     }
 
@@ -335,6 +390,54 @@ mod tests {
         s.net = vec![nic("eth0", "tap0", Some([6, 0, 0, 0, 0, 1]))];
         s.entropy = true;
         assert_eq!(s.validate(8), Ok(()));
+    }
+
+    #[test]
+    fn rate_limiters_are_checked_and_the_error_names_device_and_field() {
+        use crate::TokenBucketConfig;
+        let no_refill = RateLimiterConfig {
+            bandwidth: None,
+            ops: Some(TokenBucketConfig {
+                size: 1,
+                one_time_burst: None,
+                refill_time: 0,
+            }),
+        };
+        let mut s = spec();
+        s.drives = vec![drive("root", true)];
+        s.net = vec![nic("eth0", "tap0", None)];
+        s.entropy = true;
+        assert_eq!(s.validate(8), Ok(()));
+        type Break<'a> = Box<dyn Fn(&mut VmSpec) + 'a>;
+        let cases: [(Break, &str, &str); 4] = [
+            (
+                Box::new(|s| s.drives[0].rate_limiter = Some(no_refill)),
+                "drive \"root\": rate_limiter.ops.refill_time 0",
+                "drives",
+            ),
+            (
+                Box::new(|s| s.net[0].rx_rate_limiter = Some(no_refill)),
+                "network interface \"eth0\": rx_rate_limiter.ops",
+                "network-interfaces",
+            ),
+            (
+                Box::new(|s| s.net[0].tx_rate_limiter = Some(no_refill)),
+                "network interface \"eth0\": tx_rate_limiter.ops",
+                "network-interfaces",
+            ),
+            (
+                Box::new(|s| s.entropy_rate_limiter = Some(no_refill)),
+                "entropy: rate_limiter.ops",
+                "entropy",
+            ),
+        ];
+        for (change, message, field) in cases {
+            let mut bad = s.clone();
+            change(&mut bad);
+            let e = bad.validate(8).unwrap_err();
+            assert!(e.to_string().starts_with(message), "{e}");
+            assert_eq!(e.field(), field);
+        }
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct PendingConfig {
     pub net: Vec<NetConfig>,
     /// Whether an entropy device was put.
     pub entropy: bool,
+    /// The entropy device's rate limiter.
+    pub entropy_rate_limiter: Option<resources::RateLimiterConfig>,
     /// The vsock device, once put.
     pub vsock: Option<resources::VsockConfig>,
     /// Where the console goes (standard output, unless flags or a
@@ -61,6 +63,7 @@ impl PendingConfig {
             drives: spec.drives,
             net: spec.net,
             entropy: spec.entropy,
+            entropy_rate_limiter: spec.entropy_rate_limiter,
             vsock: spec.vsock,
             serial: spec.serial,
         }
@@ -77,6 +80,7 @@ impl PendingConfig {
             drives: self.drives.clone(),
             net: self.net.clone(),
             entropy: self.entropy,
+            entropy_rate_limiter: self.entropy_rate_limiter,
             vsock: self.vsock.clone(),
         })
     }
@@ -93,7 +97,10 @@ impl PendingConfig {
             v["boot-source"] = serde_json::json!(b);
         }
         if self.entropy {
-            v["entropy"] = serde_json::json!({});
+            v["entropy"] = match &self.entropy_rate_limiter {
+                Some(l) => serde_json::json!({ "rate_limiter": l }),
+                None => serde_json::json!({}),
+            };
         }
         if let Some(vsock) = &self.vsock {
             v["vsock"] = serde_json::json!(vsock);
@@ -445,16 +452,11 @@ impl Controller {
                 }
                 Ok(VmmData::Empty)
             }
-            VmmAction::PatchNetworkInterface(id) => {
-                if self.config.net.iter().any(|n| n.iface_id == id) {
-                    Ok(VmmData::Empty)
-                } else {
-                    fail(format!("network interface {id:?}: no such interface"))
-                }
-            }
-            VmmAction::PutEntropy => {
+            VmmAction::PatchNetworkInterface(update) => self.patch_network_interface(update),
+            VmmAction::PutEntropy(rate_limiter) => {
                 self.before_boot("entropy")?;
                 self.config.entropy = true;
+                self.config.entropy_rate_limiter = rate_limiter;
                 Ok(VmmData::Empty)
             }
             VmmAction::PutVsock(v) => {
@@ -506,21 +508,63 @@ impl Controller {
         }
     }
 
-    /// `PATCH /drives/{id}`: before boot, changes the configured path;
-    /// after boot, swaps the running drive's backing file.
+    /// `PATCH /drives/{id}`: before boot, changes the configured path and
+    /// rate limiter; after boot, also the running drive's (its backing
+    /// file swapped, its limiter's buckets replaced, bucket by bucket).
     fn patch_drive(&mut self, update: resources::action::DriveUpdate) -> ActionResult {
-        let id = update.drive_id;
-        let Some(path) = update.path_on_host else {
+        let resources::action::DriveUpdate {
+            drive_id: id,
+            path_on_host,
+            rate_limiter,
+        } = update;
+        if path_on_host.is_none() && rate_limiter.is_none() {
             return Ok(VmmData::Empty);
-        };
+        }
         let Some(drive) = self.config.drives.iter_mut().find(|d| d.drive_id == id) else {
             return fail(format!("drive {id:?}: no such drive"));
         };
+        if let Some(update) = rate_limiter {
+            if let Some(vm) = &self.running {
+                vm.update_drive_rate_limiter(&id, &update)
+                    .map_err(|e| ActionError(e.to_string()))?;
+            }
+            drive.rate_limiter = update.applied_to(drive.rate_limiter);
+        }
+        if let Some(path) = path_on_host {
+            if let Some(vm) = &self.running {
+                vm.swap_drive(&id, &path)
+                    .map_err(|e| ActionError(e.to_string()))?;
+            }
+            drive.path_on_host = path;
+        }
+        Ok(VmmData::Empty)
+    }
+
+    /// `PATCH /network-interfaces/{id}`: changes the interface's rate
+    /// limiters, bucket by bucket, in the configuration and, after boot,
+    /// on the running device.
+    fn patch_network_interface(
+        &mut self,
+        update: resources::action::NetworkInterfaceUpdate,
+    ) -> ActionResult {
+        let resources::action::NetworkInterfaceUpdate {
+            iface_id: id,
+            rx_rate_limiter: rx,
+            tx_rate_limiter: tx,
+        } = update;
+        let Some(net) = self.config.net.iter_mut().find(|n| n.iface_id == id) else {
+            return fail(format!("network interface {id:?}: no such interface"));
+        };
         if let Some(vm) = &self.running {
-            vm.swap_drive(&id, &path)
+            vm.update_net_rate_limiters(&id, rx.as_ref(), tx.as_ref())
                 .map_err(|e| ActionError(e.to_string()))?;
         }
-        drive.path_on_host = path;
+        if let Some(rx) = rx {
+            net.rx_rate_limiter = rx.applied_to(net.rx_rate_limiter);
+        }
+        if let Some(tx) = tx {
+            net.tx_rate_limiter = tx.applied_to(net.tx_rate_limiter);
+        }
         Ok(VmmData::Empty)
     }
 
@@ -597,6 +641,7 @@ fn probe_spec(machine: MachineConfig) -> VmSpec {
         drives: Vec::new(),
         net: Vec::new(),
         entropy: false,
+        entropy_rate_limiter: None,
         vsock: None,
     }
 }
@@ -850,7 +895,7 @@ mod tests {
         c.handle(VmmAction::PutDrive(drive(&a)), &mut ev).unwrap();
         c.handle(VmmAction::PutDrive(drive(&b)), &mut ev).unwrap();
         assert_eq!(c.config.drives.len(), 1, "a PUT with the same id replaces");
-        c.handle(VmmAction::PutEntropy, &mut ev).unwrap();
+        c.handle(VmmAction::PutEntropy(None), &mut ev).unwrap();
         let VmmData::VmConfig(json) = c.handle(VmmAction::GetVmConfig, &mut ev).unwrap() else {
             panic!()
         };
@@ -945,9 +990,16 @@ mod tests {
         let err = c.handle(VmmAction::InstanceStart, &mut ev).unwrap_err();
         assert!(err.0.starts_with("InstanceStart: "), "{err}");
         // A PATCH of an interface that does not exist names it; one that
-        // does is answered (it changes nothing podvm has).
+        // does is answered.
+        let patch = || {
+            VmmAction::PatchNetworkInterface(resources::action::NetworkInterfaceUpdate {
+                iface_id: "eth9".into(),
+                rx_rate_limiter: None,
+                tx_rate_limiter: None,
+            })
+        };
         assert_eq!(
-            c.handle(VmmAction::PatchNetworkInterface("eth9".into()), &mut ev),
+            c.handle(patch(), &mut ev),
             Err(ActionError(
                 "network interface \"eth9\": no such interface".into()
             ))
@@ -957,16 +1009,119 @@ mod tests {
                 iface_id: "eth9".into(),
                 host_dev_name: "tap9".into(),
                 guest_mac: None,
+                ..Default::default()
             }),
             &mut ev,
         )
         .unwrap();
-        assert_eq!(
-            c.handle(VmmAction::PatchNetworkInterface("eth9".into()), &mut ev),
-            Ok(VmmData::Empty)
-        );
+        assert_eq!(c.handle(patch(), &mut ev), Ok(VmmData::Empty));
         // Shutdown before boot ends the instance cleanly.
         assert_eq!(c.handle(VmmAction::Shutdown, &mut ev), Ok(VmmData::Empty));
         assert_eq!(ev.outcome(), Some(VmExit::ApiShutdown));
+    }
+
+    #[test]
+    fn rate_limiters_are_kept_and_patched_bucket_by_bucket_before_boot() {
+        use resources::action::{DriveUpdate, NetworkInterfaceUpdate};
+        use resources::{RateLimiterConfig, TokenBucketConfig};
+        let bucket = |size, refill_time| {
+            Some(TokenBucketConfig {
+                size,
+                one_time_burst: None,
+                refill_time,
+            })
+        };
+        let both = RateLimiterConfig {
+            bandwidth: bucket(4096, 100),
+            ops: bucket(10, 100),
+        };
+        let (mut c, mut ev) = controller();
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("d.img");
+        std::fs::write(&disk, [0u8; 512]).unwrap();
+        c.handle(
+            VmmAction::PutDrive(DriveConfig {
+                drive_id: "d".into(),
+                path_on_host: disk.clone(),
+                rate_limiter: Some(both),
+                ..Default::default()
+            }),
+            &mut ev,
+        )
+        .unwrap();
+        c.handle(
+            VmmAction::PutNetworkInterface(resources::NetConfig {
+                iface_id: "e".into(),
+                host_dev_name: "t".into(),
+                rx_rate_limiter: Some(both),
+                ..Default::default()
+            }),
+            &mut ev,
+        )
+        .unwrap();
+        c.handle(VmmAction::PutEntropy(Some(both)), &mut ev)
+            .unwrap();
+        // Only the operations bucket of the drive goes (size 0).
+        c.handle(
+            VmmAction::PatchDrive(DriveUpdate {
+                drive_id: "d".into(),
+                path_on_host: None,
+                rate_limiter: Some(RateLimiterConfig {
+                    bandwidth: None,
+                    ops: bucket(0, 0),
+                }),
+            }),
+            &mut ev,
+        )
+        .unwrap();
+        // The interface gains a transmit limit; its receive one stays.
+        c.handle(
+            VmmAction::PatchNetworkInterface(NetworkInterfaceUpdate {
+                iface_id: "e".into(),
+                rx_rate_limiter: None,
+                tx_rate_limiter: Some(RateLimiterConfig {
+                    bandwidth: None,
+                    ops: bucket(1, 1),
+                }),
+            }),
+            &mut ev,
+        )
+        .unwrap();
+        let VmmData::VmConfig(json) = c.handle(VmmAction::GetVmConfig, &mut ev).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            json["drives"][0]["rate_limiter"],
+            serde_json::json!({"bandwidth": {"size": 4096, "refill_time": 100}})
+        );
+        let net = &json["network-interfaces"][0];
+        assert_eq!(net["rx_rate_limiter"]["ops"]["size"], 10);
+        assert_eq!(
+            net["tx_rate_limiter"],
+            serde_json::json!({"ops": {"size": 1, "refill_time": 1}})
+        );
+        assert_eq!(json["entropy"]["rate_limiter"]["bandwidth"]["size"], 4096);
+        // The spec built at InstanceStart carries them.
+        let mut with_boot = c.config.clone();
+        with_boot.boot_source = Some(BootSourceConfig {
+            kernel_image_path: "/k".into(),
+            boot_args: None,
+            initrd_path: None,
+        });
+        let spec = with_boot.spec().unwrap();
+        assert_eq!(spec.entropy_rate_limiter, Some(both));
+        assert_eq!(spec.drives[0].rate_limiter.unwrap().ops, None);
+        // A PATCH of a drive that does not exist names it.
+        assert_eq!(
+            c.handle(
+                VmmAction::PatchDrive(DriveUpdate {
+                    drive_id: "nope".into(),
+                    path_on_host: None,
+                    rate_limiter: Some(both),
+                }),
+                &mut ev,
+            ),
+            Err(ActionError("drive \"nope\": no such drive".into()))
+        );
     }
 }

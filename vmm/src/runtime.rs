@@ -432,6 +432,25 @@ impl RunningVm {
         self.virtio.swap_drive(id, path)
     }
 
+    /// Changes drive `id`'s rate limiter, bucket by bucket (`PATCH`).
+    pub fn update_drive_rate_limiter(
+        &self,
+        id: &str,
+        update: &resources::RateLimiterConfig,
+    ) -> Result<(), crate::builder::LimiterUpdateError> {
+        self.virtio.update_drive_rate_limiter(id, update)
+    }
+
+    /// Changes interface `id`'s rate limiters, bucket by bucket (`PATCH`).
+    pub fn update_net_rate_limiters(
+        &self,
+        id: &str,
+        rx: Option<&resources::RateLimiterConfig>,
+        tx: Option<&resources::RateLimiterConfig>,
+    ) -> Result<(), crate::builder::LimiterUpdateError> {
+        self.virtio.update_net_rate_limiters(id, rx, tx)
+    }
+
     /// The VM's counters: vCPU exits by reason, devices, console bytes.
     pub fn metrics(&self) -> serde_json::Value {
         let mut exits = serde_json::Map::new();

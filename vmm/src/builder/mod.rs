@@ -54,7 +54,8 @@ mod virtio;
 
 pub use virtio::{
     attach_virtio_devices, open_device_backends, ordered_drives, virtio_layout, BackendError,
-    DeviceBackends, FlushError, SwapError, VirtioDevices, VirtioSlotKind,
+    DeviceBackends, FlushError, LimiterError, LimiterUpdateError, SwapError, VirtioDevices,
+    VirtioSlotKind,
 };
 
 /// Path of the KVM device.
@@ -491,6 +492,7 @@ mod tests {
             drives,
             net: Vec::new(),
             entropy: false,
+            entropy_rate_limiter: None,
             vsock: None,
         }
     }

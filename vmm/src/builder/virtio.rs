@@ -1,6 +1,7 @@
 //! The virtio devices of a spec: which goes in which MMIO slot, their
 //! host backends (opened before any VM exists, so that a missing image or
-//! tap is a configuration error), and their creation.
+//! tap is a configuration error), their creation with their rate limiters,
+//! their metrics, and the changes a `PATCH` makes to them.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -9,11 +10,12 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use devices::rate_limiter::{BucketConfig, BucketError, BucketUpdate, MonotonicClock, RateLimiter};
 use devices::virtio::block::{Block, BlockError};
 use devices::virtio::net::{random_mac, Net, NetError, Tap, TapError};
 use devices::virtio::rng::Rng;
 use devices::virtio::vsock::{Vsock, VsockError};
-use resources::{DriveConfig, VmSpec};
+use resources::{DriveConfig, RateLimiterConfig, TokenBucketConfig, VmSpec};
 use vm_memory::GuestMemoryMmap;
 
 use super::BuildError;
@@ -48,6 +50,105 @@ pub fn virtio_layout(spec: &VmSpec) -> Vec<VirtioSlotKind> {
     let rng = spec.entropy.then_some(VirtioSlotKind::Rng);
     let vsock = spec.vsock.is_some().then_some(VirtioSlotKind::Vsock);
     drives.chain(nets).chain(rng).chain(vsock).collect()
+}
+
+/// A rate limiter's bucket cannot be made (the configuration checks refuse
+/// such a bucket before it gets here).
+#[derive(Debug, thiserror::Error)]
+#[error("{device}: {field}.{bucket}: {source}")]
+pub struct LimiterError {
+    /// The device: `drive "rootfs"`, `network interface "eth0"`, `entropy`.
+    pub device: String,
+    /// Its field: `rate_limiter`, `rx_rate_limiter`, `tx_rate_limiter`.
+    pub field: &'static str,
+    /// `bandwidth` or `ops`.
+    pub bucket: &'static str,
+    /// What is wrong.
+    #[source]
+    pub source: BucketError,
+}
+
+/// The device's bucket for `b`: none for size 0 (Firecracker's "no
+/// limit"). `err` names the bucket in an error.
+fn bucket_of(
+    b: &TokenBucketConfig,
+    err: impl FnOnce(BucketError) -> LimiterError,
+) -> Result<Option<BucketConfig>, LimiterError> {
+    if !b.is_limit() {
+        return Ok(None);
+    }
+    BucketConfig::new(b.size, b.one_time_burst.unwrap_or(0), b.refill_time)
+        .map(Some)
+        .map_err(err)
+}
+
+/// A device's rate-limiter field (`drive "d"`, `rate_limiter`), which
+/// errors about its buckets name.
+struct LimiterField {
+    device: String,
+    field: &'static str,
+}
+
+impl LimiterField {
+    fn new(device: String, field: &'static str) -> Self {
+        LimiterField { device, field }
+    }
+
+    fn error(&self, bucket: &'static str) -> impl FnOnce(BucketError) -> LimiterError + '_ {
+        move |source| LimiterError {
+            device: self.device.clone(),
+            field: self.field,
+            bucket,
+            source,
+        }
+    }
+
+    /// The limiter of `cfg` (none: no limit) on the host's clock.
+    fn limiter(&self, cfg: Option<&RateLimiterConfig>) -> Result<RateLimiter, LimiterError> {
+        let cfg = cfg.copied().unwrap_or_default();
+        let bandwidth = match &cfg.bandwidth {
+            Some(b) => bucket_of(b, self.error("bandwidth"))?,
+            None => None,
+        };
+        let ops = match &cfg.ops {
+            Some(b) => bucket_of(b, self.error("ops"))?,
+            None => None,
+        };
+        Ok(RateLimiter::new(
+            bandwidth,
+            ops,
+            Box::new(MonotonicClock::new()),
+        ))
+    }
+
+    /// What `update` (a `PATCH`) does to each bucket: one not given stays,
+    /// one of size 0 goes, another replaces it.
+    fn update(&self, update: &RateLimiterConfig) -> Result<[BucketUpdate; 2], LimiterError> {
+        let one = |b: Option<&TokenBucketConfig>, name| match b {
+            None => Ok(BucketUpdate::Keep),
+            Some(b) => Ok(
+                bucket_of(b, self.error(name))?.map_or(BucketUpdate::Disable, BucketUpdate::Set)
+            ),
+        };
+        Ok([
+            one(update.bandwidth.as_ref(), "bandwidth")?,
+            one(update.ops.as_ref(), "ops")?,
+        ])
+    }
+}
+
+/// A running device's rate limiter could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LimiterUpdateError {
+    /// No drive has that id.
+    #[error("drive {0:?}: no such drive")]
+    NoDrive(String),
+    /// No network interface has that id.
+    #[error("network interface {0:?}: no such interface")]
+    NoInterface(String),
+    /// A bucket cannot be made.
+    #[error(transparent)]
+    Bucket(#[from] LimiterError),
 }
 
 /// A disk's data could not be made durable when the VM stopped.
@@ -132,6 +233,9 @@ pub enum BackendError {
         #[source]
         source: NetError,
     },
+    /// A rate limiter cannot be made.
+    #[error(transparent)]
+    RateLimiter(#[from] LimiterError),
 }
 
 /// Opens a disk image: read-write unless read-only; never blocking on a
@@ -226,6 +330,8 @@ pub struct VirtioDevices {
     pub nets: Vec<Arc<Mutex<Net>>>,
     /// The vsock device, for metrics (and, later, its snapshot state).
     pub vsock: Option<Arc<Mutex<Vsock>>>,
+    /// The entropy device, for metrics and rate-limiter updates.
+    pub rng: Option<Arc<Mutex<Rng>>>,
     /// Where each device was attached, in slot order (for the ACPI tables).
     pub slots: Vec<MmioSlot>,
     /// Every device's transport, in slot order (for snapshots).
@@ -249,12 +355,15 @@ impl VirtioDevices {
         let lock = |m: &Mutex<Block>| {
             let b = m.lock().unwrap_or_else(|e| e.into_inner());
             let c = b.counters();
+            let l = b.rate_limiter().counters();
             (
                 b.id().to_string(),
                 serde_json::json!({
                     "reads": c.reads, "writes": c.writes,
                     "read_bytes": c.read_bytes, "write_bytes": c.write_bytes,
                     "flushes": c.flushes, "errors": c.errors,
+                    "throttled": l.throttled, "delayed_requests": l.delayed_requests,
+                    "delayed_bytes": l.delayed_bytes,
                 }),
             )
         };
@@ -265,6 +374,10 @@ impl VirtioDevices {
             .map(|n| {
                 let n = n.lock().unwrap_or_else(|e| e.into_inner());
                 let c = n.counters();
+                let (rl, tl) = (
+                    n.rx_rate_limiter().counters(),
+                    n.tx_rate_limiter().counters(),
+                );
                 (
                     n.id().to_string(),
                     serde_json::json!({
@@ -272,11 +385,25 @@ impl VirtioDevices {
                         "rx_dropped": c.rx.dropped, "rx_malformed": c.rx.malformed,
                         "tx_frames": c.tx.frames, "tx_bytes": c.tx.bytes,
                         "tx_malformed": c.tx.malformed, "tx_errors": c.tx.errors,
+                        "rx_throttled": rl.throttled, "rx_delayed_frames": rl.delayed_requests,
+                        "rx_delayed_bytes": rl.delayed_bytes,
+                        "tx_throttled": tl.throttled, "tx_delayed_frames": tl.delayed_requests,
+                        "tx_delayed_bytes": tl.delayed_bytes,
                     }),
                 )
             })
             .collect();
         let mut m = serde_json::json!({ "block": block, "net": net });
+        if let Some(r) = &self.rng {
+            let r = r.lock().unwrap_or_else(|e| e.into_inner());
+            let (malformed, failures) = r.errors();
+            let l = r.rate_limiter().counters();
+            m["entropy"] = serde_json::json!({
+                "malformed": malformed, "failures": failures,
+                "throttled": l.throttled, "delayed_requests": l.delayed_requests,
+                "delayed_bytes": l.delayed_bytes,
+            });
+        }
         if let Some(v) = &self.vsock {
             let c = v.lock().unwrap_or_else(|e| e.into_inner()).counters();
             m["vsock"] = serde_json::json!({
@@ -325,6 +452,56 @@ impl VirtioDevices {
             .unwrap_or_else(|e| e.into_inner())
             .config_changed();
         Ok(capacity)
+    }
+
+    /// Changes the rate limiter of drive `id` with `update` (`PATCH`:
+    /// bucket by bucket); waiting requests are looked at again at once.
+    pub fn update_drive_rate_limiter(
+        &self,
+        id: &str,
+        update: &RateLimiterConfig,
+    ) -> Result<(), LimiterUpdateError> {
+        let block = self
+            .blocks
+            .iter()
+            .find(|b| b.lock().unwrap_or_else(|e| e.into_inner()).id() == id)
+            .ok_or_else(|| LimiterUpdateError::NoDrive(id.to_string()))?;
+        let field = LimiterField::new(format!("drive {id:?}"), "rate_limiter");
+        let [bandwidth, ops] = field.update(update)?;
+        block
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update_rate_limiter(bandwidth, ops);
+        Ok(())
+    }
+
+    /// Changes the rate limiters of interface `id` (`PATCH`: bucket by
+    /// bucket; a direction not given stays as it is). Nothing changes when
+    /// either update is refused.
+    pub fn update_net_rate_limiters(
+        &self,
+        id: &str,
+        rx: Option<&RateLimiterConfig>,
+        tx: Option<&RateLimiterConfig>,
+    ) -> Result<(), LimiterUpdateError> {
+        let net = self
+            .nets
+            .iter()
+            .find(|n| n.lock().unwrap_or_else(|e| e.into_inner()).id() == id)
+            .ok_or_else(|| LimiterUpdateError::NoInterface(id.to_string()))?;
+        let device = format!("network interface {id:?}");
+        let rx_field = LimiterField::new(device.clone(), "rx_rate_limiter");
+        let tx_field = LimiterField::new(device, "tx_rate_limiter");
+        let rx = rx.map(|u| rx_field.update(u)).transpose()?;
+        let tx = tx.map(|u| tx_field.update(u)).transpose()?;
+        let mut n = net.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some([bandwidth, ops]) = rx {
+            n.update_rx_rate_limiter(bandwidth, ops);
+        }
+        if let Some([bandwidth, ops]) = tx {
+            n.update_tx_rate_limiter(bandwidth, ops);
+        }
+        Ok(())
     }
 
     /// Writes every disk's data to stable storage. Every disk is flushed
@@ -381,14 +558,20 @@ pub fn attach_virtio_devices(
         out.slots.push(slot);
         match kind {
             VirtioSlotKind::Rng => {
-                let rng =
-                    Arc::new(Mutex::new(Rng::new().map_err(|e| {
-                        DeviceError::Create(format!("entropy device: {e}"))
-                    })?));
+                let mut rng =
+                    Rng::new().map_err(|e| DeviceError::Create(format!("entropy device: {e}")))?;
+                let field = LimiterField::new("entropy".into(), "rate_limiter");
+                rng.set_rate_limiter(
+                    field
+                        .limiter(spec.entropy_rate_limiter.as_ref())
+                        .map_err(BackendError::from)?,
+                );
+                let rng = Arc::new(Mutex::new(rng));
                 let transport =
                     attach_virtio_device(vm, mmio, mem, slot, "the entropy device", rng.clone())?;
                 out.transports.push(transport);
-                out.subscribers.push(rng);
+                out.subscribers.push(rng.clone());
+                out.rng = Some(rng);
             }
             VirtioSlotKind::Vsock => {
                 let cfg = spec
@@ -408,13 +591,19 @@ pub fn attach_virtio_devices(
             VirtioSlotKind::Drive(i) => {
                 let d = drives[i];
                 let disk = disks.next().expect("one disk opened per drive");
-                let block =
+                let mut block =
                     Block::new(d.drive_id.clone(), disk, d.is_read_only).map_err(|source| {
                         BackendError::Disk {
                             id: d.drive_id.clone(),
                             source,
                         }
                     })?;
+                let field = LimiterField::new(format!("drive {:?}", d.drive_id), "rate_limiter");
+                block.set_rate_limiter(
+                    field
+                        .limiter(d.rate_limiter.as_ref())
+                        .map_err(BackendError::from)?,
+                );
                 let block = Arc::new(Mutex::new(block));
                 let transport =
                     attach_virtio_device(vm, mmio, mem, slot, "a block device", block.clone())?;
@@ -427,11 +616,20 @@ pub fn attach_virtio_devices(
                 let n = &spec.net[i];
                 let tap = taps.next().expect("one tap opened per interface");
                 let mac = n.guest_mac.map_or_else(random_mac, |m| m.0);
-                let net =
+                let mut net =
                     Net::new(n.iface_id.clone(), tap, mac).map_err(|source| BackendError::Net {
                         iface: n.iface_id.clone(),
                         source,
                     })?;
+                let device = format!("network interface {:?}", n.iface_id);
+                let rx = LimiterField::new(device.clone(), "rx_rate_limiter")
+                    .limiter(n.rx_rate_limiter.as_ref())
+                    .map_err(BackendError::from)?;
+                let tx = LimiterField::new(device, "tx_rate_limiter")
+                    .limiter(n.tx_rate_limiter.as_ref())
+                    .map_err(BackendError::from)?;
+                net.set_rx_rate_limiter(rx);
+                net.set_tx_rate_limiter(tx);
                 let net = Arc::new(Mutex::new(net));
                 let transport =
                     attach_virtio_device(vm, mmio, mem, slot, "a network device", net.clone())?;
@@ -518,5 +716,93 @@ mod tests {
             ..Default::default()
         };
         assert!(ok.flush_disks().is_ok());
+    }
+
+    fn bucket(size: u64, refill_time: u64) -> Option<TokenBucketConfig> {
+        Some(TokenBucketConfig {
+            size,
+            one_time_burst: None,
+            refill_time,
+        })
+    }
+
+    #[test]
+    fn configured_buckets_become_device_buckets_and_size_zero_is_none() {
+        let field = LimiterField::new("drive \"d\"".into(), "rate_limiter");
+        let l = field
+            .limiter(Some(&RateLimiterConfig {
+                bandwidth: Some(TokenBucketConfig {
+                    size: 4096,
+                    one_time_burst: Some(512),
+                    refill_time: 100,
+                }),
+                ops: bucket(0, 0),
+            }))
+            .unwrap();
+        let bw = l.bandwidth().unwrap().config();
+        assert_eq!((bw.size(), bw.one_time_burst()), (4096, 512));
+        assert_eq!(bw.refill_time(), std::time::Duration::from_millis(100));
+        assert!(l.ops().is_none());
+        assert!(!field.limiter(None).unwrap().is_limited());
+        let err = field
+            .limiter(Some(&RateLimiterConfig {
+                bandwidth: None,
+                ops: bucket(1, 0),
+            }))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "drive \"d\": rate_limiter.ops: refill_time must be at least 1 ms"
+        );
+        let update = field
+            .update(&RateLimiterConfig {
+                bandwidth: bucket(0, 0),
+                ops: None,
+            })
+            .unwrap();
+        assert_eq!(update, [BucketUpdate::Disable, BucketUpdate::Keep]);
+    }
+
+    #[test]
+    fn limiter_updates_reach_the_named_device_and_metrics_count_throttling() {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let devices = VirtioDevices {
+            blocks: vec![block("a", false, false, &flushes)],
+            ..Default::default()
+        };
+        let update = RateLimiterConfig {
+            bandwidth: None,
+            ops: bucket(1, 1000),
+        };
+        devices.update_drive_rate_limiter("a", &update).unwrap();
+        let b = devices.blocks[0].lock().unwrap();
+        assert_eq!(b.rate_limiter().ops().unwrap().config().size(), 1);
+        drop(b);
+        assert_eq!(
+            devices
+                .update_drive_rate_limiter("b", &update)
+                .unwrap_err()
+                .to_string(),
+            "drive \"b\": no such drive"
+        );
+        assert_eq!(
+            devices
+                .update_net_rate_limiters("eth0", Some(&update), None)
+                .unwrap_err()
+                .to_string(),
+            "network interface \"eth0\": no such interface"
+        );
+        let bad = RateLimiterConfig {
+            bandwidth: bucket(1, 0),
+            ops: None,
+        };
+        assert!(matches!(
+            devices.update_drive_rate_limiter("a", &bad),
+            Err(LimiterUpdateError::Bucket(_))
+        ));
+        let m = devices.metrics();
+        for key in ["throttled", "delayed_requests", "delayed_bytes"] {
+            assert_eq!(m["block"]["a"][key], 0, "{key}");
+        }
     }
 }

@@ -85,7 +85,7 @@ const COMMON: &[Allowed] = &[
 const VMM: &[Allowed] = &[
     a(
         libc::SYS_read,
-        "eventfds, the timerfd, the signalfd, taps, console input, kernel loading",
+        "eventfds, timerfds, the signalfd, taps, console input, kernel loading",
     ),
     a(libc::SYS_writev, "frames to the tap, console output"),
     a(libc::SYS_pread64, "disk reads through the bounce buffer"),
@@ -113,8 +113,14 @@ const VMM: &[Allowed] = &[
         libc::SYS_eventfd2,
         "queue notifications, irqfds, VM exit events",
     ),
-    a(libc::SYS_timerfd_create, "the metrics timer"),
-    a(libc::SYS_timerfd_settime, "the metrics timer"),
+    a(
+        libc::SYS_timerfd_create,
+        "the metrics timer, rate limiters' refill timers",
+    ),
+    a(
+        libc::SYS_timerfd_settime,
+        "the metrics timer, arming and disarming rate limiters' refill timers",
+    ),
     a(libc::SYS_clone3, "vCPU threads"),
     a(
         libc::SYS_clone,

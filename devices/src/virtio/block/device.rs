@@ -13,6 +13,7 @@ use super::request::{
     VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
     VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
+use crate::rate_limiter::{BucketUpdate, RateLimiter, RefillTimer};
 use crate::virtio::queue::{drain, interrupt_if_wanted, log_this, next_to_serve};
 use crate::virtio::{
     device_type, ChainError, IrqLine, VirtioCommon, VirtioDevice, VIRTIO_F_VERSION_1,
@@ -67,6 +68,9 @@ pub enum BlockError {
     /// Creating the device's state event failed.
     #[error("cannot create the device's state event: {0}")]
     CreateStateEvent(#[source] io::Error),
+    /// Creating the rate limiter's timer failed.
+    #[error("cannot create the rate limiter's timer: {0}")]
+    CreateTimer(#[source] io::Error),
 }
 
 /// The disk a block device serves, with the scratch space its requests
@@ -87,6 +91,9 @@ pub struct Disk {
     /// [`MAX_CHUNK`].
     bounce: Vec<u8>,
     counters: BlockCounters,
+    /// Every request takes one operation and, a read or write, its data
+    /// bytes (as Firecracker counts them).
+    limiter: RateLimiter,
 }
 
 /// What a block device has served, for metrics.
@@ -129,6 +136,7 @@ impl Disk {
             bufs: RequestBuffers::with_capacity(MAX_DESCRIPTORS),
             bounce: Vec::new(),
             counters: BlockCounters::default(),
+            limiter: RateLimiter::unlimited(),
         })
     }
 
@@ -160,6 +168,16 @@ impl Disk {
         Ok(capacity_sectors)
     }
 
+    /// Limits requests with `limiter` from now on.
+    pub fn set_rate_limiter(&mut self, limiter: RateLimiter) {
+        self.limiter = limiter;
+    }
+
+    /// The rate limiter.
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
     /// Makes every completed write durable.
     pub fn flush(&mut self) -> io::Result<()> {
         // Nothing was written to a read-only disk (and some read-only
@@ -182,6 +200,29 @@ impl Disk {
         chain: impl Iterator<Item = Result<virtio_queue::desc::split::Descriptor, ChainError>>,
     ) -> u32 {
         self.bufs.collect(mem, chain);
+        self.serve_collected(mem)
+    }
+
+    /// Whether the rate limiter lets the collected request go now. A
+    /// request without a status byte is dropped unanswered and costs
+    /// nothing.
+    fn admit<M: GuestMemory>(&mut self, mem: &M) -> bool {
+        if self.bufs.status_addr().is_none() {
+            return true;
+        }
+        let bufs = &self.bufs;
+        self.limiter
+            .consume_with(|| match bufs.header(mem).map(|h| h.request_type) {
+                // The status byte exists: `writable_len` ≥ 1.
+                Ok(VIRTIO_BLK_T_IN) => bufs.writable_len() - 1,
+                Ok(VIRTIO_BLK_T_OUT) => bufs.readable_len() - HEADER_LEN,
+                // Flushes, GET_ID, bad headers: an operation, no bytes.
+                _ => 0,
+            })
+    }
+
+    /// [`Disk::serve`] for the request [`RequestBuffers::collect`] holds.
+    fn serve_collected<M: GuestMemory>(&mut self, mem: &M) -> u32 {
         let Some(status_addr) = self.bufs.status_addr() else {
             if log_this(&mut self.counters.errors) {
                 let why = match self.bufs.broken() {
@@ -402,8 +443,10 @@ const REQUEST_BUDGET: usize = 256;
 /// (or dropped, when it has no status byte) and the next one served; only
 /// a broken ring (an available index too far ahead, a used ring the device
 /// cannot write) stops the batch, and never with the driver told not to
-/// notify. Returns true when it stopped at its budget with requests
-/// possibly left: the caller must call again later.
+/// notify. A request the disk's rate limiter refuses stays at the head of
+/// the ring and ends the pass: the limiter then says how long until it can
+/// go ([`RateLimiter::take_wait`]). Returns true when it stopped at its
+/// budget with requests possibly left: the caller must call again later.
 pub fn process_requestq<M: GuestMemory>(
     queue: &mut Queue,
     mem: &M,
@@ -435,7 +478,14 @@ fn serve_batch<M: GuestMemory>(
         &disk.name,
     )? {
         let head = chain.head_index();
-        let used = disk.serve(mem, chain);
+        disk.bufs.collect(mem, chain);
+        if !disk.admit(mem) {
+            // Give the chain back to the queue, untouched, until the
+            // refill.
+            queue.set_next_avail(queue.next_avail().wrapping_sub(1));
+            return Ok(false);
+        }
+        let used = disk.serve_collected(mem);
         queue.add_used(mem, head, used)?;
         *used_any = true;
         served += 1;
@@ -450,6 +500,8 @@ fn serve_batch<M: GuestMemory>(
 pub struct Block {
     pub(super) common: VirtioCommon,
     pub(super) disk: Disk,
+    /// Brings the queue back when the rate limiter refused a request.
+    pub(super) timer: RefillTimer,
 }
 
 impl Block {
@@ -488,7 +540,12 @@ impl Block {
             config,
         )
         .map_err(BlockError::CreateStateEvent)?;
-        Ok(Block { common, disk })
+        let timer = RefillTimer::new().map_err(BlockError::CreateTimer)?;
+        Ok(Block {
+            common,
+            disk,
+            timer,
+        })
     }
 
     /// Replaces the backing file (after flushing the old one) and updates
@@ -516,6 +573,31 @@ impl Block {
         self.disk.counters
     }
 
+    /// Limits requests with `limiter` (before the device runs: a running
+    /// device changes its limits with [`Block::update_rate_limiter`]).
+    pub fn set_rate_limiter(&mut self, limiter: RateLimiter) {
+        self.disk.set_rate_limiter(limiter);
+    }
+
+    /// The rate limiter, with its counters.
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.disk.limiter
+    }
+
+    /// Changes the rate limiter's buckets (`PATCH /drives/{id}`); a new
+    /// bucket starts full. Requests waiting for tokens are looked at again
+    /// at once, under the new limits.
+    pub fn update_rate_limiter(&mut self, bandwidth: BucketUpdate, ops: BucketUpdate) {
+        self.disk.limiter.update(bandwidth, ops);
+        self.timer.disarm(&self.disk.name);
+        if let Some(active) = self.common.active() {
+            // The event loop serves the queue as if the driver notified.
+            if let Err(e) = active.queue_evts[0].write(1) {
+                log::warn!("{}: cannot reschedule the queue: {e}", self.disk.name);
+            }
+        }
+    }
+
     /// The size in 512-byte sectors.
     pub fn capacity_sectors(&self) -> u64 {
         self.disk.capacity_sectors()
@@ -529,11 +611,24 @@ impl Block {
 
     /// Serves pending requests, up to the budget; with more left, kicks
     /// its own queue event so that the event loop comes back to them after
-    /// other work.
+    /// other work. While the rate limiter waits for tokens it serves
+    /// nothing: its timer brings the device back
+    /// ([`Block::refill_timer_expired`]).
     pub(super) fn process(&mut self) {
+        if self.disk.limiter.is_blocked() {
+            return;
+        }
         let disk = &mut self.disk;
         self.common
             .run_pass(0, |queue, mem, irq| process_requestq(queue, mem, disk, irq));
+        self.timer.arm_for(&mut self.disk.limiter, &self.disk.name);
+    }
+
+    /// The rate limiter's timer fired: tokens came, the queue is served
+    /// again.
+    pub(super) fn refill_timer_expired(&mut self) {
+        self.timer.expired(&mut self.disk.limiter);
+        self.process();
     }
 }
 

@@ -311,3 +311,263 @@ fn no_interrupt_when_the_driver_asks_for_none() {
     assert_eq!(vq.used().idx().load(), 1);
     assert_eq!(irq.status(), 0);
 }
+
+/// A limiter of `ops` operations and `bytes` bytes (either 0: none) per
+/// `refill_ms`, on a clock the test moves.
+fn limiter(
+    ops: u64,
+    bytes: u64,
+    refill_ms: u64,
+) -> (RateLimiter, crate::rate_limiter::ManualClock) {
+    use crate::rate_limiter::{BucketConfig, ManualClock};
+    let clock = ManualClock::new();
+    let bucket = |size| (size > 0).then(|| BucketConfig::new(size, 0, refill_ms).unwrap());
+    let l = RateLimiter::new(bucket(bytes), bucket(ops), Box::new(clock.clone()));
+    (l, clock)
+}
+
+/// Posts `n` one-sector reads of sectors 0, 1, … into DATA + 512 * i, each
+/// its own three-descriptor chain with its own header and status.
+fn post_reads(m: &GuestMemoryMmap, vq: &MockSplitQueue<GuestMemoryMmap>, n: u16, len: u32) {
+    for i in 0..n {
+        let hdr = HDR + 0x100 * u64::from(i);
+        write_header(m, hdr, VIRTIO_BLK_T_IN, u64::from(i));
+        push_chain(
+            vq,
+            3 * i,
+            &[
+                (hdr, 16, R),
+                (DATA + u64::from(len) * u64::from(i), len, W),
+                (STATUS + u64::from(i), 1, W),
+            ],
+        );
+    }
+}
+
+/// The used ring's heads, in order.
+fn used_heads(vq: &MockSplitQueue<GuestMemoryMmap>) -> Vec<u32> {
+    (0..vq.used().idx().load())
+        .map(|i| vq.used().ring().ref_at(usize::from(i)).unwrap().load().id())
+        .collect()
+}
+
+#[test]
+fn an_ops_limited_queue_stops_when_out_of_tokens_and_resumes_in_order_after_the_refill() {
+    let m = mem();
+    let fake = FakeDisk::with_pattern(DISK_LEN);
+    let mut d = disk(&fake, false);
+    let (l, clock) = limiter(1, 0, 100);
+    d.set_rate_limiter(l);
+    let vq = MockSplitQueue::new(&m, 16);
+    post_reads(&m, &vq, 3, 512);
+    let mut q: Queue = vq.create_queue().unwrap();
+    let irq = irq();
+
+    // One token: one request; the next stays at the head of the ring.
+    assert!(!process_requestq(&mut q, &m, &mut d, &irq).unwrap());
+    assert_eq!(used_heads(&vq), [0]);
+    assert_eq!(q.next_avail(), 1, "the refused request is still queued");
+    assert_eq!(irq.status(), INT_VRING);
+    assert_eq!(
+        d.limiter.take_wait(),
+        Some(std::time::Duration::from_millis(100))
+    );
+    // Until the timer fires, a notification serves nothing.
+    assert!(!process_requestq(&mut q, &m, &mut d, &irq).unwrap());
+    assert_eq!(used_heads(&vq), [0]);
+    // Half a refill is not enough.
+    clock.advance(std::time::Duration::from_millis(50));
+    d.limiter.unblock();
+    process_requestq(&mut q, &m, &mut d, &irq).unwrap();
+    assert_eq!(used_heads(&vq), [0]);
+    assert_eq!(
+        d.limiter.take_wait(),
+        Some(std::time::Duration::from_millis(50))
+    );
+    for served in [2, 3] {
+        clock.advance(std::time::Duration::from_millis(100));
+        d.limiter.unblock();
+        process_requestq(&mut q, &m, &mut d, &irq).unwrap();
+        assert_eq!(vq.used().idx().load(), served);
+    }
+    // Every request answered, in order, with its own sector.
+    assert_eq!(used_heads(&vq), [0, 3, 6]);
+    for i in 0..3u64 {
+        let status: u8 = m.read_obj(GuestAddress(STATUS + i)).unwrap();
+        assert_eq!(status, VIRTIO_BLK_S_OK);
+        assert_eq!(
+            read_guest(&m, DATA + 512 * i, 512),
+            fake.range(512 * i as usize, 512)
+        );
+    }
+    let c = d.rate_limiter().counters();
+    assert_eq!(
+        (c.throttled, c.delayed_requests, c.delayed_bytes),
+        (3, 2, 1024)
+    );
+    assert_eq!(d.counters.reads, 3);
+}
+
+#[test]
+fn a_bandwidth_limit_counts_data_bytes_and_lets_a_request_larger_than_the_bucket_go_when_full() {
+    let m = mem();
+    let mut d = disk(&FakeDisk::with_pattern(DISK_LEN), false);
+    // 1024 bytes per 100 ms.
+    let (l, clock) = limiter(0, 1024, 100);
+    d.set_rate_limiter(l);
+    let vq = MockSplitQueue::new(&m, 16);
+    // Two 512-byte reads fit; a flush costs no bytes and goes too.
+    post_reads(&m, &vq, 2, 512);
+    write_header(&m, HDR + 0x800, VIRTIO_BLK_T_FLUSH, 0);
+    push_chain(&vq, 6, &[(HDR + 0x800, 16, R), (STATUS + 8, 1, W)]);
+    // Then 2048 bytes: more than the bucket holds.
+    write_header(&m, HDR + 0x900, VIRTIO_BLK_T_IN, 4);
+    push_chain(
+        &vq,
+        8,
+        &[
+            (HDR + 0x900, 16, R),
+            (DATA + 0x1000, 2048, W),
+            (STATUS + 9, 1, W),
+        ],
+    );
+    // And 512 more after it.
+    write_header(&m, HDR + 0xa00, VIRTIO_BLK_T_IN, 9);
+    push_chain(
+        &vq,
+        11,
+        &[
+            (HDR + 0xa00, 16, R),
+            (DATA + 0x2000, 512, W),
+            (STATUS + 10, 1, W),
+        ],
+    );
+    let mut q: Queue = vq.create_queue().unwrap();
+    let irq = irq();
+    let ms = std::time::Duration::from_millis;
+    process_requestq(&mut q, &m, &mut d, &irq).unwrap();
+    assert_eq!(used_heads(&vq), [0, 3, 6]);
+    // The large one waits for a full bucket: 100 ms.
+    assert_eq!(d.limiter.take_wait(), Some(ms(100)));
+    clock.advance(ms(100));
+    d.limiter.unblock();
+    process_requestq(&mut q, &m, &mut d, &irq).unwrap();
+    assert_eq!(used_heads(&vq), [0, 3, 6, 8]);
+    // It left the bucket 1024 in debt: the next 512 wait 150 ms.
+    assert_eq!(d.limiter.take_wait(), Some(ms(150)));
+    clock.advance(ms(150));
+    d.limiter.unblock();
+    process_requestq(&mut q, &m, &mut d, &irq).unwrap();
+    assert_eq!(used_heads(&vq), [0, 3, 6, 8, 11]);
+    let c = d.rate_limiter().counters();
+    assert_eq!((c.delayed_requests, c.delayed_bytes), (2, 2048 + 512));
+}
+
+#[test]
+fn requests_without_a_status_byte_cost_nothing() {
+    let m = mem();
+    let mut d = disk(&FakeDisk::with_pattern(DISK_LEN), false);
+    let (l, _clock) = limiter(1, 0, 100);
+    d.set_rate_limiter(l);
+    let vq = MockSplitQueue::new(&m, 16);
+    // No device-writable byte: dropped, free; then a request that takes
+    // the one token.
+    push_chain(&vq, 0, &[(HDR, 16, R)]);
+    post_reads_at(&m, &vq, 1);
+    let mut q: Queue = vq.create_queue().unwrap();
+    process_requestq(&mut q, &m, &mut d, &irq()).unwrap();
+    assert_eq!(used_heads(&vq), [0, 1]);
+    assert_eq!(d.counters.errors, 1);
+    assert!(!d.limiter.is_blocked());
+}
+
+/// One one-sector read at descriptor `first`.
+fn post_reads_at(m: &GuestMemoryMmap, vq: &MockSplitQueue<GuestMemoryMmap>, first: u16) {
+    write_header(m, HDR + 0x400, VIRTIO_BLK_T_IN, 0);
+    push_chain(
+        vq,
+        first,
+        &[(HDR + 0x400, 16, R), (DATA, 512, W), (STATUS, 1, W)],
+    );
+}
+
+/// A device in an event loop of its own, the loop, and its queue's
+/// notification.
+type InALoop = (Arc<Mutex<Block>>, EventManager<Arc<Mutex<Block>>>, EventFd);
+
+/// A block device limited by `l`, active on `vq` in an event loop.
+fn limited_block_in_a_loop(
+    m: &GuestMemoryMmap,
+    vq: &MockSplitQueue<GuestMemoryMmap>,
+    l: RateLimiter,
+) -> InALoop {
+    let fake = FakeDisk::with_pattern(DISK_LEN);
+    let mut block = Block::with_backend("rl".into(), Box::new(fake), false).unwrap();
+    block.set_rate_limiter(l);
+    let block = Arc::new(Mutex::new(block));
+    let mut events = EventManager::<Arc<Mutex<Block>>>::new().unwrap();
+    events.add_subscriber(block.clone());
+    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+    let activation = Activation {
+        mem: m.clone(),
+        queues: vec![vq.create_queue().unwrap()],
+        queue_evts: vec![kick.try_clone().unwrap()],
+        irq: irq(),
+    };
+    block.lock().unwrap().activate(activation).unwrap();
+    (block, events, kick)
+}
+
+#[test]
+fn a_throttled_device_waits_on_its_timer_without_spinning_and_the_timer_resumes_it() {
+    let m = mem();
+    let vq = MockSplitQueue::new(&m, 16);
+    post_reads(&m, &vq, 3, 512);
+    // One operation per 20 ms.
+    let (l, clock) = limiter(1, 0, 20);
+    let (block, mut events, kick) = limited_block_in_a_loop(&m, &vq, l);
+    // Activation serves the first request; the limiter refuses the second
+    // and the timer is armed.
+    assert_eq!(events.run_with_timeout(0).unwrap(), 1);
+    assert_eq!(used_heads(&vq), [0]);
+    assert!(block.lock().unwrap().timer.is_armed());
+    // Nothing else is ready: no busy loop. A notification from the driver
+    // is consumed and serves nothing.
+    assert_eq!(events.run_with_timeout(0).unwrap(), 0);
+    kick.write(1).unwrap();
+    assert_eq!(events.run_with_timeout(0).unwrap(), 1);
+    assert_eq!(used_heads(&vq), [0]);
+    // The tokens come, then the timer fires and the queue moves.
+    for served in [2, 3] {
+        clock.advance(std::time::Duration::from_millis(20));
+        assert_eq!(events.run_with_timeout(10_000).unwrap(), 1);
+        assert_eq!(vq.used().idx().load(), served);
+    }
+    assert_eq!(used_heads(&vq), [0, 3, 6]);
+    // The queue is empty: the timer is not armed again.
+    assert!(!block.lock().unwrap().timer.is_armed());
+    assert_eq!(block.lock().unwrap().rate_limiter().counters().throttled, 2);
+}
+
+#[test]
+fn an_update_while_throttled_serves_the_waiting_requests_under_the_new_limits() {
+    use crate::rate_limiter::BucketUpdate;
+    let m = mem();
+    let vq = MockSplitQueue::new(&m, 16);
+    post_reads(&m, &vq, 3, 512);
+    // One operation per hour: without the update, nothing more goes.
+    let (l, _clock) = limiter(1, 0, 3_600_000);
+    let (block, mut events, _kick) = limited_block_in_a_loop(&m, &vq, l);
+    assert_eq!(events.run_with_timeout(0).unwrap(), 1);
+    assert_eq!(used_heads(&vq), [0]);
+    // No more operations limit: the device looks at its queue again.
+    block
+        .lock()
+        .unwrap()
+        .update_rate_limiter(BucketUpdate::Keep, BucketUpdate::Disable);
+    assert!(!block.lock().unwrap().timer.is_armed());
+    assert_eq!(events.run_with_timeout(0).unwrap(), 1);
+    assert_eq!(used_heads(&vq), [0, 3, 6]);
+    let c = block.lock().unwrap().rate_limiter().counters();
+    assert_eq!((c.throttled, c.delayed_requests), (1, 1));
+}

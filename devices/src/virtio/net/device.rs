@@ -10,6 +10,7 @@ use virtio_bindings::virtio_net::{
 
 use super::{process_rxq, process_txq, NetBackend, Rx, RxCounters, Tap, Tx, TxCounters};
 use super::{RX_QUEUE, TX_QUEUE};
+use crate::rate_limiter::{BucketUpdate, RateLimiter, RefillTimer};
 use crate::virtio::rng::host_entropy;
 use crate::virtio::{device_type, VirtioCommon, VirtioDevice, VIRTIO_F_VERSION_1};
 
@@ -45,6 +46,9 @@ pub enum NetError {
     /// created.
     #[error("cannot create the device's state event: {0}")]
     CreateStateEvent(#[source] io::Error),
+    /// A rate limiter's timer could not be created.
+    #[error("cannot create a rate limiter's timer: {0}")]
+    CreateTimer(#[source] io::Error),
 }
 
 /// What a network device has done, for metrics.
@@ -62,8 +66,12 @@ pub struct Net<B = Tap> {
     mac: [u8; 6],
     pub(super) common: VirtioCommon,
     pub(super) backend: B,
-    tx: Tx,
-    rx: Rx,
+    pub(super) tx: Tx,
+    pub(super) rx: Rx,
+    /// Brings the receive side back when its rate limiter refused a frame.
+    pub(super) rx_timer: RefillTimer,
+    /// The same for the transmit side.
+    pub(super) tx_timer: RefillTimer,
 }
 
 impl<B: NetBackend> Net<B> {
@@ -91,6 +99,8 @@ impl<B: NetBackend> Net<B> {
             backend,
             tx: Tx::new(),
             rx: Rx::new(),
+            rx_timer: RefillTimer::new().map_err(NetError::CreateTimer)?,
+            tx_timer: RefillTimer::new().map_err(NetError::CreateTimer)?,
         })
     }
 
@@ -117,21 +127,84 @@ impl<B: NetBackend> Net<B> {
         }
     }
 
-    /// Sends every frame the driver queued for transmission.
+    /// Limits received frames with `limiter` (before the device runs).
+    pub fn set_rx_rate_limiter(&mut self, limiter: RateLimiter) {
+        self.rx.limiter = limiter;
+    }
+
+    /// Limits transmitted frames with `limiter` (before the device runs).
+    pub fn set_tx_rate_limiter(&mut self, limiter: RateLimiter) {
+        self.tx.limiter = limiter;
+    }
+
+    /// The receive side's rate limiter, with its counters.
+    pub fn rx_rate_limiter(&self) -> &RateLimiter {
+        &self.rx.limiter
+    }
+
+    /// The transmit side's rate limiter, with its counters.
+    pub fn tx_rate_limiter(&self) -> &RateLimiter {
+        &self.tx.limiter
+    }
+
+    /// Changes the receive side's buckets (`PATCH
+    /// /network-interfaces/{id}`); a new bucket starts full. A frame
+    /// waiting for tokens is looked at again at once.
+    pub fn update_rx_rate_limiter(&mut self, bandwidth: BucketUpdate, ops: BucketUpdate) {
+        self.rx.limiter.update(bandwidth, ops);
+        self.rx_timer.disarm(self.common.name());
+        self.kick(RX_QUEUE);
+    }
+
+    /// Changes the transmit side's buckets, as
+    /// [`Net::update_rx_rate_limiter`] does the receive side's.
+    pub fn update_tx_rate_limiter(&mut self, bandwidth: BucketUpdate, ops: BucketUpdate) {
+        self.tx.limiter.update(bandwidth, ops);
+        self.tx_timer.disarm(self.common.name());
+        self.kick(TX_QUEUE);
+    }
+
+    /// Has the event loop serve queue `index` as if the driver notified
+    /// it (the receiveq's pass reads the tap).
+    fn kick(&mut self, index: usize) {
+        let name = self.common.name().to_string();
+        if let Some(active) = self.common.active() {
+            if let Err(e) = active.queue_evts[index].write(1) {
+                log::warn!("{name}: cannot reschedule queue {index}: {e}");
+            }
+        }
+    }
+
+    /// Sends every frame the driver queued for transmission. While the
+    /// rate limiter waits for tokens it sends nothing: its timer brings
+    /// the device back.
     pub(super) fn process_tx(&mut self) {
+        if self.tx.limiter.is_blocked() {
+            return;
+        }
         let (backend, tx) = (&mut self.backend, &mut self.tx);
         self.common.run_pass(TX_QUEUE, |queue, mem, irq| {
             process_txq(queue, mem, backend, tx, irq)
         });
+        self.tx_timer
+            .arm_for(&mut self.tx.limiter, self.common.name());
     }
 
     /// Moves waiting frames from the backend into the driver's receive
-    /// buffers, as far as they go.
+    /// buffers, as far as they go. While the rate limiter waits for tokens
+    /// it reads nothing: frames wait in the tap, and the limiter's timer
+    /// brings the device back to read them (the tap's edge-triggered
+    /// readiness would not come again for them).
     pub(super) fn process_rx(&mut self) {
+        if self.rx.limiter.is_blocked() {
+            return;
+        }
         let (backend, rx) = (&mut self.backend, &mut self.rx);
         self.common.run_pass(RX_QUEUE, |queue, mem, irq| {
             process_rxq(queue, mem, backend, rx, irq)
         });
+        self.rx_timer
+            .arm_for(&mut self.rx.limiter, self.common.name());
     }
 }
 

@@ -8,8 +8,13 @@
 //! with new buffers, which resumes reading. Level triggering would wake the
 //! loop for as long as the tap stays readable, or need an `epoll_ctl` on
 //! every stall and resume. The price is the rule that every pass reads
-//! until the tap is empty, the buffers run out, or the pass reschedules
-//! itself through the receiveq's event — which `process_rxq` keeps.
+//! until the tap is empty, the buffers run out, the pass reschedules
+//! itself through the receiveq's event, or the receive rate limiter
+//! refuses a frame and its refill timer is armed to resume reading — which
+//! `process_rxq` and `Net::process_rx` keep.
+//!
+//! Each direction's rate limiter has a refill timer, watched while the
+//! device is active; its expiry serves that direction again.
 
 use std::os::fd::AsRawFd;
 
@@ -18,6 +23,11 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::{Net, NetBackend, RX_QUEUE, TX_QUEUE};
 use crate::virtio::state::{handle_event, QueueHandler, BACKEND_EVENT};
+
+/// Event data of the receive rate limiter's refill timer.
+const RX_LIMITER_EVENT: u32 = BACKEND_EVENT - 1;
+/// Event data of the transmit rate limiter's refill timer.
+const TX_LIMITER_EVENT: u32 = BACKEND_EVENT - 2;
 
 impl<B: NetBackend + AsRawFd> QueueHandler for Net<B> {
     fn process_queue(&mut self, index: usize, _ops: &mut EventOps) {
@@ -36,6 +46,17 @@ impl<B: NetBackend + AsRawFd> QueueHandler for Net<B> {
         if let Err(e) = self.common.watch(ops, tap, BACKEND_EVENT, events) {
             log::error!("{}: cannot watch the tap: {e}", self.common.name());
         }
+        for (timer, data) in [
+            (self.rx_timer.as_raw_fd(), RX_LIMITER_EVENT),
+            (self.tx_timer.as_raw_fd(), TX_LIMITER_EVENT),
+        ] {
+            if let Err(e) = self.common.watch(ops, timer, data, EventSet::IN) {
+                log::error!(
+                    "{}: cannot watch a rate limiter's timer: {e}",
+                    self.common.name()
+                );
+            }
+        }
         // Frames queued before activation was noticed.
         self.process_tx();
         self.process_rx();
@@ -45,6 +66,14 @@ impl<B: NetBackend + AsRawFd> QueueHandler for Net<B> {
         match data {
             // The tap has frames.
             BACKEND_EVENT => self.process_rx(),
+            RX_LIMITER_EVENT => {
+                self.rx_timer.expired(&mut self.rx.limiter);
+                self.process_rx();
+            }
+            TX_LIMITER_EVENT => {
+                self.tx_timer.expired(&mut self.tx.limiter);
+                self.process_tx();
+            }
             other => log::warn!("{}: unexpected event {other}", self.common.name()),
         }
     }
@@ -184,5 +213,90 @@ mod tests {
             .arrive(frame(80, 5));
         assert_eq!(turn(&mut manager), 0);
         assert_eq!(rxq.used_idx(), 3);
+    }
+
+    #[test]
+    fn a_throttled_receive_side_leaves_frames_in_the_tap_and_its_timer_resumes_reading() {
+        use crate::rate_limiter::{BucketConfig, BucketUpdate, ManualClock, RateLimiter};
+        let mem = test_mem();
+        let mut rxq = TestQueue::new(&mem, 0, 16);
+        let mut txq = TestQueue::new(&mem, 0x4000, 16);
+        let evts = [
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+        ];
+        let mut manager = Manager::new().unwrap();
+        let clock = ManualClock::new();
+        let mut net = Net::new("eth0".into(), FakeBackend::new(), [2, 0, 0, 0, 0, 1]).unwrap();
+        // One frame per 20 ms each way.
+        let one_per_20ms = || {
+            RateLimiter::new(
+                None,
+                Some(BucketConfig::new(1, 0, 20).unwrap()),
+                Box::new(clock.clone()),
+            )
+        };
+        net.set_rx_rate_limiter(one_per_20ms());
+        net.set_tx_rate_limiter(one_per_20ms());
+        let id = manager.add_subscriber(net);
+        rxq.add_chains(&[(0x1_0000, 2048, WRITE); 3]);
+        let frames: Vec<Vec<u8>> = (0..3).map(|i| frame(100, i)).collect();
+        {
+            let net = manager.subscriber_mut(id).unwrap();
+            // All three frames arrive at once: one edge for all of them.
+            net.backend.incoming.extend(frames.iter().cloned());
+            net.backend.evt.write(1).unwrap();
+            net.set_acked_features(1 << VIRTIO_F_VERSION_1);
+            net.activate(Activation {
+                mem: mem.clone(),
+                queues: vec![rxq.create_queue(), txq.create_queue()],
+                queue_evts: evts.iter().map(|e| e.try_clone().unwrap()).collect(),
+                irq: test_irq(),
+            })
+            .unwrap();
+        }
+        turn(&mut manager);
+        assert_eq!(rxq.used_idx(), 1);
+        // One frame held by the device, one in the tap; the loop is quiet.
+        assert_eq!(
+            manager.subscriber_mut(id).unwrap().backend.incoming.len(),
+            1
+        );
+        assert_eq!(manager.run_with_timeout(0).unwrap(), 0);
+        // The timer alone brings the rest in, one per refill.
+        for delivered in [2, 3] {
+            clock.advance(std::time::Duration::from_millis(20));
+            assert_eq!(manager.run_with_timeout(10_000).unwrap(), 1);
+            assert_eq!(rxq.used_idx(), delivered);
+        }
+        assert!(manager
+            .subscriber_mut(id)
+            .unwrap()
+            .backend
+            .incoming
+            .is_empty());
+        // In order, none lost.
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(rxq.used(i as u16), (i as u32, f.len() as u32));
+        }
+
+        // Transmission: two frames, the second throttled; an update that
+        // lifts the limit sends it without waiting for the timer.
+        let out = frame(60, 9);
+        mem.write_slice(&out, GuestAddress(0x5_0000)).unwrap();
+        txq.add_chains(&[(0x5_0000, out.len() as u32, 0); 2]);
+        evts[1].write(1).unwrap();
+        turn(&mut manager);
+        assert_eq!(txq.used_idx(), 1);
+        manager
+            .subscriber_mut(id)
+            .unwrap()
+            .update_tx_rate_limiter(BucketUpdate::Keep, BucketUpdate::Disable);
+        turn(&mut manager);
+        assert_eq!(txq.used_idx(), 2);
+        let net = manager.subscriber_mut(id).unwrap();
+        assert_eq!(net.backend.written, vec![out.clone(), out]);
+        assert_eq!(net.tx_rate_limiter().counters().delayed_requests, 1);
+        assert_eq!(net.rx_rate_limiter().counters().delayed_requests, 2);
     }
 }

@@ -5,7 +5,9 @@
 //! one buffer, so while it posts none, frames wait in the tap's queue (and
 //! the kernel, not podvm, drops what overflows it). A frame read before it
 //! turned out not to fit the posted buffers is held here until the driver
-//! posts more.
+//! posts more. A frame the rate limiter refuses is held the same way (it
+//! was read to learn its size), the frames behind it wait in the tap, and
+//! the pass ends until the limiter's refill timer brings the device back.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -21,6 +23,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
 use super::{NetBackend, MAX_FRAME_LEN, MAX_SEGMENTS, VNET_HDR_LEN};
 
+use crate::rate_limiter::RateLimiter;
 use crate::virtio::queue::{interrupt_if_wanted, log_this, skip_bad_head, take, Avail, Chain};
 use crate::virtio::{ChainError, IrqLine};
 
@@ -75,8 +78,11 @@ struct RxChain {
 pub struct Rx {
     /// One frame from the backend; allocated once.
     frame: Vec<u8>,
-    /// Length of the frame held in `frame` waiting for buffers; 0 if none.
+    /// Length of the frame held in `frame` waiting for buffers or for
+    /// the rate limiter; 0 if none.
     held: usize,
+    /// Whether the rate limiter let the held frame through.
+    admitted: bool,
     /// Chains and buffers taken for the frame being placed, reused;
     /// allocated once for the most a frame may take (each chain holds at
     /// least one buffer).
@@ -90,6 +96,9 @@ pub struct Rx {
     features: u64,
     /// What happened so far.
     pub counters: RxCounters,
+    /// Every frame takes one operation and its bytes, the vnet header
+    /// included (as Firecracker counts them).
+    pub limiter: RateLimiter,
 }
 
 impl Default for Rx {
@@ -104,12 +113,14 @@ impl Rx {
         Rx {
             frame: vec![0; MAX_FRAME_LEN],
             held: 0,
+            admitted: false,
             chains: Vec::with_capacity(MAX_SEGMENTS),
             segments: Vec::with_capacity(MAX_SEGMENTS),
             mrg_rxbuf: false,
             guest_csum: false,
             features: 0,
             counters: RxCounters::default(),
+            limiter: RateLimiter::unlimited(),
         }
     }
 
@@ -423,8 +434,9 @@ fn place<M: GuestMemory>(
 
 /// Moves frames from `backend` into the driver's receive buffers until the
 /// backend has none, the driver's buffers run out (the frame then waits in
-/// the backend, or in `rx` if it was already read), or the budget is spent.
-/// Interrupts once for the batch when the driver wants it. Returns true
+/// the backend, or in `rx` if it was already read), the rate limiter
+/// refuses a frame (it waits in `rx`, and [`RateLimiter::take_wait`] says
+/// for how long), or the budget is spent. Interrupts once for the batch when the driver wants it. Returns true
 /// when it stopped at its budget: the caller must call again later.
 pub fn process_rxq<M: GuestMemory, B: NetBackend>(
     queue: &mut Queue,
@@ -460,6 +472,7 @@ pub fn process_rxq<M: GuestMemory, B: NetBackend>(
                 Ok(n) => {
                     frames += 1;
                     rx.held = n;
+                    rx.admitted = false;
                     if let Some(why) = rx.unacceptable_offload() {
                         rx.held = 0;
                         if log_this(&mut rx.counters.dropped) {
@@ -491,6 +504,14 @@ pub fn process_rxq<M: GuestMemory, B: NetBackend>(
                     continue;
                 }
             }
+        }
+        if !rx.admitted {
+            if !rx.limiter.consume(rx.held as u64) {
+                // The frame waits here, the others in the backend, until
+                // the refill timer brings the device back.
+                break;
+            }
+            rx.admitted = true;
         }
         match place(queue, mem, rx)? {
             Placement::Delivered => {

@@ -6,6 +6,7 @@ use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
 use super::{NetBackend, MAX_FRAME_LEN, MAX_SEGMENTS, VNET_HDR_LEN};
 
+use crate::rate_limiter::RateLimiter;
 use crate::virtio::queue::{drain, interrupt_if_wanted, log_this, next_to_serve, Chain};
 use crate::virtio::{ChainError, IrqLine};
 
@@ -36,14 +37,18 @@ pub struct Tx {
     segments: Vec<(GuestAddress, usize)>,
     /// What happened so far.
     pub counters: TxCounters,
+    /// Every frame takes one operation and its bytes, the vnet header
+    /// included (as Firecracker counts them).
+    pub limiter: RateLimiter,
 }
 
 impl Tx {
-    /// A transmit side with nothing sent.
+    /// A transmit side with nothing sent, and no rate limit.
     pub fn new() -> Self {
         Tx {
             segments: Vec::with_capacity(MAX_SEGMENTS),
             counters: TxCounters::default(),
+            limiter: RateLimiter::unlimited(),
         }
     }
 }
@@ -100,13 +105,16 @@ fn gather<M: GuestMemory>(
 }
 
 /// Sends one chain's frame to `backend`, or drops it (counted, logged).
+/// Returns false, having sent nothing, when the rate limiter refuses the
+/// frame (a malformed chain costs nothing).
 fn transmit<M: GuestMemory, B: NetBackend>(
     chain: Chain<'_, M>,
     mem: &M,
     backend: &mut B,
     tx: &mut Tx,
-) {
+) -> bool {
     let len = match gather(chain, mem, &mut tx.segments) {
+        Ok(len) if !tx.limiter.consume(len as u64) => return false,
         Ok(len) => len,
         Err(e) => {
             if log_this(&mut tx.counters.malformed) {
@@ -115,7 +123,7 @@ fn transmit<M: GuestMemory, B: NetBackend>(
                     tx.counters.malformed
                 );
             }
-            return;
+            return true;
         }
     };
     // Each checked buffer becomes one slice per memory region it spans; a
@@ -140,6 +148,7 @@ fn transmit<M: GuestMemory, B: NetBackend>(
             }
         }
     }
+    true
 }
 
 /// Sends every frame queued on the transmitq and returns the chains to the
@@ -148,7 +157,9 @@ fn transmit<M: GuestMemory, B: NetBackend>(
 /// stopped at its budget with frames possibly left: the caller must call
 /// again later. A malformed chain is dropped (counted, logged) and the next
 /// one sent; only a broken ring ends the pass early, and never with the
-/// driver told not to notify.
+/// driver told not to notify. A frame the rate limiter refuses stays in
+/// the ring and ends the pass until the refill
+/// ([`RateLimiter::take_wait`]).
 pub fn process_txq<M: GuestMemory, B: NetBackend>(
     queue: &mut Queue,
     mem: &M,
@@ -182,7 +193,12 @@ fn send_batch<M: GuestMemory, B: NetBackend>(
         "virtio-net",
     )? {
         let head = chain.head_index();
-        transmit(chain, mem, backend, tx);
+        if !transmit(chain, mem, backend, tx) {
+            // Give the chain back to the queue, untouched, until the
+            // refill.
+            queue.set_next_avail(queue.next_avail().wrapping_sub(1));
+            return Ok(false);
+        }
         queue.add_used(mem, head, 0)?;
         *used_any = true;
         sent += 1;
@@ -510,5 +526,52 @@ mod tests {
         let (_, irq, _) = transmit_all(&mem, &tq, &mut backend);
         assert_eq!(tq.used_idx(), 1);
         assert_eq!(irq.status(), 0);
+    }
+
+    #[test]
+    fn a_rate_limited_transmit_side_sends_in_order_as_tokens_come() {
+        use crate::rate_limiter::{BucketConfig, ManualClock};
+        let mem = test_mem();
+        let frames: Vec<Vec<u8>> = (0..3).map(|i| frame(60, i)).collect();
+        let mut tq = TestQueue::new(&mem, 0, 16);
+        // A malformed chain first: it costs nothing.
+        tq.add_chain(&[(0x1_0000, 76, WRITE)]);
+        for (i, f) in frames.iter().enumerate() {
+            let addr = 0x1_0000 * (i as u64 + 2);
+            mem.write_slice(f, GuestAddress(addr)).unwrap();
+            tq.add_chain(&[(addr, f.len() as u32, 0)]);
+        }
+        let clock = ManualClock::new();
+        let mut tx = Tx::new();
+        // One frame per 100 ms.
+        tx.limiter = RateLimiter::new(
+            None,
+            Some(BucketConfig::new(1, 0, 100).unwrap()),
+            Box::new(clock.clone()),
+        );
+        let mut q = tq.create_queue();
+        let mut backend = FakeBackend::new();
+        let irq = test_irq();
+        assert!(!process_txq(&mut q, &mem, &mut backend, &mut tx, &irq).unwrap());
+        assert_eq!(tq.used_idx(), 2);
+        assert_eq!(backend.written.len(), 1);
+        assert_eq!(q.next_avail(), 2, "the refused frame is still queued");
+        assert_eq!(
+            tx.limiter.take_wait(),
+            Some(std::time::Duration::from_millis(100))
+        );
+        for sent in [2, 3] {
+            clock.advance(std::time::Duration::from_millis(100));
+            tx.limiter.unblock();
+            process_txq(&mut q, &mem, &mut backend, &mut tx, &irq).unwrap();
+            assert_eq!(backend.written.len(), sent);
+        }
+        assert_eq!(backend.written, frames);
+        assert_eq!(tx.counters.malformed, 1);
+        let c = tx.limiter.counters();
+        assert_eq!(
+            (c.throttled, c.delayed_requests, c.delayed_bytes),
+            (2, 2, 144)
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::io;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
+use crate::rate_limiter::{BucketUpdate, RateLimiter, RefillTimer};
 use crate::virtio::queue::{drain, interrupt_if_wanted, log_this, next_to_serve, Chain};
 use crate::virtio::{
     device_type, ChainError, IrqLine, VirtioCommon, VirtioDevice, VIRTIO_F_VERSION_1,
@@ -55,6 +56,8 @@ pub struct Entropy {
     pub malformed: u64,
     /// Times the source failed.
     pub failures: u64,
+    /// Every request takes one operation and the bytes it is given.
+    pub limiter: RateLimiter,
 }
 
 impl Entropy {
@@ -66,6 +69,7 @@ impl Entropy {
             segments: Vec::with_capacity(usize::from(RNG_QUEUE_SIZE)),
             malformed: 0,
             failures: 0,
+            limiter: RateLimiter::unlimited(),
         }
     }
 }
@@ -74,6 +78,8 @@ impl Entropy {
 pub struct Rng {
     pub(super) common: VirtioCommon,
     entropy: Entropy,
+    /// Brings the queue back when the rate limiter refused a request.
+    pub(super) timer: RefillTimer,
 }
 
 impl Rng {
@@ -94,17 +100,59 @@ impl Rng {
                 Vec::new(),
             )?,
             entropy: Entropy::new(source),
+            timer: RefillTimer::new()?,
         })
+    }
+
+    /// Limits requests with `limiter` (before the device runs).
+    pub fn set_rate_limiter(&mut self, limiter: RateLimiter) {
+        self.entropy.limiter = limiter;
+    }
+
+    /// The rate limiter, with its counters.
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.entropy.limiter
+    }
+
+    /// Requests returned empty as malformed, and times the host's source
+    /// failed.
+    pub fn errors(&self) -> (u64, u64) {
+        (self.entropy.malformed, self.entropy.failures)
+    }
+
+    /// Changes the rate limiter's buckets; a new bucket starts full.
+    /// Requests waiting for tokens are looked at again at once.
+    pub fn update_rate_limiter(&mut self, bandwidth: BucketUpdate, ops: BucketUpdate) {
+        self.entropy.limiter.update(bandwidth, ops);
+        self.timer.disarm("virtio-rng");
+        if let Some(active) = self.common.active() {
+            if let Err(e) = active.queue_evts[0].write(1) {
+                log::warn!("virtio-rng: cannot reschedule the queue: {e}");
+            }
+        }
     }
 
     /// Serves pending requests, up to the budget; with more left, kicks
     /// its own queue event so that the event loop comes back to them after
     /// other work.
+    ///
+    /// While the rate limiter waits for tokens it serves nothing: its
+    /// timer brings the device back ([`Rng::refill_timer_expired`]).
     pub(super) fn process(&mut self) {
+        if self.entropy.limiter.is_blocked() {
+            return;
+        }
         let entropy = &mut self.entropy;
         self.common.run_pass(0, |queue, mem, irq| {
             process_requestq(queue, mem, entropy, irq)
         });
+        self.timer.arm_for(&mut self.entropy.limiter, "virtio-rng");
+    }
+
+    /// The rate limiter's timer fired: the queue is served again.
+    pub(super) fn refill_timer_expired(&mut self) {
+        self.timer.expired(&mut self.entropy.limiter);
+        self.process();
     }
 }
 
@@ -117,6 +165,8 @@ impl Rng {
 /// source fails, the request stays in the queue and the pass ends: it is
 /// retried on the next notification rather than answered with nothing
 /// (spec §5.4.7.2), which would only make the driver ask again at once.
+/// A request the rate limiter refuses stays in the queue too, and ends the
+/// pass until the refill ([`RateLimiter::take_wait`]).
 pub fn process_requestq<M: GuestMemory>(
     queue: &mut Queue,
     mem: &M,
@@ -151,6 +201,10 @@ fn serve_batch<M: GuestMemory>(
         let written = match writable_buffers(chain, mem, &mut entropy.segments) {
             Ok(available) => {
                 let len = available.min(MAX_REQUEST_BYTES);
+                if !entropy.limiter.consume(len as u64) {
+                    queue.set_next_avail(queue.next_avail().wrapping_sub(1));
+                    return Ok(false);
+                }
                 if let Err(e) = (entropy.source)(&mut entropy.buf[..len]) {
                     if log_this(&mut entropy.failures) {
                         log::warn!(
