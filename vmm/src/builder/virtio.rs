@@ -226,6 +226,8 @@ pub struct VirtioDevices {
     pub nets: Vec<Arc<Mutex<Net>>>,
     /// The vsock device, for metrics (and, later, its snapshot state).
     pub vsock: Option<Arc<Mutex<Vsock>>>,
+    /// The entropy device, for metrics.
+    pub rng: Option<Arc<Mutex<Rng>>>,
     /// Where each device was attached, in slot order (for the ACPI tables).
     pub slots: Vec<MmioSlot>,
     /// Every device's transport, in slot order (for snapshots).
@@ -276,7 +278,30 @@ impl VirtioDevices {
                 )
             })
             .collect();
-        let mut m = serde_json::json!({ "block": block, "net": net });
+        // What drivers did wrong at each transport, by window address.
+        let mmio: serde_json::Map<_, _> = self
+            .slots
+            .iter()
+            .zip(&self.transports)
+            .map(|(slot, t)| {
+                let t = t.lock().unwrap_or_else(|e| e.into_inner());
+                let c = t.counters();
+                (
+                    format!("{:#x}", slot.base),
+                    serde_json::json!({
+                        "device_type": t.device_type(),
+                        "ignored_accesses": c.ignored_accesses,
+                        "needs_reset": c.needs_reset,
+                        "queue_errors": c.queue_errors,
+                    }),
+                )
+            })
+            .collect();
+        let mut m = serde_json::json!({ "block": block, "net": net, "mmio": mmio });
+        if let Some(r) = &self.rng {
+            let (malformed, failures) = r.lock().unwrap_or_else(|e| e.into_inner()).counters();
+            m["rng"] = serde_json::json!({ "malformed": malformed, "failures": failures });
+        }
         if let Some(v) = &self.vsock {
             let c = v.lock().unwrap_or_else(|e| e.into_inner()).counters();
             m["vsock"] = serde_json::json!({
@@ -388,7 +413,8 @@ pub fn attach_virtio_devices(
                 let transport =
                     attach_virtio_device(vm, mmio, mem, slot, "the entropy device", rng.clone())?;
                 out.transports.push(transport);
-                out.subscribers.push(rng);
+                out.subscribers.push(rng.clone());
+                out.rng = Some(rng);
             }
             VirtioSlotKind::Vsock => {
                 let cfg = spec

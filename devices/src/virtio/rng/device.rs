@@ -97,6 +97,12 @@ impl Rng {
         })
     }
 
+    /// What it has counted so far: `(malformed, failures)` as in
+    /// [`Entropy`].
+    pub fn counters(&self) -> (u64, u64) {
+        (self.entropy.malformed, self.entropy.failures)
+    }
+
     /// Serves pending requests, up to the budget; with more left, kicks
     /// its own queue event so that the event loop comes back to them after
     /// other work.
