@@ -145,13 +145,16 @@ fn hostile(test: &str, case: &str, victim_ro: bool) -> Option<Hostile> {
 }
 
 fn u(v: &Value) -> u64 {
-    v.as_u64()
-        .unwrap_or_else(|| panic!("not a counter: {v}"))
+    v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"))
 }
 
 #[test]
 fn descriptors_outside_guest_memory_get_ioerr() {
-    let Some(h) = hostile("descriptors_outside_guest_memory_get_ioerr", "outside", false) else {
+    let Some(h) = hostile(
+        "descriptors_outside_guest_memory_get_ioerr",
+        "outside",
+        false,
+    ) else {
         return;
     };
     for key in [
@@ -207,7 +210,11 @@ fn queues_of_invalid_sizes_and_addresses_need_a_reset() {
     assert_eq!(h.out.value("hostile-recovered"), Some("0"), "{:?}", h.out);
     assert_eq!(h.victim_mmio()["needs_reset"], 6, "{}", h.metrics);
     // QueueNum 3, 0 and 512 and a misaligned table: values refused.
-    assert!(u(&h.victim_mmio()["ignored_accesses"]) >= 4, "{}", h.metrics);
+    assert!(
+        u(&h.victim_mmio()["ignored_accesses"]) >= 4,
+        "{}",
+        h.metrics
+    );
     assert_eq!(h.victim_block()["reads"], 1, "{}", h.metrics);
     assert_eq!(h.victim_block()["errors"], 0, "{}", h.metrics);
 }
@@ -222,7 +229,12 @@ fn an_avail_index_far_ahead_breaks_the_queue_until_it_is_put_right() {
         return;
     };
     assert_eq!(h.out.value("hostile-ahead-used"), Some("0"), "{:?}", h.out);
-    assert_eq!(h.out.value("hostile-ahead-status"), Some("0"), "{:?}", h.out);
+    assert_eq!(
+        h.out.value("hostile-ahead-status"),
+        Some("0"),
+        "{:?}",
+        h.out
+    );
     assert!(u(&h.victim_mmio()["queue_errors"]) >= 1, "{}", h.metrics);
     assert_eq!(h.victim_block()["reads"], 1, "{}", h.metrics);
 }
@@ -240,7 +252,12 @@ fn a_used_ring_laid_over_the_avail_index_does_not_hold_the_vmm() {
     ) else {
         return;
     };
-    assert_eq!(h.out.value("hostile-overlap-used"), Some("1"), "{:?}", h.out);
+    assert_eq!(
+        h.out.value("hostile-overlap-used"),
+        Some("1"),
+        "{:?}",
+        h.out
+    );
     assert!(u(&h.victim_mmio()["queue_errors"]) >= 1, "{}", h.metrics);
 }
 
@@ -249,8 +266,18 @@ fn writes_to_a_read_only_disk_are_refused() {
     let Some(h) = hostile("writes_to_a_read_only_disk_are_refused", "rowrite", true) else {
         return;
     };
-    assert_eq!(h.out.value("hostile-rowrite-status"), Some("1"), "{:?}", h.out);
-    assert_eq!(h.out.value("hostile-roread-status"), Some("0"), "{:?}", h.out);
+    assert_eq!(
+        h.out.value("hostile-rowrite-status"),
+        Some("1"),
+        "{:?}",
+        h.out
+    );
+    assert_eq!(
+        h.out.value("hostile-roread-status"),
+        Some("0"),
+        "{:?}",
+        h.out
+    );
     assert_eq!(h.victim_block()["errors"], 1, "{}", h.metrics);
     assert_eq!(h.victim_block()["writes"], 0, "{}", h.metrics);
     assert_eq!(h.victim_block()["reads"], 1, "{}", h.metrics);
@@ -265,7 +292,12 @@ fn register_accesses_of_every_width_at_every_offset_are_survived() {
     ) else {
         return;
     };
-    assert_eq!(h.out.value("hostile-widths-status"), Some("0"), "{:?}", h.out);
+    assert_eq!(
+        h.out.value("hostile-widths-status"),
+        Some("0"),
+        "{:?}",
+        h.out
+    );
     assert_eq!(
         h.out.value("hostile-widths-fnv"),
         Some(fnv1a(&h.victim[..SECTOR]).as_str()),
@@ -291,11 +323,20 @@ fn notifications_before_the_driver_is_ready_are_harmless() {
         return;
     };
     assert_eq!(h.out.value("hostile-early-used"), Some("0"), "{:?}", h.out);
-    assert_eq!(h.out.value("hostile-early-status"), Some("0"), "{:?}", h.out);
+    assert_eq!(
+        h.out.value("hostile-early-status"),
+        Some("0"),
+        "{:?}",
+        h.out
+    );
     // Queue 5 (the device has one queue), and 1- and 2-byte notifies; the
     // 4-byte notify of queue 0 goes to its ioeventfd, which only wakes
     // the device once it is active.
-    assert!(u(&h.victim_mmio()["ignored_accesses"]) >= 3, "{}", h.metrics);
+    assert!(
+        u(&h.victim_mmio()["ignored_accesses"]) >= 3,
+        "{}",
+        h.metrics
+    );
     assert_eq!(h.victim_block()["reads"], 1, "{}", h.metrics);
     assert_eq!(h.victim_block()["errors"], 0, "{}", h.metrics);
 }
