@@ -21,6 +21,9 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let start_time = Instant::now();
+    // Before any thread exists (see its docs: a seccomp filter would
+    // otherwise end podvm when a thread's heap shrinks).
+    vmm::seccomp::use_one_malloc_arena();
     let cli = Cli::parse();
     vmm::logger::init(cli.log_level.into());
     // A panic (the release build aborts on one) must not leave the

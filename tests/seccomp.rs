@@ -174,3 +174,31 @@ fn a_bad_filter_file_is_a_usage_error() {
     ]);
     assert_eq!(out.code(), 2, "{out:?}");
 }
+
+/// Regression: glibc shrinking the API thread's own heap after a large
+/// free read `/proc/sys/vm/overcommit_memory` (`openat`, which the API
+/// filter forbids), so one request with a 1 MiB header ended podvm with
+/// exit code 148. Every thread now allocates from the main heap.
+#[test]
+fn a_huge_request_header_does_not_trip_the_api_filter() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let mut vm = spawn_podvm(&["serve".as_ref(), "--api-sock".as_ref(), sock.as_os_str()]);
+    wait_for_path(&sock);
+    for _ in 0..3 {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let header = format!("X-Big: {}\r\n", "a".repeat(1 << 20));
+        // The server stops reading at its limit and answers or closes.
+        let _ = write!(s, "GET / HTTP/1.1\r\nHost: x\r\n{header}\r\n");
+        let _ = s.read_to_end(&mut Vec::new());
+    }
+    assert!(
+        matches!(vm.0.try_wait(), Ok(None)),
+        "podvm ended: {:?}",
+        vm.0.try_wait()
+    );
+    let (code, body) = http(&sock, "GET", "/", "");
+    assert_eq!(code, 200, "{body}");
+}

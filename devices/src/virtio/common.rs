@@ -139,6 +139,11 @@ impl VirtioCommon {
         self.activation.reset();
     }
 
+    /// Passes over a queue that found its ring broken, so far.
+    pub fn queue_errors(&self) -> u64 {
+        self.queue_errors
+    }
+
     /// The activation, when the device is active.
     pub fn active(&mut self) -> Option<&mut Activation> {
         self.activation.active()

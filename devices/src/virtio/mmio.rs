@@ -50,6 +50,25 @@ const MMIO_VERSION: u32 = 2;
 /// Vendor id reported to the guest (none assigned; as Firecracker).
 const MMIO_VENDOR_ID: u32 = 0;
 
+/// What a driver did that the transport refused or that broke the device,
+/// for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportCounters {
+    /// Register accesses ignored: not 4 bytes wide or not aligned, of an
+    /// unknown register, or a write the register takes only at another
+    /// step (queue layout outside queue setup or of a ready queue,
+    /// features outside negotiation, a status change out of order), a
+    /// value a queue cannot take, and notifications of a queue the device
+    /// does not have. Configuration-space accesses are never counted.
+    pub ignored_accesses: u64,
+    /// Times the device set DEVICE_NEEDS_RESET (a ready queue outside
+    /// guest memory or with a value it cannot take, a failed activation).
+    pub needs_reset: u64,
+    /// Passes over a queue that found its available ring broken (an index
+    /// too far ahead, or moving back) or its used ring not writable.
+    pub queue_errors: u64,
+}
+
 /// The transport state of one virtio-mmio device.
 pub struct MmioTransport {
     device: Arc<Mutex<dyn VirtioDevice>>,
@@ -70,6 +89,8 @@ pub struct MmioTransport {
     queue_sel: u32,
     status: u32,
     config_generation: u32,
+    ignored_accesses: u64,
+    needs_reset: u64,
 }
 
 /// `addr` with its high (or low) 32 bits replaced by `value`.
@@ -119,7 +140,28 @@ impl MmioTransport {
             queue_sel: 0,
             status: 0,
             config_generation: 0,
+            ignored_accesses: 0,
+            needs_reset: 0,
         }
+    }
+
+    /// The virtio device id of the device behind it.
+    pub fn device_type(&self) -> u32 {
+        self.device_type
+    }
+
+    /// What the driver did wrong so far (see [`TransportCounters`]).
+    pub fn counters(&self) -> TransportCounters {
+        TransportCounters {
+            ignored_accesses: self.ignored_accesses,
+            needs_reset: self.needs_reset,
+            queue_errors: lock(&self.device).common().queue_errors(),
+        }
+    }
+
+    /// Counts an access the transport ignored.
+    fn ignored(&mut self) {
+        self.ignored_accesses += 1;
     }
 
     /// The device status the driver set.
@@ -149,7 +191,7 @@ impl MmioTransport {
         self.status & FEATURES_OK != 0 && self.status & DRIVER_OK == 0
     }
 
-    fn read_register(&self, offset: u64) -> u32 {
+    fn read_register(&mut self, offset: u64) -> u32 {
         let queue = self.queues.get(self.queue_sel as usize);
         match offset {
             MAGIC_VALUE => MMIO_MAGIC,
@@ -168,6 +210,7 @@ impl MmioTransport {
             CONFIG_GENERATION => self.config_generation,
             _ => {
                 log::debug!("virtio-mmio: read of unknown register {offset:#x}");
+                self.ignored();
                 0
             }
         }
@@ -181,12 +224,13 @@ impl MmioTransport {
                 // Only while negotiating (spec §3.1.1 step 5).
                 if self.status & (DRIVER | FEATURES_OK) != DRIVER {
                     log::debug!("virtio-mmio: driver features written outside negotiation");
+                    self.ignored();
                     return;
                 }
                 let shift = match self.driver_features_sel {
                     0 => 0,
                     1 => 32,
-                    _ => return,
+                    _ => return self.ignored(),
                 };
                 let mask = 0xffff_ffffu64 << shift;
                 self.acked_features =
@@ -200,22 +244,25 @@ impl MmioTransport {
             QUEUE_NOTIFY_OFFSET => self.notify_without_ioeventfd(value),
             INTERRUPT_ACK => self.irq.ack(value),
             STATUS => self.write_status(value),
-            _ => log::debug!("virtio-mmio: write of unknown register {offset:#x}"),
+            _ => {
+                log::debug!("virtio-mmio: write of unknown register {offset:#x}");
+                self.ignored();
+            }
         }
     }
 
     fn write_queue_register(&mut self, offset: u64, value: u32) {
         if !self.queue_config_allowed() {
             log::debug!("virtio-mmio: queue register {offset:#x} written outside queue setup");
-            return;
+            return self.ignored();
         }
         let index = self.queue_sel as usize;
         let Some(q) = self.queues.get_mut(index) else {
-            return;
+            return self.ignored();
         };
         if offset != QUEUE_READY && q.ready() {
             log::debug!("virtio-mmio: queue layout changed while the queue is ready");
-            return;
+            return self.ignored();
         }
         // A value the queue cannot take (a size that is not a power of two
         // up to the maximum, a misaligned ring) marks the queue invalid
@@ -246,17 +293,20 @@ impl MmioTransport {
                 "virtio-mmio: queue {index}: invalid value {value:#x} for register {offset:#x}"
             );
             self.invalid_queues[index] = true;
+            self.ignored();
         }
     }
 
     /// A QueueNotify write that no ioeventfd caught (there always is one
     /// when the VMM wired the device; this keeps the transport correct on
     /// its own).
-    fn notify_without_ioeventfd(&self, queue: u32) {
-        if let Some(evt) = self.queue_evts.get(queue as usize) {
-            if let Err(e) = evt.write(1) {
-                log::warn!("virtio-mmio: cannot forward a queue notification: {e}");
-            }
+    fn notify_without_ioeventfd(&mut self, queue: u32) {
+        let Some(evt) = self.queue_evts.get(queue as usize) else {
+            log::debug!("virtio-mmio: notification of queue {queue}, which the device lacks");
+            return self.ignored();
+        };
+        if let Err(e) = evt.write(1) {
+            log::warn!("virtio-mmio: cannot forward a queue notification: {e}");
         }
     }
 
@@ -272,7 +322,7 @@ impl MmioTransport {
         let new_bits = value & !self.status;
         if value & self.status != self.status {
             log::debug!("virtio-mmio: driver cleared status bits without a reset");
-            return;
+            return self.ignored();
         }
         match new_bits {
             ACKNOWLEDGE if self.status == 0 => self.status = value,
@@ -280,10 +330,13 @@ impl MmioTransport {
             FEATURES_OK if self.status == ACKNOWLEDGE | DRIVER => self.features_ok(value),
             DRIVER_OK if self.status == ACKNOWLEDGE | DRIVER | FEATURES_OK => self.driver_ok(value),
             0 => {}
-            _ => log::debug!(
-                "virtio-mmio: invalid status transition {:#x} -> {value:#x}",
-                self.status
-            ),
+            _ => {
+                log::debug!(
+                    "virtio-mmio: invalid status transition {:#x} -> {value:#x}",
+                    self.status
+                );
+                self.ignored();
+            }
         }
     }
 
@@ -293,13 +346,13 @@ impl MmioTransport {
             log::debug!(
                 "virtio-mmio: driver accepted features the device does not offer: {unknown:#x}"
             );
-            return;
+            return self.ignored();
         }
         // The modern transport needs VERSION_1; leaving FEATURES_OK clear
         // tells the driver so (spec §3.1.1 step 6).
         if self.acked_features & (1 << VIRTIO_F_VERSION_1) == 0 {
             log::debug!("virtio-mmio: driver did not accept VIRTIO_F_VERSION_1");
-            return;
+            return self.ignored();
         }
         lock(&self.device).set_acked_features(self.acked_features);
         self.status = value;
@@ -494,6 +547,7 @@ impl MmioTransport {
     }
 
     fn needs_reset(&mut self) {
+        self.needs_reset += 1;
         self.status |= DEVICE_NEEDS_RESET;
         self.config_changed();
         // Raise the line even before DRIVER_OK so the driver looks.
@@ -531,6 +585,7 @@ impl BusDevice for MmioTransport {
                 "virtio-mmio: {}-byte read of register {offset:#x}",
                 data.len()
             );
+            self.ignored();
             data.fill(0);
             return;
         }
@@ -547,10 +602,10 @@ impl BusDevice for MmioTransport {
                 "virtio-mmio: {}-byte write of register {offset:#x}",
                 data.len()
             );
-            return;
+            return self.ignored();
         };
         if !offset.is_multiple_of(4) {
-            return;
+            return self.ignored();
         }
         self.write_register(offset, u32::from_le_bytes(bytes));
     }
@@ -879,6 +934,48 @@ mod tests {
         let mut b = [0u8; 4];
         f.t.read(0x002, &mut b);
         assert_eq!(b, [0; 4]);
+    }
+
+    #[test]
+    fn refused_accesses_and_needs_reset_are_counted() {
+        let mut f = fixture();
+        let mut b = [0u8; 2];
+        f.t.read(MAGIC_VALUE, &mut b);
+        f.t.write(STATUS + 2, &[1, 0, 0, 0]);
+        w(&mut f.t, 0x0f0, 1);
+        assert_eq!(r(&mut f.t, 0x0a8), 0);
+        w(&mut f.t, QUEUE_NUM, 4);
+        w(&mut f.t, QUEUE_NOTIFY_OFFSET, 9);
+        // Any width goes in the configuration space.
+        f.t.read(CONFIG_SPACE + 1, &mut b);
+        f.t.write(CONFIG_SPACE, &[1]);
+        // The registers the driver may use at this step are not counted.
+        w(&mut f.t, STATUS, ACKNOWLEDGE);
+        w(&mut f.t, QUEUE_NOTIFY_OFFSET, 1);
+        let c = f.t.counters();
+        assert_eq!(
+            (c.ignored_accesses, c.needs_reset, c.queue_errors),
+            (6, 0, 0)
+        );
+        w(&mut f.t, STATUS, 0);
+        negotiate(&mut f.t);
+        w(&mut f.t, QUEUE_SEL, 1);
+        w(&mut f.t, QUEUE_READY, 0);
+        w(&mut f.t, QUEUE_DESC_LOW, 0x4000_0000);
+        w(&mut f.t, QUEUE_READY, 1);
+        w(&mut f.t, STATUS, 0xf);
+        assert_eq!(f.t.counters().needs_reset, 1);
+        assert_eq!(
+            f.t.counters().ignored_accesses,
+            6,
+            "an address outside memory is a valid value"
+        );
+        w(&mut f.t, QUEUE_NUM, 3);
+        assert_eq!(
+            f.t.counters().ignored_accesses,
+            7,
+            "the layout of a ready queue"
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub mod vsock;
 pub use common::{CommonState, VirtioCommon};
 pub use device::{ActivateError, Activation, VirtioDevice};
 pub use interrupt::{IrqLine, INT_CONFIG, INT_VRING};
-pub use mmio::{MmioTransport, MMIO_REGION_SIZE, QUEUE_NOTIFY_OFFSET};
+pub use mmio::{MmioTransport, TransportCounters, MMIO_REGION_SIZE, QUEUE_NOTIFY_OFFSET};
 pub use queue::ChainError;
 
 /// Device status bits (virtio spec §2.1).

@@ -253,6 +253,13 @@ pub(crate) fn skip_bad_head(counter: &mut u64, head: u16, queue: &Queue, device:
 /// looked at once more, as the driver may have posted a chain without
 /// notifying in between. `None`: the ring is empty and notifications are
 /// on.
+///
+/// A ring whose index goes back and forth under the device fails with
+/// `InvalidAvailRingIndex` instead of being looked at again and again: a
+/// driver can lay its used ring over its available ring, so that the
+/// device's own writes of the used ring's flags move the available
+/// index, and "empty" and "not empty" would then alternate for ever,
+/// holding the event loop.
 pub(crate) fn next_to_serve<'a, M: GuestMemory>(
     queue: &mut Queue,
     mem: &'a M,
@@ -260,6 +267,8 @@ pub(crate) fn next_to_serve<'a, M: GuestMemory>(
     malformed: &mut u64,
     device: &str,
 ) -> Result<Option<Chain<'a, M>>, virtio_queue::Error> {
+    // Where the device was in the ring when it last looked again.
+    let mut looked_again_at = None;
     loop {
         match take(queue, mem, max)? {
             Some(Avail::Chain(chain)) => return Ok(Some(chain)),
@@ -268,6 +277,13 @@ pub(crate) fn next_to_serve<'a, M: GuestMemory>(
                 if !queue.enable_notification(mem)? {
                     return Ok(None);
                 }
+                // A driver that posted between the two looks is found by the
+                // next `take`; finding nothing again, at the same place,
+                // means the index moved back.
+                if looked_again_at == Some(queue.next_avail()) {
+                    return Err(virtio_queue::Error::InvalidAvailRingIndex);
+                }
+                looked_again_at = Some(queue.next_avail());
                 queue.disable_notification(mem)?;
             }
         }
@@ -495,6 +511,43 @@ mod tests {
             .is_none());
         assert_eq!(bad, 3);
         assert_eq!(used_flags(&m, &vq), 0);
+    }
+
+    /// Found by the `block_requestq` fuzz target: the used ring's flags
+    /// lie on the available ring's index, so disabling notifications
+    /// makes one entry available and enabling them takes it away again.
+    #[test]
+    fn an_available_index_that_the_device_itself_moves_back_ends_the_pass() {
+        let m = mem();
+        let mut q = Queue::new(16).unwrap();
+        q.try_set_size(1).unwrap();
+        q.try_set_desc_table_address(GuestAddress(0x1000)).unwrap();
+        // avail: flags at 0x2002, idx at 0x2004; used: flags at 0x2004.
+        q.try_set_avail_ring_address(GuestAddress(0x2002)).unwrap();
+        q.try_set_used_ring_address(GuestAddress(0x2004)).unwrap();
+        q.set_ready(true);
+        assert!(q.is_valid(&m));
+        // One chain was served already: the device is at entry 1.
+        q.set_next_avail(1);
+        let mut bad = 0;
+        q.disable_notification(&m).unwrap();
+        assert!(matches!(
+            next_to_serve(&mut q, &m, 16, &mut bad, "test"),
+            Err(virtio_queue::Error::InvalidAvailRingIndex)
+        ));
+        assert_eq!(bad, 0);
+        // A driver that posts between the device's two looks is served.
+        let vq = queue_with(&m, &[]);
+        let mut q: Queue = vq.create_queue().unwrap();
+        q.disable_notification(&m).unwrap();
+        assert!(next_to_serve(&mut q, &m, 16, &mut bad, "test")
+            .unwrap()
+            .is_none());
+        vq.avail().ring().ref_at(0).unwrap().store(2);
+        vq.avail().idx().store(1);
+        q.disable_notification(&m).unwrap();
+        let chain = next_to_serve(&mut q, &m, 16, &mut bad, "test").unwrap();
+        assert_eq!(chain.map(|c| c.head_index()), Some(2));
     }
 
     #[test]

@@ -393,7 +393,26 @@ impl VirtioDevices {
                 )
             })
             .collect();
-        let mut m = serde_json::json!({ "block": block, "net": net });
+        // What drivers did wrong at each transport, by window address.
+        let mmio: serde_json::Map<_, _> = self
+            .slots
+            .iter()
+            .zip(&self.transports)
+            .map(|(slot, t)| {
+                let t = t.lock().unwrap_or_else(|e| e.into_inner());
+                let c = t.counters();
+                (
+                    format!("{:#x}", slot.base),
+                    serde_json::json!({
+                        "device_type": t.device_type(),
+                        "ignored_accesses": c.ignored_accesses,
+                        "needs_reset": c.needs_reset,
+                        "queue_errors": c.queue_errors,
+                    }),
+                )
+            })
+            .collect();
+        let mut m = serde_json::json!({ "block": block, "net": net, "mmio": mmio });
         if let Some(r) = &self.rng {
             let r = r.lock().unwrap_or_else(|e| e.into_inner());
             let (malformed, failures) = r.errors();

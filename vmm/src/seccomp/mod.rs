@@ -195,6 +195,29 @@ impl SeccompFilters {
     }
 }
 
+/// Makes every thread allocate from glibc's main heap (`M_ARENA_MAX` = 1).
+/// Call it first thing in `main`, before any thread starts: a thread keeps
+/// the heap it first allocated from.
+///
+/// glibc gives other threads heaps ("arenas") of their own, and when one
+/// of those shrinks after a large free, glibc reads
+/// `/proc/sys/vm/overcommit_memory` (`shrink_heap` →
+/// `check_may_shrink_heap`): an `openat` that the API and vCPU filters
+/// forbid, so an API client that sent a 1 MiB header, or kept thousands of
+/// connections open, ended podvm with exit code 148. The main heap shrinks
+/// with `brk`, which every filter allows.
+pub fn use_one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only changes the allocator's tuning; it is
+        // called before any other thread exists.
+        let ok = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+        if ok != 1 {
+            log::warn!("seccomp: cannot limit malloc to one arena");
+        }
+    }
+}
+
 /// Installs `filters`' filter of `kind` on the calling thread, or nothing
 /// when seccomp is off (`--no-seccomp`).
 pub fn apply(
