@@ -10,7 +10,7 @@ use std::sync::mpsc::{channel, Receiver};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BootSourceConfig, DriveConfig, MachineConfig, NetConfig};
+use crate::{BootSourceConfig, DriveConfig, HugePageConfig, MachineConfig, NetConfig};
 
 /// Partial update of the machine configuration (`PATCH /machine-config`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +28,9 @@ pub struct MachineConfigUpdate {
     /// New dirty-page tracking setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_dirty_pages: Option<bool>,
+    /// New backing of guest RAM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub huge_pages: Option<HugePageConfig>,
 }
 
 /// Swapping a drive's backing file after boot (`PATCH /drives/{id}`).
