@@ -311,6 +311,7 @@ mod tests {
                 mem_size_mib: 256,
                 smt: false,
                 track_dirty_pages: false,
+                huge_pages: resources::HugePageConfig::None,
             })
         );
         assert_eq!(
@@ -625,6 +626,7 @@ mod tests {
                 mem_size_mib: 256,
                 smt: false,
                 track_dirty_pages: false,
+                huge_pages: resources::HugePageConfig::None,
             })
         );
         assert_eq!(

@@ -413,10 +413,16 @@ mod tests {
         let addr = mapping.as_ptr() as usize;
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let start = format!("{addr:x}-");
-        let entry: Vec<&str> = smaps
-            .lines()
-            .skip_while(|l| !l.starts_with(&start))
-            .take_while(|l| l.starts_with(&start) || !l.contains('-') || l.contains(':'))
+        // The mapping's header line, then its "Key: value" lines.
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        let entry: Vec<&str> = lines
+            .next()
+            .into_iter()
+            .chain(lines.take_while(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|key| key.ends_with(':'))
+            }))
             .collect();
         let field = |key: &str| -> u64 {
             entry
@@ -427,8 +433,14 @@ mod tests {
         };
         assert!(entry[0].contains("/memfd:podvm-guest-ram"), "{}", entry[0]);
         assert_eq!(field("KernelPageSize"), 2048);
-        // Two huge pages touched.
-        assert_eq!(field("Shared_Hugetlb"), 4096);
+        // Two huge pages touched, mapped by this process alone (the
+        // kernel counts a hugetlb page as shared when more than one
+        // process maps it, whatever the mapping's flags).
+        assert_eq!(
+            (field("Private_Hugetlb"), field("Shared_Hugetlb")),
+            (4096, 0),
+            "{entry:#?}"
+        );
         drop(mem);
         assert_eq!(free_huge_pages_2m().unwrap(), before, "given back");
     }
