@@ -46,6 +46,7 @@ fn spec(mem_size_mib: usize) -> VmSpec {
             mem_size_mib,
             smt: false,
             track_dirty_pages: false,
+            huge_pages: resources::HugePageConfig::None,
         },
         boot_source: BootSourceConfig {
             kernel_image_path: hello(),

@@ -217,6 +217,7 @@ impl RunArgs {
                 mem_size_mib: self.memory,
                 smt: false,
                 track_dirty_pages: false,
+                huge_pages: resources::HugePageConfig::None,
             },
             boot_source: BootSourceConfig {
                 kernel_image_path: self.kernel.clone().unwrap_or_default(),

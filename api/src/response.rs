@@ -118,7 +118,7 @@ mod tests {
         let r = success_response(VmmData::MachineConfig(MachineConfig::default()));
         assert_eq!(
             body(r),
-            r#"{"vcpu_count":1,"mem_size_mib":128,"smt":false,"track_dirty_pages":false}"#
+            r#"{"vcpu_count":1,"mem_size_mib":128,"smt":false,"track_dirty_pages":false,"huge_pages":"None"}"#
         );
         let r = success_response(VmmData::VmConfig(serde_json::json!({"drives": []})));
         assert_eq!(body(r), r#"{"drives":[]}"#);

@@ -309,6 +309,7 @@ mod tests {
                 mem_size_mib: 256,
                 smt: false,
                 track_dirty_pages: false,
+                huge_pages: resources::HugePageConfig::None,
             })
         );
         assert_eq!(
@@ -628,6 +629,7 @@ mod tests {
                 mem_size_mib: 256,
                 smt: false,
                 track_dirty_pages: false,
+                huge_pages: resources::HugePageConfig::None,
             })
         );
         assert_eq!(

@@ -225,6 +225,7 @@ async fn go_sdk_call_order_reaches_the_vmm_as_actions() {
                 mem_size_mib: 256,
                 smt: false,
                 track_dirty_pages: false,
+                huge_pages: resources::HugePageConfig::None,
             }),
             VmmAction::PutBootSource(BootSourceConfig {
                 kernel_image_path: "/vmlinux".into(),

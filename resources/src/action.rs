@@ -10,7 +10,9 @@ use std::sync::mpsc::{channel, Receiver};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BootSourceConfig, DriveConfig, MachineConfig, NetConfig, RateLimiterConfig};
+use crate::{
+    BootSourceConfig, DriveConfig, HugePageConfig, MachineConfig, NetConfig, RateLimiterConfig,
+};
 
 /// Partial update of the machine configuration (`PATCH /machine-config`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +30,9 @@ pub struct MachineConfigUpdate {
     /// New dirty-page tracking setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_dirty_pages: Option<bool>,
+    /// New backing of guest RAM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub huge_pages: Option<HugePageConfig>,
 }
 
 /// Swapping a drive's backing file, or changing its rate limiter

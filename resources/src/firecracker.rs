@@ -6,8 +6,7 @@
 //! - what podvm honours becomes part of the configuration;
 //! - what podvm can ignore without changing what the guest sees or risking
 //!   its data is accepted (`cache_type` — podvm always honours the
-//!   guest's flushes —, `io_engine: "Sync"`, `cpu_template: "None"`,
-//!   `huge_pages: "None"`);
+//!   guest's flushes —, `io_engine: "Sync"`, `cpu_template: "None"`);
 //! - anything else is refused with an [`Unsupported`] error naming the
 //!   field and the value.
 //!
@@ -22,7 +21,8 @@ use serde::Deserialize;
 
 use crate::action::{DriveUpdate, MachineConfigUpdate, NetworkInterfaceUpdate};
 use crate::{
-    CacheType, DriveConfig, MacAddr, MachineConfig, NetConfig, RateLimiterConfig, VsockConfig,
+    CacheType, DriveConfig, HugePageConfig, MacAddr, MachineConfig, NetConfig, RateLimiterConfig,
+    VsockConfig,
 };
 
 /// A field podvm does not support, or not with that value.
@@ -46,20 +46,15 @@ pub struct FcMachineConfig {
     track_dirty_pages: bool,
     #[serde(default)]
     cpu_template: Option<String>,
+    /// `"None"` or `"2M"` (an unknown value is refused by serde).
     #[serde(default)]
-    huge_pages: Option<String>,
+    huge_pages: Option<HugePageConfig>,
 }
 
-/// Refuses the machine fields podvm does not implement yet.
-fn check_machine_extras(
-    cpu_template: Option<&str>,
-    huge_pages: Option<&str>,
-) -> Result<(), Unsupported> {
+/// Refuses the machine fields podvm does not implement.
+fn check_machine_extras(cpu_template: Option<&str>) -> Result<(), Unsupported> {
     if let Some(t) = cpu_template.filter(|t| *t != "None") {
         return unsupported(format!("machine-config.cpu_template {t:?}"));
-    }
-    if let Some(h) = huge_pages.filter(|h| *h != "None") {
-        return unsupported(format!("machine-config.huge_pages {h:?} (yet)"));
     }
     Ok(())
 }
@@ -67,12 +62,13 @@ fn check_machine_extras(
 impl FcMachineConfig {
     /// The machine configuration, or what podvm cannot honour.
     pub fn into_config(self) -> Result<MachineConfig, Unsupported> {
-        check_machine_extras(self.cpu_template.as_deref(), self.huge_pages.as_deref())?;
+        check_machine_extras(self.cpu_template.as_deref())?;
         Ok(MachineConfig {
             vcpu_count: self.vcpu_count,
             mem_size_mib: self.mem_size_mib,
             smt: self.smt,
             track_dirty_pages: self.track_dirty_pages,
+            huge_pages: self.huge_pages.unwrap_or_default(),
         })
     }
 }
@@ -92,18 +88,19 @@ pub struct FcMachineConfigUpdate {
     #[serde(default)]
     cpu_template: Option<String>,
     #[serde(default)]
-    huge_pages: Option<String>,
+    huge_pages: Option<HugePageConfig>,
 }
 
 impl FcMachineConfigUpdate {
     /// The update, or what podvm cannot honour.
     pub fn into_update(self) -> Result<MachineConfigUpdate, Unsupported> {
-        check_machine_extras(self.cpu_template.as_deref(), self.huge_pages.as_deref())?;
+        check_machine_extras(self.cpu_template.as_deref())?;
         Ok(MachineConfigUpdate {
             vcpu_count: self.vcpu_count,
             mem_size_mib: self.mem_size_mib,
             smt: self.smt,
             track_dirty_pages: self.track_dirty_pages,
+            huge_pages: self.huge_pages,
         })
     }
 }
@@ -329,8 +326,22 @@ mod tests {
                 mem_size_mib: 256,
                 smt: true,
                 track_dirty_pages: false,
+                huge_pages: HugePageConfig::None,
             })
         );
+        let huge: FcMachineConfig =
+            parse(r#"{"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "2M"}"#);
+        assert_eq!(
+            huge.into_config().unwrap().huge_pages,
+            HugePageConfig::Hugetlbfs2M
+        );
+        let patch: FcMachineConfigUpdate = parse(r#"{"huge_pages": "2M"}"#);
+        assert_eq!(
+            patch.into_update().unwrap().huge_pages,
+            Some(HugePageConfig::Hugetlbfs2M)
+        );
+        let patch: FcMachineConfigUpdate = parse(r#"{"vcpu_count": 2}"#);
+        assert_eq!(patch.into_update().unwrap().huge_pages, None);
         let d: FcDrive = parse(
             r#"{"drive_id": "rootfs", "path_on_host": "/r", "is_root_device": true,
                 "cache_type": "Writeback", "io_engine": "Sync", "rate_limiter": null,
@@ -419,12 +430,19 @@ mod tests {
             machine(r#"{"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "T2"}"#),
             "machine-config.cpu_template \"T2\" is not supported by podvm"
         );
-        assert_eq!(
-            machine(r#"{"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "2M"}"#),
-            "machine-config.huge_pages \"2M\" (yet) is not supported by podvm"
-        );
-        let update = parse::<FcMachineConfigUpdate>(r#"{"huge_pages": "2M"}"#);
+        let update = parse::<FcMachineConfigUpdate>(r#"{"cpu_template": "C3"}"#);
         assert!(update.into_update().is_err());
+        // Huge page sizes Firecracker does not have either are not values
+        // of the field at all.
+        let err = serde_json::from_str::<FcMachineConfig>(
+            r#"{"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "1G"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(r#"huge_pages "1G": expected "None" or "2M""#),
+            "{err}"
+        );
 
         let drive = |json: &str| {
             parse::<FcDrive>(json)

@@ -27,7 +27,9 @@ pub use config_file::{
     parse_config_file, parse_config_file_contents, ConfigFileContents, ConfigFileError,
 };
 pub use drive::{CacheType, DriveConfig, DRIVE_ID_MAX_LEN};
-pub use machine::{MachineConfig, MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB};
+pub use machine::{
+    HugePageConfig, MachineConfig, HUGE_PAGE_2M, MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB,
+};
 pub use net::{MacAddr, MacAddrParseError, NetConfig, TAP_NAME_MAX_LEN};
 pub use rate_limiter::{
     RateLimiterConfig, RateLimiterError, TokenBucketConfig, MAX_REFILL_TIME_MS,

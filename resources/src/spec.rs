@@ -58,6 +58,9 @@ pub enum SpecError {
     /// More memory than the address space can hold.
     #[error("mem_size_mib {0} is too large")]
     MemoryTooLarge(usize),
+    /// Memory backed by huge pages that is not a whole number of them.
+    #[error("mem_size_mib {0} is not a whole number of 2 MiB huge pages (huge_pages \"2M\")")]
+    MemoryNotHugePageMultiple(usize),
     /// The kernel command line does not fit.
     #[error("kernel command line is {0} bytes long; the limit is {MAX_KERNEL_CMDLINE_LEN} bytes")]
     CmdlineTooLong(usize),
@@ -135,7 +138,9 @@ impl SpecError {
         match self {
             SpecError::ZeroVcpus | SpecError::TooManyVcpus { .. } => "vcpu_count",
             SpecError::SmtOddVcpus(_) => "smt",
-            SpecError::MemoryTooSmall(_) | SpecError::MemoryTooLarge(_) => "mem_size_mib",
+            SpecError::MemoryTooSmall(_)
+            | SpecError::MemoryTooLarge(_)
+            | SpecError::MemoryNotHugePageMultiple(_) => "mem_size_mib",
             SpecError::CmdlineTooLong(_) | SpecError::CmdlineNul => "boot_args",
             SpecError::DuplicateDriveId(_)
             | SpecError::BadDriveId(_)
@@ -182,6 +187,9 @@ impl VmSpec {
         // the memory is mapped and registered.
         if m.mem_size_mib > (1 << 26) {
             return Err(SpecError::MemoryTooLarge(m.mem_size_mib));
+        }
+        if m.huge_pages.huge_page_size().is_some() && m.huge_pages_needed().is_none() {
+            return Err(SpecError::MemoryNotHugePageMultiple(m.mem_size_mib));
         }
         let cmdline = self.boot_source.cmdline();
         if cmdline.len() > MAX_KERNEL_CMDLINE_LEN {
@@ -473,6 +481,13 @@ mod tests {
                 SpecError::MemoryTooLarge((1 << 26) + 1),
             ),
             (
+                Box::new(|s| {
+                    s.machine.mem_size_mib = 129;
+                    s.machine.huge_pages = crate::HugePageConfig::Hugetlbfs2M;
+                }),
+                SpecError::MemoryNotHugePageMultiple(129),
+            ),
+            (
                 Box::new(|s| s.boot_source.boot_args = Some("x".repeat(2048))),
                 SpecError::CmdlineTooLong(2048),
             ),
@@ -486,6 +501,26 @@ mod tests {
             change(&mut s);
             assert_eq!(s.validate(8), Err(want));
         }
+    }
+
+    #[test]
+    fn huge_pages_need_a_whole_number_of_them() {
+        let mut s = spec();
+        s.machine.huge_pages = crate::HugePageConfig::Hugetlbfs2M;
+        s.machine.mem_size_mib = 130;
+        assert_eq!(s.validate(8), Ok(()));
+        // Base pages take any size.
+        s.machine.huge_pages = crate::HugePageConfig::None;
+        s.machine.mem_size_mib = 129;
+        assert_eq!(s.validate(8), Ok(()));
+        assert_eq!(
+            SpecError::MemoryNotHugePageMultiple(129).to_string(),
+            "mem_size_mib 129 is not a whole number of 2 MiB huge pages (huge_pages \"2M\")"
+        );
+        assert_eq!(
+            SpecError::MemoryNotHugePageMultiple(129).field(),
+            "mem_size_mib"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! A test that cannot run on this host (no `/dev/kvm`, not root, no
 //! iproute2, no guest-image tools, KVM emulating guests, no Firecracker
-//! binary) calls [`skip`] — or one of the `need_*` checks that call it —
+//! binary, no huge pages to be had) calls [`skip`] — or one of the `need_*` checks that call it —
 //! and returns. [`skip`] then does one of two things:
 //!
 //! - when the switch for that kind of need is on ([`Need::switch`], or
@@ -13,10 +13,16 @@
 //!   plain `cargo test` shows every skip beside the `ok` it reports, and
 //!   `.ci/run` can count them.
 //!
+//! Tests that need 2 MiB huge pages reserve them with [`HugePages`],
+//! which gives the host's pool back as it was when the test ends, even
+//! when it fails.
+//!
 //! Only dev-dependencies use this crate: nothing of it is in podvm.
 
 use std::fmt::Display;
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// What a test needs that a host may lack.
@@ -35,6 +41,8 @@ pub enum Need {
     HardwareVirt,
     /// A Firecracker binary to compare against.
     Firecracker,
+    /// Root and a kernel that can add 2 MiB huge pages to its pool.
+    HugePages,
 }
 
 impl Need {
@@ -48,6 +56,7 @@ impl Need {
             Need::GuestTools => "PODVM_REQUIRE_GUEST_TOOLS",
             Need::HardwareVirt => "PODVM_REQUIRE_HW_VIRT",
             Need::Firecracker => "PODVM_REQUIRE_FIRECRACKER",
+            Need::HugePages => "PODVM_REQUIRE_HUGEPAGES",
         }
     }
 }
@@ -148,6 +157,136 @@ fn net_missing() -> Option<&'static str> {
     None
 }
 
+/// The kernel's pool of 2 MiB huge pages.
+pub const HUGEPAGES_2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+
+/// Held while a test has changed the huge page pool, by every test of
+/// every process (an `flock`, which also excludes other threads of this
+/// process: each reservation opens the file anew).
+const HUGEPAGES_LOCK: &str = "/tmp/podvm-test-hugepages.lock";
+
+fn read_count(name: &str) -> std::io::Result<u64> {
+    let text = std::fs::read_to_string(Path::new(HUGEPAGES_2M).join(name))?;
+    text.trim()
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+fn write_pool_size(pages: u64) -> std::io::Result<()> {
+    std::fs::write(
+        Path::new(HUGEPAGES_2M).join("nr_hugepages"),
+        pages.to_string(),
+    )
+}
+
+/// 2 MiB huge pages added to the host's pool for one test: the pool as it
+/// was comes back when this is dropped (also when the test panics), and
+/// no other test changes the pool meanwhile.
+#[derive(Debug)]
+pub struct HugePages {
+    /// The pool size to restore.
+    restore: u64,
+    /// The lock, released after the pool is restored (fields drop in
+    /// order, after `drop` ran).
+    _lock: File,
+}
+
+impl HugePages {
+    /// Adds `pages` free huge pages to the pool for `test`; skips the
+    /// test (see [`skip`]) and returns `None` when this process cannot
+    /// (not root, no 2 MiB pool, the kernel found too little contiguous
+    /// memory).
+    pub fn reserve(test: &str, pages: u64) -> Option<HugePages> {
+        if !is_root() {
+            skip(Need::HugePages, test, "reserving huge pages needs root");
+            return None;
+        }
+        let lock = match File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(HUGEPAGES_LOCK)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                skip(
+                    Need::HugePages,
+                    test,
+                    format_args!("cannot open {HUGEPAGES_LOCK}: {e}"),
+                );
+                return None;
+            }
+        };
+        // SAFETY: flock only takes a lock on a descriptor `lock` owns.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let e = std::io::Error::last_os_error();
+            skip(
+                Need::HugePages,
+                test,
+                format_args!("cannot lock {HUGEPAGES_LOCK}: {e}"),
+            );
+            return None;
+        }
+        let restore = match read_count("nr_hugepages") {
+            Ok(n) => n,
+            Err(e) => {
+                skip(
+                    Need::HugePages,
+                    test,
+                    format_args!("no 2 MiB huge page pool ({HUGEPAGES_2M}: {e})"),
+                );
+                return None;
+            }
+        };
+        // From here on, dropping the guard restores the pool.
+        let guard = HugePages {
+            restore,
+            _lock: lock,
+        };
+        if let Err(e) = write_pool_size(restore + pages) {
+            skip(
+                Need::HugePages,
+                test,
+                format_args!("cannot grow the huge page pool: {e}"),
+            );
+            return None;
+        }
+        let usable = read_count("free_hugepages")
+            .and_then(|free| Ok(free.saturating_sub(read_count("resv_hugepages")?)));
+        match usable {
+            Ok(n) if n >= pages => Some(guard),
+            Ok(n) => {
+                skip(
+                    Need::HugePages,
+                    test,
+                    format_args!("asked the kernel for {pages} more huge pages, {n} are usable"),
+                );
+                None
+            }
+            Err(e) => {
+                skip(
+                    Need::HugePages,
+                    test,
+                    format_args!("cannot count the free huge pages: {e}"),
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        if let Err(e) = write_pool_size(self.restore) {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "testkit: cannot restore {HUGEPAGES_2M}/nr_hugepages to {}: {e}",
+                self.restore
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +328,7 @@ mod tests {
             Need::GuestTools,
             Need::HardwareVirt,
             Need::Firecracker,
+            Need::HugePages,
         ] {
             assert!(required(need), "{need:?}");
         }
@@ -240,5 +380,27 @@ mod tests {
         if !required(Need::Root) {
             assert_eq!(need_root("testkit-self-check"), uid == "0");
         }
+    }
+
+    #[test]
+    fn a_huge_page_reservation_gives_the_pool_back() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        if required(Need::HugePages) && !is_root() {
+            return; // reserve would panic: that is its job, not this test's
+        }
+        let Some(pool) = HugePages::reserve("a_huge_page_reservation_gives_the_pool_back", 2)
+        else {
+            return;
+        };
+        let restore = pool.restore;
+        assert!(read_count("nr_hugepages").unwrap() >= restore + 2);
+        assert!(read_count("free_hugepages").unwrap() >= 2);
+        drop(pool);
+        // With the lock (no reservation of another test under way), the
+        // pool is what it was.
+        let lock = File::options().write(true).open(HUGEPAGES_LOCK).unwrap();
+        // SAFETY: flock only takes a lock on a descriptor `lock` owns.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        assert_eq!(read_count("nr_hugepages").unwrap(), restore);
     }
 }

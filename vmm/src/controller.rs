@@ -329,6 +329,9 @@ impl Controller {
             }
         }
         spec.machine.track_dirty_pages = p.track_dirty_pages;
+        // A restored VM's memory is the memory file mapped privately, in
+        // base pages, whatever backed the VM the snapshot was taken of.
+        spec.machine.huge_pages = resources::HugePageConfig::None;
         self.config = PendingConfig::from_spec(spec);
         self.running = Some(running);
         if record {
@@ -394,6 +397,7 @@ impl Controller {
                 mem_size_mib,
                 smt,
                 track_dirty_pages,
+                huge_pages,
             }) => {
                 self.before_boot("machine-config")?;
                 let mut m = self.config.machine.clone();
@@ -401,6 +405,7 @@ impl Controller {
                 m.mem_size_mib = mem_size_mib.unwrap_or(m.mem_size_mib);
                 m.smt = smt.unwrap_or(m.smt);
                 m.track_dirty_pages = track_dirty_pages.unwrap_or(m.track_dirty_pages);
+                m.huge_pages = huge_pages.unwrap_or(m.huge_pages);
                 check_machine(&m)?;
                 self.config.machine = m;
                 Ok(VmmData::Empty)
@@ -646,9 +651,14 @@ fn probe_spec(machine: MachineConfig) -> VmSpec {
     }
 }
 
+/// Refuses a machine configuration the spec would refuse, and huge pages
+/// this host does not have free now (checked again when the memory is
+/// mapped at `InstanceStart`), at the call.
 fn check_machine(m: &MachineConfig) -> Result<(), ActionError> {
     probe_spec(m.clone())
         .validate(u32::MAX)
+        .map_err(|e| ActionError(format!("machine-config: {e}")))?;
+    crate::memory::check_huge_pages(m.mem_size_bytes(), m.huge_pages)
         .map_err(|e| ActionError(format!("machine-config: {e}")))
 }
 
@@ -858,8 +868,7 @@ mod tests {
         let m = MachineConfig {
             vcpu_count: 2,
             mem_size_mib: 256,
-            smt: false,
-            track_dirty_pages: false,
+            ..MachineConfig::default()
         };
         assert_eq!(
             c.handle(VmmAction::PutMachineConfig(m), &mut ev),
@@ -877,8 +886,7 @@ mod tests {
             VmmData::MachineConfig(MachineConfig {
                 vcpu_count: 2,
                 mem_size_mib: 512,
-                smt: false,
-                track_dirty_pages: false,
+                ..MachineConfig::default()
             })
         );
         let dir = tempfile::tempdir().unwrap();
@@ -906,13 +914,53 @@ mod tests {
     }
 
     #[test]
+    fn huge_pages_the_host_lacks_are_refused_at_the_call() {
+        let Some(_pool) =
+            testkit::HugePages::reserve("huge_pages_the_host_lacks_are_refused_at_the_call", 1)
+        else {
+            return;
+        };
+        let (mut c, mut ev) = controller();
+        let free = crate::memory::free_huge_pages_2m().unwrap();
+        let fits = MachineConfig {
+            mem_size_mib: 2,
+            huge_pages: resources::HugePageConfig::Hugetlbfs2M,
+            ..MachineConfig::default()
+        };
+        // Too small a VM, but the pages are there: the spec is what fails.
+        let err = c
+            .handle(VmmAction::PutMachineConfig(fits), &mut ev)
+            .unwrap_err();
+        assert!(err.0.contains("too small"), "{err}");
+        // At least the smallest memory the spec takes (16 MiB).
+        let needed = (free + 1).max(8);
+        let patch = MachineConfigUpdate {
+            mem_size_mib: Some(2 * needed as usize),
+            huge_pages: Some(resources::HugePageConfig::Hugetlbfs2M),
+            ..Default::default()
+        };
+        let err = c
+            .handle(VmmAction::PatchMachineConfig(patch), &mut ev)
+            .unwrap_err();
+        assert!(
+            err.0.starts_with(&format!(
+                "machine-config: huge_pages \"2M\": guest memory needs {needed} free 2 MiB huge pages, the host has {free} ("
+            )),
+            "{err}"
+        );
+        assert_eq!(
+            c.config.machine,
+            MachineConfig::default(),
+            "a refused call changes nothing"
+        );
+    }
+
+    #[test]
     fn invalid_requests_name_the_problem() {
         let (mut c, mut ev) = controller();
         let zero = MachineConfig {
             vcpu_count: 0,
-            mem_size_mib: 128,
-            smt: false,
-            track_dirty_pages: false,
+            ..MachineConfig::default()
         };
         assert_eq!(
             c.handle(VmmAction::PutMachineConfig(zero), &mut ev),

@@ -1,20 +1,92 @@
-//! Guest RAM: anonymous host memory split around the MMIO gap below 4 GiB.
+//! Guest RAM: a memfd, mapped shared and split around the MMIO gap below
+//! 4 GiB, backed by base pages or by 2 MiB hugetlbfs pages.
+//!
+//! A memfd rather than anonymous memory so that another process (a future
+//! vhost-user device) can be handed the guest's RAM as a file descriptor:
+//! each region's [`FileOffset`] holds it. With base pages the memfd is
+//! shmem: pages are allocated on first touch, so an idle guest costs only
+//! what it used, and its populated pages are the file's data (what a
+//! snapshot finds with `SEEK_DATA`). With huge pages (`MFD_HUGETLB`) the
+//! whole size is reserved from the host's pool when it is mapped, so a VM
+//! either gets all its huge pages at build time or fails to build, and
+//! never faults on a missing one later.
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use std::fs::File;
+use std::io;
+use std::os::fd::FromRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use resources::{HugePageConfig, HUGE_PAGE_2M};
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 use crate::arch::x86_64::layout::{MMIO_GAP_END, MMIO_GAP_START};
+
+/// Where the kernel counts 2 MiB huge pages (`free_hugepages`,
+/// `resv_hugepages`, `nr_hugepages`).
+pub const HUGEPAGES_2M_SYSFS: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+
+/// The name guest RAM's memfd has (`/memfd:podvm-guest-ram` in
+/// `/proc/PID/maps`).
+pub const GUEST_RAM_MEMFD_NAME: &str = "podvm-guest-ram";
 
 /// Guest memory could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
+    /// `memfd_create` failed.
+    #[error("cannot create the memfd for guest memory: {0}")]
+    CreateMemfd(#[source] io::Error),
+    /// The memfd could not be sized.
+    #[error("cannot size guest memory's memfd to {size_mib} MiB: {source}")]
+    SizeMemfd {
+        /// Requested size in MiB.
+        size_mib: u64,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// The host refused to map the memory.
     #[error("cannot map {size_mib} MiB of guest memory: {source}")]
     Map {
-        /// Requested size in MiB.
+        /// Size of the region in MiB.
         size_mib: u64,
         /// The mapping error.
         #[source]
-        source: vm_memory::mmap::FromRangesError,
+        source: vm_memory::mmap::MmapRegionError,
+    },
+    /// The mapped regions do not form guest memory.
+    #[error("cannot assemble guest memory: {0}")]
+    Assemble(#[source] vm_memory::GuestRegionCollectionError),
+    /// Memory to back with huge pages that is not a whole number of them.
+    #[error("{size_mib} MiB of guest memory is not a whole number of 2 MiB huge pages")]
+    NotHugePageMultiple {
+        /// Requested size in MiB.
+        size_mib: u64,
+    },
+    /// The host has fewer free huge pages than the guest needs.
+    #[error(
+        "huge_pages \"2M\": guest memory needs {needed} free 2 MiB huge pages, the host has {free} \
+         ({HUGEPAGES_2M_SYSFS}: free_hugepages minus resv_hugepages); reserve more through \
+         /proc/sys/vm/nr_hugepages"
+    )]
+    NotEnoughHugePages {
+        /// Huge pages the guest's memory takes.
+        needed: u64,
+        /// Huge pages free and not reserved by other mappings.
+        free: u64,
+    },
+    /// The huge pages could not be reserved, and how many are free is
+    /// unknown.
+    #[error("huge_pages \"2M\": cannot reserve {needed} 2 MiB huge pages for guest memory ({HUGEPAGES_2M_SYSFS} unreadable: {count}): {source}")]
+    ReserveHugePages {
+        /// Huge pages the guest's memory takes.
+        needed: u64,
+        /// Why the free count could not be read.
+        count: io::Error,
+        /// The mapping error.
+        #[source]
+        source: vm_memory::mmap::MmapRegionError,
     },
 }
 
@@ -32,19 +104,184 @@ pub fn ram_regions(mem_size: u64) -> Vec<(GuestAddress, usize)> {
     regions
 }
 
-/// Maps `mem_size` bytes of guest RAM. Pages are allocated on first touch,
-/// so an idle guest costs only what it used.
-pub fn create_guest_memory(mem_size: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    GuestMemoryMmap::from_ranges(&ram_regions(mem_size)).map_err(|source| MemoryError::Map {
-        size_mib: mem_size >> 20,
-        source,
+// The low region ends at the gap, and the high one starts at that offset
+// of the memfd: a hugetlbfs mapping must start at a huge-page offset.
+const _: () = assert!(MMIO_GAP_START.is_multiple_of(HUGE_PAGE_2M));
+
+fn read_count(path: &Path) -> io::Result<u64> {
+    let text = std::fs::read_to_string(path)?;
+    text.trim().parse().map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {text:?}: {e}", path.display()),
+        )
     })
+}
+
+/// The 2 MiB huge pages a new mapping can reserve now: free ones not
+/// promised to other mappings (`free_hugepages − resv_hugepages`), from
+/// sysfs or, where only `/proc` is mounted (a jail), from `/proc/meminfo`
+/// when 2 MiB is the default huge page size.
+pub fn free_huge_pages_2m() -> io::Result<u64> {
+    let sysfs = Path::new(HUGEPAGES_2M_SYSFS);
+    let from_sysfs = read_count(&sysfs.join("free_hugepages"))
+        .and_then(|free| Ok((free, read_count(&sysfs.join("resv_hugepages"))?)));
+    let (free, reserved) = match from_sysfs {
+        Ok(counts) => counts,
+        Err(sysfs_err) => {
+            let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|_| sysfs_err)?;
+            let field = |key: &str| -> Option<u64> {
+                meminfo.lines().find_map(|l| {
+                    let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+                    rest.split_whitespace().next()?.parse().ok()
+                })
+            };
+            match (
+                field("Hugepagesize"),
+                field("HugePages_Free"),
+                field("HugePages_Rsvd"),
+            ) {
+                (Some(2048), Some(free), Some(reserved)) => (free, reserved),
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "no 2 MiB huge page counts in sysfs or /proc/meminfo",
+                    ))
+                }
+            }
+        }
+    };
+    Ok(free.saturating_sub(reserved))
+}
+
+/// Checks that `mem_size` bytes can be backed as `huge_pages` says on this
+/// host now: a whole number of huge pages, and that many free. The host
+/// may change before the memory is mapped; [`create_guest_memory_with`]
+/// checks again. A free count that cannot be read is not an error here:
+/// mapping the memory then tells.
+pub fn check_huge_pages(mem_size: u64, huge_pages: HugePageConfig) -> Result<(), MemoryError> {
+    let Some(page) = huge_pages.huge_page_size() else {
+        return Ok(());
+    };
+    if !mem_size.is_multiple_of(page) {
+        return Err(MemoryError::NotHugePageMultiple {
+            size_mib: mem_size >> 20,
+        });
+    }
+    let needed = mem_size / page;
+    match free_huge_pages_2m() {
+        Ok(free) if free < needed => Err(MemoryError::NotEnoughHugePages { needed, free }),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            log::debug!("cannot count the free huge pages: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// Maps `mem_size` bytes of guest RAM backed by base pages (see
+/// [`create_guest_memory_with`]).
+pub fn create_guest_memory(mem_size: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    create_guest_memory_with(mem_size, HugePageConfig::None)
+}
+
+/// Creates guest RAM's memfd (base pages or hugetlbfs) of `mem_size`
+/// bytes.
+fn create_memfd(mem_size: u64, huge: bool) -> Result<File, MemoryError> {
+    let mut flags = libc::MFD_CLOEXEC;
+    if huge {
+        flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_2MB;
+    }
+    let name = std::ffi::CString::new(GUEST_RAM_MEMFD_NAME).expect("the name has no NUL byte");
+    // SAFETY: `name` is a NUL-terminated string that outlives the call;
+    // the kernel reads only it.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(MemoryError::CreateMemfd(io::Error::last_os_error()));
+    }
+    // SAFETY: the descriptor was just created and nothing else owns it.
+    let file = unsafe { File::from_raw_fd(fd) };
+    // Only sets the size: no page is allocated (nor, for hugetlbfs,
+    // reserved) until the file is mapped.
+    file.set_len(mem_size)
+        .map_err(|source| MemoryError::SizeMemfd {
+            size_mib: mem_size >> 20,
+            source,
+        })?;
+    Ok(file)
+}
+
+/// Maps `mem_size` bytes of guest RAM from a new memfd, shared: backed by
+/// base pages allocated on first touch, or by 2 MiB huge pages all
+/// reserved now (`huge_pages`: [`MemoryError::NotEnoughHugePages`] when
+/// the host has too few).
+pub fn create_guest_memory_with(
+    mem_size: u64,
+    huge_pages: HugePageConfig,
+) -> Result<GuestMemoryMmap, MemoryError> {
+    check_huge_pages(mem_size, huge_pages)?;
+    let huge = huge_pages.huge_page_size().is_some();
+    let file = Arc::new(create_memfd(mem_size, huge)?);
+    // Base pages: nothing to reserve (shmem charges pages as they are
+    // allocated). Huge pages: no MAP_NORESERVE, so that the mapping
+    // reserves every huge page of the region or fails.
+    let flags = if huge {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_SHARED | libc::MAP_NORESERVE
+    };
+    let mut offset = 0u64;
+    let mut regions = Vec::new();
+    for (base, size) in ram_regions(mem_size) {
+        let mapping = MmapRegionBuilder::new(size)
+            .with_file_offset(FileOffset::from_arc(file.clone(), offset))
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(flags)
+            .with_hugetlbfs(huge)
+            .build()
+            .map_err(|source| map_error(source, size as u64, mem_size, huge_pages))?;
+        offset += size as u64;
+        regions.push(
+            GuestRegionMmap::new(mapping, base)
+                .expect("ram_regions gives regions below the top of the address space"),
+        );
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Assemble)
+}
+
+/// What a failed mapping of a `size`-byte region means: for huge pages,
+/// that the host could not reserve them (`ENOMEM`).
+fn map_error(
+    source: vm_memory::mmap::MmapRegionError,
+    size: u64,
+    mem_size: u64,
+    huge_pages: HugePageConfig,
+) -> MemoryError {
+    let enomem = matches!(&source, vm_memory::mmap::MmapRegionError::Mmap(e)
+        if e.raw_os_error() == Some(libc::ENOMEM));
+    match huge_pages.huge_page_size() {
+        Some(page) if enomem => {
+            let needed = mem_size / page;
+            match free_huge_pages_2m() {
+                Ok(free) => MemoryError::NotEnoughHugePages { needed, free },
+                Err(count) => MemoryError::ReserveHugePages {
+                    needed,
+                    count,
+                    source,
+                },
+            }
+        }
+        _ => MemoryError::Map {
+            size_mib: size >> 20,
+            source,
+        },
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{Bytes, GuestMemoryBackend};
+    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion, MmapRegion};
 
     #[test]
     fn regions_split_around_the_gap() {
@@ -69,5 +306,142 @@ mod tests {
         mem.write_obj(0xabcdu32, GuestAddress(1 << 32)).unwrap();
         assert_eq!(mem.read_obj::<u32>(GuestAddress(1 << 32)).unwrap(), 0xabcd);
         assert!(mem.write_obj(0u32, GuestAddress(MMIO_GAP_START)).is_err());
+    }
+
+    /// The `/proc/self/maps` line of the mapping at `addr`.
+    fn maps_line(addr: usize) -> String {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines()
+            .find(|l| {
+                let (start, _) = l.split_once('-').unwrap();
+                usize::from_str_radix(start, 16).unwrap() == addr
+            })
+            .unwrap_or_else(|| panic!("no mapping at {addr:#x} in\n{maps}"))
+            .to_string()
+    }
+
+    #[test]
+    fn guest_memory_is_one_shared_memfd_whose_pages_are_the_files() {
+        let mem = create_guest_memory(4 << 30).unwrap();
+        let regions: Vec<_> = mem.iter().collect();
+        let (low, high) = (regions[0], regions[1]);
+        assert!(Arc::ptr_eq(
+            low.file_offset().unwrap().arc(),
+            high.file_offset().unwrap().arc()
+        ));
+        assert_eq!(low.file_offset().unwrap().start(), 0);
+        assert_eq!(high.file_offset().unwrap().start(), MMIO_GAP_START);
+        let mapping: &MmapRegion = low;
+        assert_ne!(mapping.flags() & libc::MAP_SHARED, 0);
+        let line = maps_line(mapping.as_ptr() as usize);
+        assert!(
+            line.contains(" rw-s ") && line.contains("/memfd:podvm-guest-ram"),
+            "{line}"
+        );
+        // A write through the mapping is a page of the file.
+        mem.write_obj(0x5au8, GuestAddress(1 << 32)).unwrap();
+        let mut byte = [0u8];
+        std::os::unix::fs::FileExt::read_exact_at(
+            low.file_offset().unwrap().file(),
+            &mut byte,
+            MMIO_GAP_START,
+        )
+        .unwrap();
+        assert_eq!(byte, [0x5a]);
+        use std::os::unix::fs::MetadataExt;
+        let meta = low.file_offset().unwrap().file().metadata().unwrap();
+        assert_eq!(meta.len(), 4 << 30);
+        assert_eq!(meta.blocks() * 512, 4096, "one page allocated");
+    }
+
+    #[test]
+    fn huge_page_memory_is_a_whole_number_of_pages() {
+        let err = create_guest_memory_with(17 << 20, HugePageConfig::Hugetlbfs2M).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "17 MiB of guest memory is not a whole number of 2 MiB huge pages"
+        );
+        // Base pages take what they are given.
+        check_huge_pages(17 << 20, HugePageConfig::None).unwrap();
+    }
+
+    #[test]
+    fn too_few_free_huge_pages_are_refused_with_the_numbers() {
+        let Some(pool) =
+            testkit::HugePages::reserve("too_few_free_huge_pages_are_refused_with_the_numbers", 2)
+        else {
+            return;
+        };
+        let free = free_huge_pages_2m().unwrap();
+        assert!(free >= 2, "{free} free after reserving 2");
+        let needed = free + 1;
+        let size = needed * HUGE_PAGE_2M;
+        let err = check_huge_pages(size, HugePageConfig::Hugetlbfs2M).unwrap_err();
+        assert!(
+            matches!(err, MemoryError::NotEnoughHugePages { needed: n, free: f } if n == needed && f == free),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with(&format!(
+                "huge_pages \"2M\": guest memory needs {needed} free 2 MiB huge pages, the host has {free} ("
+            )),
+            "{err}"
+        );
+        assert!(matches!(
+            create_guest_memory_with(size, HugePageConfig::Hugetlbfs2M),
+            Err(MemoryError::NotEnoughHugePages { .. })
+        ));
+        drop(pool);
+    }
+
+    #[test]
+    fn huge_page_memory_is_hugetlb_and_reserved_when_mapped() {
+        let Some(_pool) =
+            testkit::HugePages::reserve("huge_page_memory_is_hugetlb_and_reserved_when_mapped", 8)
+        else {
+            return;
+        };
+        let before = free_huge_pages_2m().unwrap();
+        let mem = create_guest_memory_with(16 << 20, HugePageConfig::Hugetlbfs2M).unwrap();
+        // Reserved at once, though no page is touched yet.
+        assert_eq!(free_huge_pages_2m().unwrap(), before - 8);
+        mem.write_obj(1u64, GuestAddress(0x1000)).unwrap();
+        mem.write_obj(1u64, GuestAddress(5 << 20)).unwrap();
+        let region = mem.iter().next().unwrap();
+        assert_eq!(region.is_hugetlbfs(), Some(true));
+        let mapping: &MmapRegion = region;
+        let addr = mapping.as_ptr() as usize;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let start = format!("{addr:x}-");
+        // The mapping's header line, then its "Key: value" lines.
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        let entry: Vec<&str> = lines
+            .next()
+            .into_iter()
+            .chain(lines.take_while(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|key| key.ends_with(':'))
+            }))
+            .collect();
+        let field = |key: &str| -> u64 {
+            entry
+                .iter()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {entry:#?}"))
+        };
+        assert!(entry[0].contains("/memfd:podvm-guest-ram"), "{}", entry[0]);
+        assert_eq!(field("KernelPageSize"), 2048);
+        // Two huge pages touched, mapped by this process alone (the
+        // kernel counts a hugetlb page as shared when more than one
+        // process maps it, whatever the mapping's flags).
+        assert_eq!(
+            (field("Private_Hugetlb"), field("Shared_Hugetlb")),
+            (4096, 0),
+            "{entry:#?}"
+        );
+        drop(mem);
+        assert_eq!(free_huge_pages_2m().unwrap(), before, "given back");
     }
 }

@@ -39,7 +39,7 @@ use crate::loader::{
     check_kernel_fits, load_cmdline, load_initrd, load_kernel, place_initrd, probe_kernel,
     KernelInfo, LoaderError,
 };
-use crate::memory::{create_guest_memory, MemoryError};
+use crate::memory::{create_guest_memory_with, MemoryError};
 use crate::vstate::exit::IoBuses;
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
@@ -418,7 +418,8 @@ impl Vmm {
         let kvm = open_kvm(spec)?;
         step.done("open /dev/kvm");
 
-        let memory = create_guest_memory(spec.machine.mem_size_bytes())?;
+        let memory =
+            create_guest_memory_with(spec.machine.mem_size_bytes(), spec.machine.huge_pages)?;
         step.done("guest memory");
         let entry = load_guest(&memory, spec, &cmdline, &mut files)?;
         step.done("kernel and boot structures");

@@ -6,7 +6,14 @@
 //! written, at their offset; the others stay holes, which read as zeros.
 //! Which pages are populated comes from `/proc/self/pagemap` (present or
 //! swapped out; `mincore(2)` would miss swapped pages) and, for memory
-//! itself restored from a file, from the data extents of that file.
+//! mapped from a file, from the data extents of that file: for memory
+//! restored from a snapshot, the snapshot's pages the guest has not
+//! touched yet; for a booted VM's memfd (shmem), every page the guest or
+//! the VMM touched, swapped out or not. A hugetlbfs memfd has no extents
+//! (`SEEK_DATA` finds all of it data): its pages are never swapped, and
+//! every one of them is in this process's page tables once touched (KVM
+//! faults guest pages in through them), so pagemap alone is exact, in
+//! whole 2 MiB pages.
 //!
 //! **Diff** ([`write_diff_memory`]): only the pages written since the last
 //! snapshot, into the previous snapshot's memory file. The guest's writes
@@ -14,8 +21,13 @@
 //! `Vm::register_memory_with_dirty_log`); KVM does not see the VMM's own
 //! writes (used rings, buffers a device fills), which come from the
 //! memory's bitmap ([`VmmWriteLog`]): precise with vm-memory's
-//! `AtomicBitmap`, and with no bitmap (`()`) conservatively every page this
-//! process holds privately.
+//! `AtomicBitmap`; with no bitmap (`()`, the memory of a running VM),
+//! conservatively every page the VMM may have written: for memory mapped
+//! privately (restored from a snapshot) the pages this process holds
+//! copies of, and for a shared memfd (a booted VM), whose pages are never
+//! private copies, every populated page — a diff of a booted VM is as
+//! large as a full snapshot of it, written into the base file (as it was
+//! with anonymous memory, all of whose populated pages are private).
 //!
 //! **Restore** ([`restore_guest_memory`]): each region is mapped
 //! `MAP_PRIVATE` from the file. No page is read at load; the guest faults
@@ -503,21 +515,32 @@ fn populated_pages<B: Bitmap>(
         e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0
     })
     .map_err(MemorySnapshotError::Pagemap)?;
-    if let Some(backing) = region.file_offset() {
-        add_file_data(backing.file(), backing.start(), region.len(), &mut set)
-            .map_err(MemorySnapshotError::FileExtents)?;
+    match region.file_offset() {
+        // SEEK_DATA finds all of a hugetlbfs file data; pagemap is exact
+        // there (see the module docs).
+        Some(_) if mapping.is_hugetlbfs() == Some(true) => {}
+        Some(backing) => add_file_data(backing.file(), backing.start(), region.len(), &mut set)
+            .map_err(MemorySnapshotError::FileExtents)?,
+        None => {}
     }
     Ok(set)
 }
 
-/// The pages of `region` this process holds privately: every page it
-/// wrote, and no page it only read from a backing file.
-fn private_pages<B: Bitmap>(
+/// The pages of `region` the VMM may have written, for a diff of memory
+/// whose bitmap does not record the VMM's writes: for a private mapping,
+/// the pages this process holds privately (every page it wrote, and no
+/// page it only read from a backing file); for a shared one (a memfd),
+/// whose pages are the file's whether written or read, every populated
+/// page.
+fn maybe_vmm_written_pages<B: Bitmap>(
     pagemap: &File,
     region: &GuestRegionMmap<B>,
 ) -> Result<PageSet, MemorySnapshotError> {
     let pages = region.len() as usize / PAGE_SIZE;
     let mapping: &MmapRegion<B> = region;
+    if mapping.flags() & libc::MAP_SHARED != 0 {
+        return populated_pages(pagemap, region);
+    }
     pagemap_pages(pagemap, mapping.as_ptr() as usize, pages, |e| {
         e & PAGEMAP_SWAPPED != 0 || (e & PAGEMAP_PRESENT != 0 && e & PAGEMAP_FILE_OR_SHARED == 0)
     })
@@ -583,7 +606,8 @@ pub fn write_full_memory<B: VmmWriteLog>(
 /// Writes the pages written since the last snapshot into `file`, that
 /// snapshot's memory file (full, or full plus earlier diffs): the pages
 /// KVM logged for the guest, and those the VMM wrote (from the memory's
-/// bitmap; with no bitmap, every page this process holds privately).
+/// bitmap; with no bitmap, every page it may have written: see the module
+/// docs).
 /// Then restarts dirty tracking.
 ///
 /// `vm` must log dirty pages (`Vm::register_memory_with_dirty_log`).
@@ -618,7 +642,7 @@ pub fn write_diff_memory<B: VmmWriteLog>(
         let mapping: &MmapRegion<B> = region;
         match mapping.bitmap().take_written_pages() {
             Some(vmm) => dirty.union_words(&vmm),
-            None => dirty.union_words(&private_pages(&pagemap, region)?.words),
+            None => dirty.union_words(&maybe_vmm_written_pages(&pagemap, region)?.words),
         }
         write_pages(region, &dirty, file, state.offset, &mut stats)?;
     }
@@ -801,6 +825,50 @@ mod tests {
     }
 
     #[test]
+    fn a_full_snapshot_of_huge_page_memory_holds_the_huge_pages_touched() {
+        let Some(_pool) = testkit::HugePages::reserve(
+            "a_full_snapshot_of_huge_page_memory_holds_the_huge_pages_touched",
+            16,
+        ) else {
+            return;
+        };
+        let mem = crate::memory::create_guest_memory_with(
+            32 << 20,
+            resources::HugePageConfig::Hugetlbfs2M,
+        )
+        .unwrap();
+        // One byte in the 3rd huge page, 16 bytes across the 8th and 9th.
+        mem.write_obj(0x77u8, GuestAddress((4 << 20) + 0x1234))
+            .unwrap();
+        mem.write_slice(&[0x11; 16], GuestAddress((16 << 20) - 8))
+            .unwrap();
+        let file = tempfile::tempfile().unwrap();
+        let stats = write_full_memory(&mem, &file, None).unwrap();
+        // Whole huge pages, not the file's whole size.
+        assert_eq!(stats.bytes(), 3 * (2 << 20), "{stats:?}");
+        assert_eq!(stats.runs, 2, "{stats:?}");
+        let meta = file.metadata().unwrap();
+        assert_eq!(meta.len(), 32 << 20);
+        assert!(
+            meta.blocks() * 512 <= 7 << 20,
+            "{} allocated",
+            meta.blocks() * 512
+        );
+        let back: GuestMemoryMmap =
+            restore_guest_memory(file, &MemoryState::describe(&mem)).unwrap();
+        assert_eq!(
+            back.read_obj::<u8>(GuestAddress((4 << 20) + 0x1234))
+                .unwrap(),
+            0x77
+        );
+        let mut bytes = [0u8; 16];
+        back.read_slice(&mut bytes, GuestAddress((16 << 20) - 8))
+            .unwrap();
+        assert_eq!(bytes, [0x11; 16]);
+        assert_eq!(back.read_obj::<u64>(GuestAddress(20 << 20)).unwrap(), 0);
+    }
+
+    #[test]
     fn a_restore_maps_the_file_privately_and_copies_nothing() {
         let mem = create_guest_memory(16 << 20).unwrap();
         mem.write_obj(0x1122_3344_5566_7788u64, GuestAddress(0x3000))
@@ -971,8 +1039,10 @@ mod tests {
     }
 
     #[test]
-    fn without_a_vmm_bitmap_a_diff_holds_every_private_page() {
-        if !testkit::need_kvm("without_a_vmm_bitmap_a_diff_holds_every_private_page") {
+    fn without_a_vmm_bitmap_a_diff_holds_every_page_the_vmm_may_have_written() {
+        if !testkit::need_kvm(
+            "without_a_vmm_bitmap_a_diff_holds_every_page_the_vmm_may_have_written",
+        ) {
             return;
         }
         let kvm = Kvm::new().expect("/dev/kvm opened a moment ago");
@@ -994,7 +1064,9 @@ mod tests {
         let base = tempfile::NamedTempFile::new().unwrap();
         let populated = write_full_memory(&mem, base.as_file(), Some(&vm)).unwrap();
 
-        // A write KVM does not log, through memory that has no bitmap.
+        // A write KVM does not log, through memory that has no bitmap: a
+        // booted VM's memfd, whose pages are all shared, so the diff holds
+        // every populated page.
         run_for(&handle, &log, 100);
         mem.write_obj(0xfeed_u64, GuestAddress(0x30_0000)).unwrap();
         let diff = write_diff_memory(&mem, base.as_file(), &vm).unwrap();

@@ -153,7 +153,11 @@ const VMM: &[Allowed] = &[
     ),
     a(
         libc::SYS_ftruncate,
-        "snapshots: sizing the memory file (its untouched pages stay holes)",
+        "sizing guest memory's memfd; snapshots: sizing the memory file (its untouched pages stay holes)",
+    ),
+    a(
+        libc::SYS_memfd_create,
+        "guest memory (base or huge pages), built on InstanceStart (API mode)",
     ),
     a(
         libc::SYS_bind,
