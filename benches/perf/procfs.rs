@@ -262,6 +262,45 @@ pub fn cpu_ns(pid: u32) -> io::Result<u64> {
     Ok(sum)
 }
 
+/// CPU time of `pid`'s threads so far, in nanoseconds (`schedstat`): all
+/// of them, and those that are not vCPU threads (see [`is_vcpu_thread`]):
+/// what the VMM's own device path and event loop cost, without a polling
+/// guest's spinning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadsCpu {
+    /// Every thread.
+    pub all_ns: u64,
+    /// Every thread but the vCPUs.
+    pub non_vcpu_ns: u64,
+}
+
+/// Whether a thread's name (`comm`) is a vCPU thread's: podvm's `vcpu0`,
+/// Firecracker's `fc_vcpu 0`.
+pub fn is_vcpu_thread(comm: &str) -> bool {
+    let c = comm.trim();
+    c.starts_with("vcpu") || c.starts_with("fc_vcpu")
+}
+
+/// [`ThreadsCpu`] of `pid` now.
+pub fn threads_cpu(pid: u32) -> io::Result<ThreadsCpu> {
+    let mut t = ThreadsCpu::default();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = task?.path();
+        let (Ok(stat), Ok(comm)) = (
+            std::fs::read_to_string(dir.join("schedstat")),
+            std::fs::read_to_string(dir.join("comm")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        let ns = schedstat_ns(&stat).unwrap_or(0);
+        t.all_ns += ns;
+        if !is_vcpu_thread(&comm) {
+            t.non_vcpu_ns += ns;
+        }
+    }
+    Ok(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +492,10 @@ Pss:                  16 kB
         assert_eq!(mem_available_kib(meminfo), Some(22000000));
         assert_eq!(schedstat_ns("123456789 2000 17\n"), Some(123456789));
         assert_eq!(schedstat_ns(""), None);
+        assert!(is_vcpu_thread("vcpu0\n"));
+        assert!(is_vcpu_thread("fc_vcpu 3\n"));
+        assert!(!is_vcpu_thread("podvm\n"));
+        assert!(!is_vcpu_thread("fc_api\n"));
     }
 
     #[test]
