@@ -14,7 +14,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use common::*;
 use serde_json::Value;
@@ -24,16 +23,6 @@ const SECTOR: usize = 512;
 const VICTIM_MMIO: &str = "0xd0000000";
 /// The check disk's window: the second slot.
 const CHECK_MMIO: &str = "0xd0001000";
-
-/// FNV-1a, 32-bit: what the guest prints over the bytes it read.
-fn fnv1a(bytes: &[u8]) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!("{h:08x}")
-}
 
 /// An image of 64 sectors whose bytes follow `mul`.
 fn image(dir: &Path, name: &str, mul: usize) -> (PathBuf, Vec<u8>) {
@@ -74,7 +63,6 @@ fn hostile(test: &str, case: &str, victim_ro: bool) -> Option<Hostile> {
     let dir = tempfile::tempdir().unwrap();
     let (victim, victim_bytes) = image(dir.path(), "victim.img", 7);
     let (check, check_bytes) = image(dir.path(), "check.img", 13);
-    let metrics = dir.path().join("metrics.json");
     let config = serde_json::json!({
         "boot-source": {
             "kernel_image_path": guest("hostile_blk"),
@@ -88,22 +76,8 @@ fn hostile(test: &str, case: &str, victim_ro: bool) -> Option<Hostile> {
              "is_read_only": false},
         ],
         "entropy": {},
-        "metrics": {"metrics_path": metrics},
     });
-    let config_path = dir.path().join("config.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let child = podvm()
-        .arg("serve")
-        .arg("--api-sock")
-        .arg(dir.path().join("api.sock"))
-        .arg("--config-file")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn podvm");
-    let out = wait_with_deadline(child);
+    let (out, metrics) = serve_config_file(dir.path(), config);
     assert_eq!(out.code(), 0, "{case}: the VMM must survive: {out:?}");
     let lines = out.lines();
     for line in ["hostile-case-done", "hostile-ok"] {
@@ -120,7 +94,6 @@ fn hostile(test: &str, case: &str, victim_ro: bool) -> Option<Hostile> {
     assert_eq!(rng.len(), 64);
     assert_ne!(rng, "0".repeat(64), "{case}: entropy is served");
 
-    let metrics = last_metrics(&metrics);
     let check_blk = &metrics["block"]["check"];
     assert_eq!(check_blk["errors"], 0, "{metrics}");
     assert_eq!(check_blk["reads"], 1, "{metrics}");

@@ -5,45 +5,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
-
 use common::*;
 
 const SECTOR: usize = 512;
-
-/// FNV-1a, 32-bit: what the block guest prints over the bytes it read.
-fn fnv1a(bytes: &[u8]) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!("{h:08x}")
-}
-
-/// Runs `podvm serve --config-file` over `config` (with a metrics file
-/// added) until the guest exits; returns its output and last metrics.
-fn serve_config(dir: &Path, mut config: serde_json::Value) -> (RunOutput, serde_json::Value) {
-    let metrics = dir.join("metrics.json");
-    config["metrics"] = serde_json::json!({ "metrics_path": metrics });
-    let path = dir.join("config.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let child = podvm()
-        .arg("serve")
-        .arg("--api-sock")
-        .arg(dir.join("api.sock"))
-        .arg("--config-file")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn podvm");
-    let out = wait_with_deadline(child);
-    let m = last_metrics(&metrics);
-    (out, m)
-}
 
 #[test]
 fn a_throttled_disk_serves_every_request_late_and_counts_it() {
@@ -69,7 +33,7 @@ fn a_throttled_disk_serves_every_request_late_and_counts_it() {
             "rate_limiter": {"ops": {"size": 1, "refill_time": 40}},
         }],
     });
-    let (out, m) = serve_config(dir.path(), config);
+    let (out, m) = serve_config_file(dir.path(), config);
     assert_eq!(out.code(), 0, "{out:?}");
     for key in [
         "blk-read-status",
@@ -131,7 +95,7 @@ fn an_unlimited_disk_is_never_throttled() {
             "is_read_only": false, "rate_limiter": null,
         }],
     });
-    let (out, m) = serve_config(dir.path(), config);
+    let (out, m) = serve_config_file(dir.path(), config);
     assert_eq!(out.code(), 0, "{out:?}");
     let b = &m["block"]["data"];
     assert_eq!(
@@ -156,7 +120,7 @@ fn a_throttled_entropy_device_serves_both_requests() {
         "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
         "entropy": {"rate_limiter": {"bandwidth": {"size": 64, "refill_time": 40}}},
     });
-    let (out, m) = serve_config(dir.path(), config);
+    let (out, m) = serve_config_file(dir.path(), config);
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(out.value("rng-len"), Some("64"), "{out:?}");
     let second = out.value("rng-bytes2").expect("a second answer");

@@ -10,16 +10,6 @@ use common::*;
 
 const SECTOR: usize = 512;
 
-/// FNV-1a, 32-bit: what the block guest prints over the bytes it read.
-fn fnv1a(bytes: &[u8]) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!("{h:08x}")
-}
-
 /// A disk image of `sectors` sectors with a recognisable pattern.
 fn make_image(dir: &Path, name: &str, sectors: usize) -> (std::path::PathBuf, Vec<u8>) {
     let bytes: Vec<u8> = (0..sectors * SECTOR)

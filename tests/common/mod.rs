@@ -115,6 +115,44 @@ pub fn run_podvm(args: &[&str]) -> RunOutput {
     wait_with_deadline(child)
 }
 
+/// Runs `podvm serve --config-file` over `config` (written into `dir`,
+/// the API socket beside it) until it exits; returns its output and the
+/// last line of the metrics file, which `config` gets in `dir` too.
+pub fn serve_config_file(
+    dir: &std::path::Path,
+    mut config: serde_json::Value,
+) -> (RunOutput, serde_json::Value) {
+    let metrics = dir.join("metrics.json");
+    config["metrics"] = serde_json::json!({ "metrics_path": metrics });
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let child = podvm()
+        .arg("serve")
+        .arg("--api-sock")
+        .arg(dir.join("api.sock"))
+        .arg("--config-file")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn podvm");
+    let out = wait_with_deadline(child);
+    let metrics = last_metrics(&metrics);
+    (out, metrics)
+}
+
+/// FNV-1a, 32-bit: what the virtio test guests print over the bytes they
+/// read.
+pub fn fnv1a(bytes: &[u8]) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{h:08x}")
+}
+
 /// Runs guest `name` with `podvm run --kernel <guest> <extra…>`.
 pub fn run_guest(name: &str, extra: &[&str]) -> RunOutput {
     let kernel = guest(name);
