@@ -158,48 +158,37 @@ fn a_running_drive_gets_a_new_rate_limiter_and_bad_ones_are_refused() {
     let mut seen = String::new();
     wait_output(&out, &mut seen, "blk-waiting-config\n");
 
+    // PATCH /drives/data with `limiter` as its rate_limiter.
+    let patch = |limiter: &str| {
+        let body = format!(r#"{{"drive_id": "data", "rate_limiter": {limiter}}}"#);
+        http(&sock, "PATCH", "/drives/data", &body)
+    };
+    let vm_config = || -> serde_json::Value {
+        serde_json::from_str(&http(&sock, "GET", "/vm/config", "").1).unwrap()
+    };
+
     // A bucket with a size and no refill time is refused, naming it.
-    let (code, body) = http(
-        &sock,
-        "PATCH",
-        "/drives/data",
-        r#"{"drive_id": "data", "rate_limiter": {"bandwidth": {"size": 4096, "refill_time": 0}}}"#,
-    );
+    let (code, body) = patch(r#"{"bandwidth": {"size": 4096, "refill_time": 0}}"#);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("bandwidth.refill_time 0"), "{body}");
-    let (code, body) = http(
-        &sock,
-        "PATCH",
-        "/drives/data",
-        r#"{"drive_id": "data", "rate_limiter": {"ops": {"size": "ten", "refill_time": 1}}}"#,
-    );
+    let (code, body) = patch(r#"{"ops": {"size": "ten", "refill_time": 1}}"#);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("fault_message"), "{body}");
 
-    let (code, body) = http(
-        &sock,
-        "PATCH",
-        "/drives/data",
-        r#"{"drive_id": "data", "rate_limiter": {"ops": {"size": 100, "one_time_burst": 5, "refill_time": 1000}}}"#,
-    );
+    let (code, body) = patch(r#"{"ops": {"size": 100, "one_time_burst": 5, "refill_time": 1000}}"#);
     assert_eq!(code, 204, "{body}");
-    let (_, config) = http(&sock, "GET", "/vm/config", "");
-    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    let config = vm_config();
     assert_eq!(
         config["drives"][0]["rate_limiter"],
         serde_json::json!({"ops": {"size": 100, "one_time_burst": 5, "refill_time": 1000}}),
         "{config}"
     );
     // A bucket of size 0 turns that bucket off; the other stays.
-    let (code, body) = http(
-        &sock,
-        "PATCH",
-        "/drives/data",
-        r#"{"drive_id": "data", "rate_limiter": {"bandwidth": {"size": 1048576, "refill_time": 100}, "ops": {"size": 0, "refill_time": 0}}}"#,
+    let (code, body) = patch(
+        r#"{"bandwidth": {"size": 1048576, "refill_time": 100}, "ops": {"size": 0, "refill_time": 0}}"#,
     );
     assert_eq!(code, 204, "{body}");
-    let (_, config) = http(&sock, "GET", "/vm/config", "");
-    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    let config = vm_config();
     let limiter = &config["drives"][0]["rate_limiter"];
     assert_eq!(limiter["bandwidth"]["size"], 1048576, "{config}");
     assert!(
