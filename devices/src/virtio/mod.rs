@@ -17,6 +17,7 @@
 //! Taking chains off a queue, and the checks on every descriptor, are the
 //! same for every device too (`queue.rs`).
 
+pub mod balloon;
 pub mod block;
 mod common;
 mod device;
@@ -62,6 +63,8 @@ pub mod device_type {
     pub const BLOCK: u32 = 2;
     /// Entropy source.
     pub const RNG: u32 = 4;
+    /// Memory balloon.
+    pub const BALLOON: u32 = 5;
     /// Socket device (vsock).
     pub const VSOCK: u32 = 19;
 }
