@@ -59,6 +59,7 @@ fn spec(mem_size_mib: usize) -> VmSpec {
         entropy: false,
         entropy_rate_limiter: None,
         vsock: None,
+        balloon: None,
     }
 }
 

@@ -230,6 +230,7 @@ impl RunArgs {
             entropy: self.rng,
             entropy_rate_limiter: None,
             vsock: self.vsock.as_deref().map(parse_vsock).transpose()?,
+            balloon: None,
         })
     }
 }

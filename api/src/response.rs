@@ -52,7 +52,7 @@ pub fn success_response(data: VmmData) -> Response<ResponseBody> {
             },
         ),
         VmmData::MachineConfig(m) => json(StatusCode::OK, &m),
-        VmmData::VmConfig(v) => json(StatusCode::OK, &v),
+        VmmData::VmConfig(v) | VmmData::Json(v) => json(StatusCode::OK, &v),
     }
 }
 

@@ -10,7 +10,9 @@ use resources::firecracker::{
     FcNetworkInterfaceUpdate, FcVsock,
 };
 use resources::snapshot::SnapshotLoadRequest;
-use resources::BootSourceConfig;
+use resources::{
+    BalloonAction, BalloonConfig, BalloonStatsUpdate, BalloonUpdate, BootSourceConfig, HintingStart,
+};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -47,6 +49,11 @@ pub const ROUTES: &[RouteSpec] = &[
     r("/actions", &["PUT"]),
     r("/vm", &["PATCH"]),
     r("/vsock", &["PUT"]),
+    r("/balloon", &["GET", "PUT", "PATCH"]),
+    r("/balloon/statistics", &["GET", "PATCH"]),
+    r("/balloon/hinting/start", &["PATCH"]),
+    r("/balloon/hinting/stop", &["PATCH"]),
+    r("/balloon/hinting/status", &["GET"]),
     r("/snapshot/create", &["PUT"]),
     r("/snapshot/load", &["PUT"]),
     r("/logger", &["PUT"]),
@@ -92,6 +99,12 @@ enum ActionType {
     /// podvm extension.
     Shutdown,
 }
+
+/// A body with no fields (`PATCH /balloon/hinting/stop`, when one is
+/// sent).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
 
 /// `PATCH /vm`.
 #[derive(Deserialize)]
@@ -251,6 +264,32 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<VmmAction, ApiE
             VmStateValue::Resumed => VmmAction::Resume,
         },
         ("/vsock", "PUT") => VmmAction::PutVsock(parse::<FcVsock>("vsock", body)?.into_config()?),
+        ("/balloon", "PUT") => {
+            VmmAction::Balloon(BalloonAction::Put(parse::<BalloonConfig>("balloon", body)?))
+        }
+        ("/balloon", "PATCH") => VmmAction::Balloon(BalloonAction::SetTarget(
+            parse::<BalloonUpdate>("balloon", body)?.amount_mib,
+        )),
+        ("/balloon", "GET") => VmmAction::Balloon(BalloonAction::Describe),
+        ("/balloon/statistics", "GET") => VmmAction::Balloon(BalloonAction::Stats),
+        ("/balloon/statistics", "PATCH") => VmmAction::Balloon(BalloonAction::SetStatsInterval(
+            parse::<BalloonStatsUpdate>("balloon statistics", body)?.stats_polling_interval_s,
+        )),
+        // Firecracker's body is optional here.
+        ("/balloon/hinting/start", "PATCH") => {
+            VmmAction::Balloon(BalloonAction::StartHinting(if body.is_empty() {
+                HintingStart::default()
+            } else {
+                parse("balloon hinting/start", body)?
+            }))
+        }
+        ("/balloon/hinting/stop", "PATCH") => {
+            if !body.is_empty() {
+                parse::<Empty>("balloon hinting/stop", body)?;
+            }
+            VmmAction::Balloon(BalloonAction::StopHinting)
+        }
+        ("/balloon/hinting/status", "GET") => VmmAction::Balloon(BalloonAction::HintingStatus),
         ("/snapshot/create", "PUT") => VmmAction::CreateSnapshot(parse("snapshot/create", body)?),
         ("/snapshot/load", "PUT") => {
             let request: SnapshotLoadRequest = parse("snapshot/load", body)?;

@@ -152,6 +152,8 @@ pub enum VmmAction {
     PutEntropy(Option<RateLimiterConfig>),
     /// `PUT /vsock`.
     PutVsock(crate::VsockConfig),
+    /// The `/balloon` calls.
+    Balloon(crate::BalloonAction),
     /// `PUT /snapshot/create`.
     CreateSnapshot(crate::snapshot::SnapshotCreateParams),
     /// `PUT /snapshot/load`.
@@ -188,6 +190,8 @@ pub enum VmmData {
     MachineConfig(MachineConfig),
     /// `GET /vm/config`: the full configuration, in the config-file shape.
     VmConfig(serde_json::Value),
+    /// Any other answer with a body (`GET /balloon`, its statistics).
+    Json(serde_json::Value),
 }
 
 /// Why an action failed: the `fault_message` a client sees with a 400.
@@ -259,6 +263,7 @@ impl VmmAction {
             VmmAction::PatchNetworkInterface(_) => "patch_network_interface",
             VmmAction::PutEntropy(_) => "put_entropy",
             VmmAction::PutVsock(_) => "put_vsock",
+            VmmAction::Balloon(b) => b.name(),
             VmmAction::CreateSnapshot(_) => "create_snapshot",
             VmmAction::LoadSnapshot(_) => "load_snapshot",
             VmmAction::PutLogger(_) => "put_logger",

@@ -1,11 +1,11 @@
 //! Firecracker's JSON configuration file (`--config-file`), as orchestrators
 //! already write it: `boot-source`, `machine-config`, `drives`,
-//! `network-interfaces`, `entropy`, `logger`, `metrics`.
+//! `network-interfaces`, `entropy`, `vsock`, `balloon`, `logger`, `metrics`.
 //!
 //! The sections the control API also takes are parsed with the API's own
 //! request types ([`crate::firecracker`]), so that a field is accepted or
 //! refused, with the same message, whichever way it comes. Sections podvm
-//! does not implement yet (`balloon`, `mmds-config`, `cpu-config`) are
+//! does not implement yet (`mmds-config`, `cpu-config`) are
 //! refused by name; unknown fields are refused too.
 
 use serde::Deserialize;
@@ -56,7 +56,7 @@ struct ConfigFile {
     #[serde(default)]
     vsock: Option<FcVsock>,
     #[serde(default)]
-    balloon: Option<serde_json::Value>,
+    balloon: Option<crate::BalloonConfig>,
     #[serde(rename = "mmds-config", default)]
     mmds_config: Option<serde_json::Value>,
     #[serde(default)]
@@ -92,7 +92,6 @@ pub fn parse_config_file_contents(json: &str) -> Result<ConfigFileContents, Conf
 
 fn spec_of(file: ConfigFile) -> Result<VmSpec, ConfigFileError> {
     for (present, key) in [
-        (file.balloon.is_some(), "\"balloon\""),
         (file.mmds_config.is_some(), "\"mmds-config\""),
         (file.cpu_config.is_some(), "\"cpu-config\""),
     ] {
@@ -129,6 +128,7 @@ fn spec_of(file: ConfigFile) -> Result<VmSpec, ConfigFileError> {
         entropy,
         entropy_rate_limiter,
         vsock: file.vsock.map(FcVsock::into_config).transpose()?,
+        balloon: file.balloon,
     })
 }
 
@@ -156,7 +156,8 @@ mod tests {
         {"iface_id": "eth0", "guest_mac": "06:00:ac:10:00:02", "host_dev_name": "tap0"}
       ],
       "entropy": {},
-      "vsock": {"vsock_id": "vsock0", "guest_cid": 3, "uds_path": "/run/v.sock"}
+      "vsock": {"vsock_id": "vsock0", "guest_cid": 3, "uds_path": "/run/v.sock"},
+      "balloon": {"amount_mib": 16, "deflate_on_oom": true, "free_page_reporting": true}
     }"#;
 
     #[test]
@@ -181,6 +182,10 @@ mod tests {
             "06:00:ac:10:00:02"
         );
         assert!(spec.entropy);
+        let balloon = spec.balloon.unwrap();
+        assert_eq!(balloon.amount_mib, 16);
+        assert!(balloon.deflate_on_oom && balloon.free_page_reporting);
+        assert_eq!(balloon.stats_polling_interval_s, 0);
         assert_eq!(
             spec.vsock,
             Some(crate::VsockConfig {
@@ -261,7 +266,7 @@ mod tests {
             ),
             (
                 r#"{"boot-source": {"kernel_image_path": "/k"}, "balloon": {}}"#,
-                "\"balloon\" (yet) is not supported",
+                "missing field `amount_mib`",
             ),
             (
                 r#"{"boot-source": {"kernel_image_path": "/k"}, "logger": {"colour": true}}"#,

@@ -7,6 +7,7 @@
 //! types serve the command line, the config file and the control API.
 
 pub mod action;
+mod balloon;
 mod boot_source;
 mod config_file;
 mod drive;
@@ -19,6 +20,7 @@ pub mod snapshot;
 mod spec;
 mod vsock;
 
+pub use balloon::{BalloonAction, BalloonConfig, BalloonStatsUpdate, BalloonUpdate, HintingStart};
 pub use boot_source::{
     insert_kernel_args, split_init_args, BootSourceConfig, DEFAULT_KERNEL_CMDLINE,
     MAX_KERNEL_CMDLINE_LEN,

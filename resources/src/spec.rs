@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 
 use crate::{
-    BootSourceConfig, DriveConfig, MachineConfig, NetConfig, RateLimiterConfig, RateLimiterError,
-    SerialConfig, VsockConfig, MAX_KERNEL_CMDLINE_LEN, MAX_SUPPORTED_VCPUS, MIN_MEM_SIZE_MIB,
-    TAP_NAME_MAX_LEN, UDS_PATH_MAX_LEN,
+    BalloonConfig, BootSourceConfig, DriveConfig, MachineConfig, NetConfig, RateLimiterConfig,
+    RateLimiterError, SerialConfig, VsockConfig, MAX_KERNEL_CMDLINE_LEN, MAX_SUPPORTED_VCPUS,
+    MIN_MEM_SIZE_MIB, TAP_NAME_MAX_LEN, UDS_PATH_MAX_LEN,
 };
 
 /// Most virtio devices a VM can have: one interrupt line each, GSIs 5 to 23.
@@ -33,6 +33,9 @@ pub struct VmSpec {
     pub entropy_rate_limiter: Option<RateLimiterConfig>,
     /// The vsock device, if any.
     pub vsock: Option<VsockConfig>,
+    /// The memory balloon, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<BalloonConfig>,
 }
 
 /// A spec that cannot describe a VM, found without touching the host.
@@ -107,6 +110,14 @@ pub enum SpecError {
     /// A socket path that cannot be bound.
     #[error("vsock uds_path {0:?} must be 1 to {UDS_PATH_MAX_LEN} bytes")]
     VsockPath(String),
+    /// A balloon target larger than guest memory.
+    #[error("balloon amount_mib {amount} is more than mem_size_mib {memory}")]
+    BalloonTooLarge {
+        /// The target.
+        amount: u32,
+        /// Guest memory, MiB.
+        memory: usize,
+    },
     /// Too many virtio devices for the interrupt lines.
     #[error("{0} virtio devices: at most {MAX_VIRTIO_DEVICES} fit (one interrupt line each)")]
     TooManyDevices(usize),
@@ -151,6 +162,7 @@ impl SpecError {
             | SpecError::DuplicateTap { .. }
             | SpecError::DuplicateMac(_) => "network-interfaces",
             SpecError::VsockCid(_) | SpecError::VsockPath(_) => "vsock",
+            SpecError::BalloonTooLarge { .. } => "balloon",
             SpecError::TooManyDevices(_) => "devices",
             SpecError::RateLimiter { device, .. } if device.starts_with("drive") => "drives",
             SpecError::RateLimiter { device, .. } if device.starts_with("network") => {
@@ -289,10 +301,19 @@ impl VmSpec {
                 return Err(SpecError::VsockPath(v.uds_path.display().to_string()));
             }
         }
+        if let Some(b) = &self.balloon {
+            if b.amount_mib as usize > self.machine.mem_size_mib {
+                return Err(SpecError::BalloonTooLarge {
+                    amount: b.amount_mib,
+                    memory: self.machine.mem_size_mib,
+                });
+            }
+        }
         let devices = self.drives.len()
             + self.net.len()
             + usize::from(self.entropy)
-            + usize::from(self.vsock.is_some());
+            + usize::from(self.vsock.is_some())
+            + usize::from(self.balloon.is_some());
         if devices > MAX_VIRTIO_DEVICES {
             return Err(SpecError::TooManyDevices(devices));
         }
@@ -318,6 +339,7 @@ mod tests {
             entropy: false,
             entropy_rate_limiter: None,
             vsock: None,
+            balloon: None,
         }
     }
 

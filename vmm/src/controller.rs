@@ -49,6 +49,8 @@ pub struct PendingConfig {
     pub entropy_rate_limiter: Option<resources::RateLimiterConfig>,
     /// The vsock device, once put.
     pub vsock: Option<resources::VsockConfig>,
+    /// The balloon, once put (its target and interval as last changed).
+    pub balloon: Option<resources::BalloonConfig>,
     /// Where the console goes (standard output, unless flags or a
     /// snapshot say otherwise).
     pub serial: SerialConfig,
@@ -65,6 +67,7 @@ impl PendingConfig {
             entropy: spec.entropy,
             entropy_rate_limiter: spec.entropy_rate_limiter,
             vsock: spec.vsock,
+            balloon: spec.balloon,
             serial: spec.serial,
         }
     }
@@ -82,6 +85,7 @@ impl PendingConfig {
             entropy: self.entropy,
             entropy_rate_limiter: self.entropy_rate_limiter,
             vsock: self.vsock.clone(),
+            balloon: self.balloon,
         })
     }
 
@@ -104,6 +108,9 @@ impl PendingConfig {
         }
         if let Some(vsock) = &self.vsock {
             v["vsock"] = serde_json::json!(vsock);
+        }
+        if let Some(balloon) = &self.balloon {
+            v["balloon"] = serde_json::json!(balloon);
         }
         v
     }
@@ -210,6 +217,7 @@ impl Controller {
             || !c.net.is_empty()
             || c.entropy
             || c.vsock.is_some()
+            || c.balloon.is_some()
     }
 
     /// `PUT /snapshot/create`: a snapshot of the paused VM.
@@ -470,6 +478,7 @@ impl Controller {
                 self.config.vsock = Some(v);
                 Ok(VmmData::Empty)
             }
+            VmmAction::Balloon(a) => self.balloon(a),
             VmmAction::PutLogger(cfg) => crate::logger::configure(&cfg)
                 .map(|()| VmmData::Empty)
                 .map_err(|e| ActionError(e.to_string())),
@@ -648,6 +657,7 @@ fn probe_spec(machine: MachineConfig) -> VmSpec {
         entropy: false,
         entropy_rate_limiter: None,
         vsock: None,
+        balloon: None,
     }
 }
 
@@ -835,6 +845,9 @@ pub fn serve_actions(
     controller.stop()?;
     result
 }
+
+#[path = "controller_balloon.rs"]
+mod balloon;
 
 #[cfg(test)]
 #[path = "controller_tests.rs"]

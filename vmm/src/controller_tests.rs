@@ -332,3 +332,94 @@ fn rate_limiters_are_kept_and_patched_bucket_by_bucket_before_boot() {
         Err(ActionError("drive \"nope\": no such drive".into()))
     );
 }
+
+#[test]
+fn balloon_calls_before_boot_configure_or_are_refused_by_name() {
+    use resources::{BalloonAction as B, BalloonConfig, HintingStart};
+    let (mut c, mut ev) = controller();
+    let mut call = |a: B| c.handle(VmmAction::Balloon(a), &mut ev);
+    let no = "balloon: no balloon device was configured (PUT /balloon)";
+    for a in [
+        B::Describe,
+        B::SetTarget(1),
+        B::Stats,
+        B::SetStatsInterval(1),
+        B::StartHinting(HintingStart::default()),
+        B::StopHinting,
+        B::HintingStatus,
+    ] {
+        assert_eq!(call(a), Err(ActionError(no.into())), "{a:?}");
+    }
+    let cfg = BalloonConfig {
+        amount_mib: 129,
+        deflate_on_oom: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        call(B::Put(cfg)),
+        Err(ActionError(
+            "balloon amount_mib 129 is more than mem_size_mib 128".into()
+        ))
+    );
+    call(B::Put(BalloonConfig {
+        amount_mib: 16,
+        ..cfg
+    }))
+    .unwrap();
+    assert_eq!(
+        call(B::SetTarget(200)),
+        Err(ActionError(
+            "balloon amount_mib 200 is more than mem_size_mib 128".into()
+        ))
+    );
+    call(B::SetTarget(32)).unwrap();
+    call(B::SetStatsInterval(0)).unwrap();
+    assert_eq!(
+        call(B::Stats),
+        Err(ActionError(
+            "balloon statistics: not enabled (stats_polling_interval_s is 0)".into()
+        ))
+    );
+    call(B::SetStatsInterval(5)).unwrap();
+    assert_eq!(
+        call(B::Stats),
+        Err(ActionError(
+            "balloon statistics: the VM is not running".into()
+        ))
+    );
+    assert_eq!(
+        call(B::StartHinting(HintingStart::default())),
+        Err(ActionError(
+            "balloon hinting/start: free page hinting is not enabled (free_page_hinting was false)"
+                .into()
+        ))
+    );
+    call(B::Put(BalloonConfig {
+        free_page_hinting: true,
+        stats_polling_interval_s: 5,
+        amount_mib: 32,
+        ..cfg
+    }))
+    .unwrap();
+    assert_eq!(
+        call(B::HintingStatus),
+        Err(ActionError(
+            "balloon hinting/status: the VM is not running".into()
+        ))
+    );
+    let Ok(VmmData::Json(got)) = call(B::Describe) else {
+        panic!()
+    };
+    assert_eq!(
+        got,
+        serde_json::json!({"amount_mib": 32, "deflate_on_oom": true,
+            "stats_polling_interval_s": 5, "free_page_hinting": true,
+            "free_page_reporting": false})
+    );
+    let VmmData::VmConfig(json) = c.handle(VmmAction::GetVmConfig, &mut ev).unwrap() else {
+        panic!()
+    };
+    assert_eq!(json["balloon"]["amount_mib"], 32);
+    // A snapshot brings its own configuration.
+    assert!(c.configured());
+}

@@ -74,6 +74,10 @@ pub struct DevicesState {
     pub legacy: LegacyState,
     /// Each virtio-mmio device, in slot order.
     pub virtio: Vec<TransportState>,
+    /// The balloon's own state (target, statistics, hinting), if it has
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<devices::virtio::balloon::BalloonState>,
 }
 
 /// What kind of snapshot to take.
@@ -176,6 +180,7 @@ impl RunningVm {
                 .iter()
                 .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()).save_state())
                 .collect(),
+            balloon: self.virtio.balloon.as_ref().map(|b| b.save_state()),
         };
         // Memory after the vCPUs: saving one may finish an instruction
         // that writes it.
@@ -391,6 +396,18 @@ impl Vmm {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .restore_state(state)?;
+        }
+        match (&virtio.balloon, &devices.balloon) {
+            (Some(b), Some(state)) => b.restore_state(state).map_err(LoadError::Devices)?,
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(LoadError::Devices("the balloon's state is missing".into()))
+            }
+            (None, Some(_)) => {
+                return Err(LoadError::Devices(
+                    "a balloon state for a VM without a balloon".into(),
+                ))
+            }
         }
         if let Some(vsock) = &virtio.vsock {
             // Its host streams did not survive; the guest's connections end.

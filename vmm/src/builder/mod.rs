@@ -50,7 +50,10 @@ use devices::legacy::{
 };
 use devices::virtio::MMIO_REGION_SIZE;
 
+mod balloon;
 mod virtio;
+
+pub use balloon::BalloonHandle;
 
 pub use virtio::{
     attach_virtio_devices, open_device_backends, ordered_drives, virtio_layout, BackendError,
@@ -495,6 +498,7 @@ mod tests {
             entropy: false,
             entropy_rate_limiter: None,
             vsock: None,
+            balloon: None,
         }
     }
 

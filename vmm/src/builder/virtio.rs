@@ -34,6 +34,8 @@ pub enum VirtioSlotKind {
     Rng,
     /// The vsock device.
     Vsock,
+    /// The memory balloon.
+    Balloon,
 }
 
 /// The drives in the order the guest sees them: the root drive first, so
@@ -49,7 +51,13 @@ pub fn virtio_layout(spec: &VmSpec) -> Vec<VirtioSlotKind> {
     let nets = (0..spec.net.len()).map(VirtioSlotKind::Net);
     let rng = spec.entropy.then_some(VirtioSlotKind::Rng);
     let vsock = spec.vsock.is_some().then_some(VirtioSlotKind::Vsock);
-    drives.chain(nets).chain(rng).chain(vsock).collect()
+    let balloon = spec.balloon.is_some().then_some(VirtioSlotKind::Balloon);
+    drives
+        .chain(nets)
+        .chain(rng)
+        .chain(vsock)
+        .chain(balloon)
+        .collect()
 }
 
 /// A rate limiter's bucket cannot be made (the configuration checks refuse
@@ -332,6 +340,8 @@ pub struct VirtioDevices {
     pub vsock: Option<Arc<Mutex<Vsock>>>,
     /// The entropy device, for metrics and rate-limiter updates.
     pub rng: Option<Arc<Mutex<Rng>>>,
+    /// The balloon, for the API's balloon calls, metrics and snapshots.
+    pub balloon: Option<super::BalloonHandle>,
     /// Where each device was attached, in slot order (for the ACPI tables).
     pub slots: Vec<MmioSlot>,
     /// Every device's transport, in slot order (for snapshots).
@@ -422,6 +432,9 @@ impl VirtioDevices {
                 "throttled": l.throttled, "delayed_requests": l.delayed_requests,
                 "delayed_bytes": l.delayed_bytes,
             });
+        }
+        if let Some(b) = &self.balloon {
+            m["balloon"] = b.metrics();
         }
         if let Some(v) = &self.vsock {
             let c = v.lock().unwrap_or_else(|e| e.into_inner()).counters();
@@ -591,6 +604,14 @@ pub fn attach_virtio_devices(
                 out.transports.push(transport);
                 out.subscribers.push(rng.clone());
                 out.rng = Some(rng);
+            }
+            VirtioSlotKind::Balloon => {
+                let cfg = spec.balloon.as_ref().expect("a balloon slot has a config");
+                let mem_mib = u32::try_from(spec.machine.mem_size_mib).unwrap_or(u32::MAX);
+                let balloon = super::balloon::attach_balloon(vm, mmio, mem, slot, cfg, mem_mib)?;
+                out.transports.push(balloon.transport());
+                out.subscribers.push(balloon.subscriber());
+                out.balloon = Some(balloon);
             }
             VirtioSlotKind::Vsock => {
                 let cfg = spec

@@ -156,6 +156,10 @@ const VMM: &[Allowed] = &[
         "sizing guest memory's memfd; snapshots: sizing the memory file (its untouched pages stay holes)",
     ),
     a(
+        libc::SYS_fallocate,
+        "balloon: pages the guest gives up go back to the host (a hole punched in guest memory's memfd)",
+    ),
+    a(
         libc::SYS_memfd_create,
         "guest memory (base or huge pages), built on InstanceStart (API mode)",
     ),
