@@ -19,7 +19,7 @@ AS=${AS:-as}
 LD=${LD:-ld}
 SRC=$(cd "$(dirname "$0")" && pwd)
 OUT=$1
-GUESTS="hello bootparams smp boottimer triplefault echo sse counter virtio_blk virtio_net virtio_rng virtio_vsock acpi_power acpi_devices vmgenid perf_idle perf_touch perf_blk perf_net perf_spin hostile_blk uperf_blk uperf_net"
+GUESTS="hello bootparams smp boottimer triplefault echo sse counter virtio_blk virtio_net virtio_rng virtio_vsock virtio_balloon acpi_power acpi_devices vmgenid perf_idle perf_touch perf_blk perf_net perf_spin hostile_blk uperf_blk uperf_net"
 
 mkdir -p "$OUT"
 TMP=$(mktemp -d "$OUT/.guests-build.XXXXXX")

@@ -69,7 +69,7 @@ pub enum BalloonError {
         memory: u32,
     },
     /// Statistics were not enabled when the device was made.
-    #[error("statistics are not enabled (stats_polling_interval_s was 0 at InstanceStart)")]
+    #[error("not enabled (stats_polling_interval_s was 0 at InstanceStart)")]
     StatsDisabled,
     /// Statistics cannot be turned on or off once the device exists: the
     /// stats queue is there or not.
