@@ -29,10 +29,9 @@ struct Pod {
 }
 
 impl Pod {
+    /// The guest booted with `balloon` and the guest's `args`, ready.
     fn start(balloon: serde_json::Value, args: &str) -> Pod {
         let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("api.sock");
-        let metrics = dir.path().join("metrics.json");
         let config = dir.path().join("vm.json");
         std::fs::write(
             &config,
@@ -41,17 +40,26 @@ impl Pod {
                                 "boot_args": format!("console=ttyS0 {args}")},
                 "machine-config": {"vcpu_count": 1, "mem_size_mib": 256},
                 "balloon": balloon,
-                "metrics": {"metrics_path": metrics},
+                "metrics": {"metrics_path": dir.path().join("metrics.json")},
             })
             .to_string(),
         )
         .unwrap();
-        let mut child = podvm()
-            .arg("serve")
-            .arg("--api-sock")
-            .arg(&sock)
-            .arg("--config-file")
-            .arg(&config)
+        let mut pod = Pod::spawn(dir, Some(&config));
+        pod.wait("balloon-ready\n");
+        pod
+    }
+
+    /// `podvm serve` in `dir`, with the config file `config` if given.
+    fn spawn(dir: tempfile::TempDir, config: Option<&Path>) -> Pod {
+        let sock = dir.path().join("api.sock");
+        let metrics = dir.path().join("metrics.json");
+        let mut cmd = podvm();
+        cmd.arg("serve").arg("--api-sock").arg(&sock);
+        if let Some(config) = config {
+            cmd.arg("--config-file").arg(config);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -59,7 +67,7 @@ impl Pod {
             .expect("spawn podvm");
         let stdin = child.stdin.take().unwrap();
         let out = stream_stdout(&mut child);
-        let mut pod = Pod {
+        let pod = Pod {
             vm: KillOnDrop(child),
             stdin,
             out,
@@ -68,7 +76,9 @@ impl Pod {
             metrics,
             _dir: dir,
         };
-        pod.wait("balloon-ready\n");
+        if config.is_none() {
+            wait_for_path(&pod.sock);
+        }
         pod
     }
 
@@ -124,12 +134,17 @@ impl Pod {
 }
 
 fn rss_shmem_kb(pid: u32) -> u64 {
+    status_kb(pid, "RssShmem")
+}
+
+/// A `/proc/PID/status` figure, kB.
+fn status_kb(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("RssShmem:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-        .unwrap_or_else(|| panic!("no RssShmem in {status}"))
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
 }
 
 /// A statistic, once the guest has sent it.
@@ -359,5 +374,51 @@ fn a_hostile_balloon_driver_frees_nothing_outside_its_ram_and_the_vmm_goes_on() 
     pod.quit();
 }
 
-#[allow(dead_code)]
-fn unused(_: &Path) {}
+#[test]
+fn a_restored_balloon_keeps_its_size_and_statistics_and_frees_its_private_copies() {
+    if !kvm_available("a_restored_balloon") {
+        return;
+    }
+    let mut pod = Pod::start(
+        serde_json::json!({"amount_mib": 8, "deflate_on_oom": true,
+                           "stats_polling_interval_s": 1}),
+        "balloon.touch=32",
+    );
+    pod.wait("balloon-actual: 2048 zero=0\n");
+    let snap = tempfile::tempdir().unwrap();
+    let (state, mem) = (snap.path().join("vm.state"), snap.path().join("vm.mem"));
+    pod.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
+    let body = serde_json::json!({"snapshot_type": "Full", "snapshot_path": state,
+                                  "mem_file_path": mem});
+    pod.ok("PUT", "/snapshot/create", &body.to_string());
+    drop(pod);
+
+    let mut pod = Pod::spawn(tempfile::tempdir().unwrap(), None);
+    let load = serde_json::json!({"snapshot_path": state, "mem_file_path": mem,
+                                  "resume_vm": true});
+    pod.ok("PUT", "/snapshot/load", &load.to_string());
+    assert_eq!(pod.ok("GET", "/balloon", "")["amount_mib"], 8);
+    // The statistics buffer the device held comes back at the next poll.
+    let stats = pod.ok("GET", "/balloon/statistics", "");
+    assert_eq!(stats["actual_pages"], 2048, "{stats}");
+    let before = stat(&stats, "minor_faults").unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while stat(&pod.ok("GET", "/balloon/statistics", ""), "minor_faults").unwrap() == before {
+        assert!(Instant::now() < deadline, "no statistics after the restore");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The guest takes its pages back (they were freed before the snapshot,
+    // so they read 0) and writes them: private copies of the memory file.
+    let pid = pod.vm.0.id();
+    let anon = status_kb(pid, "RssAnon");
+    pod.ok("PATCH", "/balloon", r#"{"amount_mib": 0}"#);
+    pod.wait("balloon-actual: 0 zero=2048\n");
+    let used = status_kb(pid, "RssAnon");
+    assert!(used >= anon + 8 * MIB_KB - 64, "{anon} kB -> {used} kB");
+    // Inflating them again drops those copies.
+    pod.ok("PATCH", "/balloon", r#"{"amount_mib": 8}"#);
+    pod.wait("balloon-actual: 2048 zero=0\n");
+    let freed = status_kb(pid, "RssAnon");
+    assert!(used - freed >= 8 * MIB_KB - 64, "{used} kB -> {freed} kB");
+    pod.quit();
+}

@@ -53,8 +53,12 @@ fn bad_config_files_exit_2_with_the_reason() {
             "unknown field `extra`",
         ),
         (
+            r#"{"boot-source": {"kernel_image_path": "/k"}, "mmds-config": {}}"#,
+            "\"mmds-config\" (yet) is not supported by podvm",
+        ),
+        (
             r#"{"boot-source": {"kernel_image_path": "/k"}, "balloon": {"amount_mib": 1}}"#,
-            "\"balloon\" (yet) is not supported by podvm",
+            "missing field `deflate_on_oom`",
         ),
     ];
     for (json, want) in cases {
