@@ -93,6 +93,8 @@ pub struct VmConfig {
     pub drives: Vec<(String, PathBuf)>,
     /// Network interfaces: (id, host tap name).
     pub nets: Vec<(String, String)>,
+    /// The config file's `balloon` section, if any.
+    pub balloon: Option<serde_json::Value>,
 }
 
 impl VmConfig {
@@ -105,6 +107,7 @@ impl VmConfig {
             mem_mib,
             drives: Vec::new(),
             nets: Vec::new(),
+            balloon: None,
         }
     }
 
@@ -138,12 +141,16 @@ impl VmConfig {
     /// The Firecracker JSON config file (`drives` is required there, even
     /// empty).
     pub fn config_file(&self) -> serde_json::Value {
-        json!({
+        let mut v = json!({
             "boot-source": self.boot_source(),
             "machine-config": self.machine(),
             "drives": (0..self.drives.len()).map(|i| self.drive(i)).collect::<Vec<_>>(),
             "network-interfaces": (0..self.nets.len()).map(|i| self.net(i)).collect::<Vec<_>>(),
-        })
+        });
+        if let Some(b) = &self.balloon {
+            v["balloon"] = b.clone();
+        }
+        v
     }
 
     /// Writes the config file to `path`.
@@ -204,16 +211,42 @@ pub struct Instance {
     arrivals: Vec<(usize, Instant)>,
     stderr: Arc<Mutex<Vec<u8>>>,
     reaped: bool,
+    /// The console's input, for an instance spawned with one.
+    input: Option<std::process::ChildStdin>,
 }
 
 impl Instance {
     /// Spawns `cmd` with the console on a pipe. `sock`, when given, is
     /// removed first (Firecracker refuses an existing path) and on drop.
-    pub fn spawn(mut cmd: Command, sock: Option<PathBuf>) -> Result<Instance, PerfError> {
+    pub fn spawn(cmd: Command, sock: Option<PathBuf>) -> Result<Instance, PerfError> {
+        Instance::spawn_with(cmd, sock, false)
+    }
+
+    /// As [`Instance::spawn`], with the console's input on a pipe too
+    /// ([`Instance::type_input`]).
+    pub fn spawn_interactive(cmd: Command, sock: Option<PathBuf>) -> Result<Instance, PerfError> {
+        Instance::spawn_with(cmd, sock, true)
+    }
+
+    /// Writes `bytes` to the console's input.
+    pub fn type_input(&mut self, bytes: &[u8]) -> Result<(), PerfError> {
+        use std::io::Write;
+        let input = self.input.as_mut().expect("an instance spawned with input");
+        input
+            .write_all(bytes)
+            .and_then(|()| input.flush())
+            .map_err(|e| PerfError::io("console input".into(), e))
+    }
+
+    fn spawn_with(
+        mut cmd: Command,
+        sock: Option<PathBuf>,
+        input: bool,
+    ) -> Result<Instance, PerfError> {
         if let Some(s) = &sock {
             let _ = std::fs::remove_file(s);
         }
-        cmd.stdin(Stdio::null())
+        cmd.stdin(if input { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // SAFETY: the closure runs in the forked child before exec and only
@@ -232,6 +265,7 @@ impl Instance {
         let mut child = cmd
             .spawn()
             .map_err(|e| PerfError::io(format!("spawn {:?}", cmd.get_program()), e))?;
+        let input = child.stdin.take();
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let (tx, out) = mpsc::channel();
         std::thread::spawn(move || {
@@ -267,6 +301,7 @@ impl Instance {
             arrivals: Vec::new(),
             stderr,
             reaped: false,
+            input,
         })
     }
 

@@ -9,6 +9,7 @@ use crate::vmm::Vmm;
 use crate::PerfError;
 
 pub mod api;
+pub mod balloon;
 pub mod boot;
 pub mod density;
 pub mod destroy;
@@ -174,5 +175,6 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(io::Block),
         Box::new(io::Net),
         Box::new(snapshot::Snapshot),
+        Box::new(balloon::BalloonReport),
     ]
 }
