@@ -31,6 +31,11 @@ struct Pod {
 impl Pod {
     /// The guest booted with `balloon` and the guest's `args`, ready.
     fn start(balloon: serde_json::Value, args: &str) -> Pod {
+        Pod::start_on(balloon, args, "None")
+    }
+
+    /// As [`Pod::start`], guest RAM backed by `huge_pages` pages.
+    fn start_on(balloon: serde_json::Value, args: &str, huge_pages: &str) -> Pod {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("vm.json");
         std::fs::write(
@@ -38,7 +43,8 @@ impl Pod {
             serde_json::json!({
                 "boot-source": {"kernel_image_path": guest("virtio_balloon"),
                                 "boot_args": format!("console=ttyS0 {args}")},
-                "machine-config": {"vcpu_count": 1, "mem_size_mib": 256},
+                "machine-config": {"vcpu_count": 1, "mem_size_mib": 256,
+                                   "huge_pages": huge_pages},
                 "balloon": balloon,
                 "metrics": {"metrics_path": dir.path().join("metrics.json")},
             })
@@ -420,5 +426,38 @@ fn a_restored_balloon_keeps_its_size_and_statistics_and_frees_its_private_copies
     pod.wait("balloon-actual: 2048 zero=0\n");
     let freed = status_kb(pid, "RssAnon");
     assert!(used - freed >= 8 * MIB_KB - 64, "{used} kB -> {freed} kB");
+    pod.quit();
+}
+
+#[test]
+fn on_huge_pages_whole_huge_pages_go_back_once_ballooned_or_reported() {
+    if !kvm_available("on_huge_pages_whole_huge_pages_go_back") {
+        return;
+    }
+    // 256 MiB of guest RAM: 128 huge pages.
+    let Some(_pool) = testkit::HugePages::reserve("on_huge_pages_whole_huge_pages_go_back", 128)
+    else {
+        return;
+    };
+    let mut pod = Pod::start_on(
+        serde_json::json!({"amount_mib": 0, "deflate_on_oom": false,
+                           "free_page_reporting": true}),
+        "balloon.touch=32 balloon.report_at=16 balloon.report=8",
+        "2M",
+    );
+    let pid = pod.vm.0.id();
+    let hugetlb = status_kb(pid, "HugetlbPages");
+    assert!(hugetlb >= 32 * MIB_KB, "{hugetlb} kB of huge pages");
+    // Inflated 1 MiB at a time: each huge page goes with its last page.
+    pod.ok("PATCH", "/balloon", r#"{"amount_mib": 5}"#);
+    pod.wait("balloon-actual: 1280 zero=0\n");
+    let inflated = status_kb(pid, "HugetlbPages");
+    assert_eq!(hugetlb - inflated, 4 * MIB_KB, "two whole huge pages");
+    pod.key(b'r');
+    pod.wait("balloon-reported: 8\n");
+    assert_eq!(inflated - status_kb(pid, "HugetlbPages"), 8 * MIB_KB);
+    let m = pod.balloon_metrics();
+    assert_eq!(m["inflated_bytes_freed"], 4 << 20, "{m}");
+    assert_eq!(m["reported_bytes_freed"], 8 << 20);
     pod.quit();
 }

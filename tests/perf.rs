@@ -79,7 +79,7 @@ fn smoke_run_of_every_scenario() {
 
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let scenarios = doc["scenarios"].as_array().unwrap();
-    assert_eq!(scenarios.len(), 10, "{doc:#}");
+    assert_eq!(scenarios.len(), 11, "{doc:#}");
     for s in scenarios {
         let name = s["name"].as_str().unwrap();
         assert!(plots.join(format!("{name}.svg")).exists(), "{name}.svg");

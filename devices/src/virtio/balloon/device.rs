@@ -250,6 +250,7 @@ impl Balloon {
                 bytes: Vec::with_capacity(MAX_STAT_ENTRIES * STAT_ENTRY_LEN),
                 counters: BalloonCounters::default(),
                 used: false,
+                partial: Default::default(),
             },
             timer: TimerFd::new().map_err(|e| BalloonError::Timer(e.into()))?,
         })
@@ -510,6 +511,7 @@ impl VirtioDevice for Balloon {
         self.common.reset();
         self.held_stats = None;
         self.hinting.guest_cmd = None;
+        self.pages.partial = Default::default();
         self.common.config_space_mut()[CONFIG_ACTUAL].fill(0);
     }
 }

@@ -371,3 +371,37 @@ fn the_state_moves_to_a_new_device_and_a_bad_one_is_refused() {
     bad.held_stats = Some(256);
     assert!(other.restore_state(&bad).is_err());
 }
+
+#[test]
+fn on_huge_pages_a_huge_page_goes_once_all_its_pages_are_in_the_balloon() {
+    let mut rig = Rig::new(all());
+    rig.dev.pages.page_sizes = vec![2 << 20];
+    rig.fill(0x40_0000, 0x20_0000);
+    let first: Vec<u32> = (0x400..0x500).collect();
+    let d = rig.pfns(0x10_0000, &first);
+    rig.post(INFLATE_QUEUE, &[d], 0);
+    assert_eq!(
+        rig.dev.counters().inflated_bytes_freed,
+        0,
+        "half a huge page"
+    );
+    assert_eq!(rig.byte(0x40_0000), 0x5a);
+    // One page out and in again, then the other half.
+    let d = rig.pfns(0x10_1000, &[0x400]);
+    rig.post(DEFLATE_QUEUE, &[d], 0);
+    let second: Vec<u32> = (0x500..0x600).collect();
+    let d = rig.pfns(0x10_2000, &second);
+    rig.post(INFLATE_QUEUE, &[d], 1);
+    assert_eq!(
+        rig.dev.counters().inflated_bytes_freed,
+        0,
+        "page 0x400 is out"
+    );
+    let d = rig.pfns(0x10_3000, &[0x400]);
+    rig.post(INFLATE_QUEUE, &[d], 2);
+    let c = rig.dev.counters();
+    assert_eq!(c.inflated_bytes_freed, 2 << 20);
+    assert_eq!(c.inflated_pages, 513);
+    assert_eq!(rig.byte(0x40_0000), 0);
+    assert_eq!(rig.byte(0x5f_ffff), 0);
+}

@@ -22,6 +22,7 @@
 mod device;
 pub mod discard;
 mod event_handler;
+mod partial;
 mod queues;
 pub mod stats;
 

@@ -9,6 +9,7 @@ use super::device::{
     BalloonCounters, HintingState, BALLOON_QUEUE_SIZE, FREE_PAGE_HINT_DONE, FREE_PAGE_HINT_STOP,
 };
 use super::discard::{discard, DiscardError, PAGE_SIZE};
+use super::partial::PartialHugePages;
 use super::stats::{GuestStats, MAX_STAT_ENTRIES, STAT_ENTRY_LEN};
 use crate::virtio::queue::{log_this, next_to_serve, Chain};
 use crate::virtio::ChainError;
@@ -29,6 +30,8 @@ pub(crate) struct Pages {
     pub(super) counters: BalloonCounters,
     /// Whether the pass returned a buffer (and may interrupt).
     pub(super) used: bool,
+    /// Ballooned pages of huge pages not yet wholly ballooned.
+    pub(super) partial: PartialHugePages,
 }
 
 /// After a hinting pass: whether the guest's STOP is to be answered with
@@ -187,13 +190,33 @@ fn serve_run(mem: &GuestMemoryMmap, pages: &mut Pages, first: u64, count: u64, i
         };
         let region_end = (region.start_addr().0 + region.len()) / PAGE_SIZE;
         let n = end.min(region_end) - pfn;
-        if inflate {
-            pages.counters.inflated_pages += n;
-            if let Ok(freed) = pages.free(mem, addr, n * PAGE_SIZE) {
-                pages.counters.inflated_bytes_freed += freed;
+        let huge = mem
+            .iter()
+            .position(|r| r.start_addr() == region.start_addr())
+            .and_then(|i| pages.page_sizes.get(i).copied())
+            .unwrap_or(PAGE_SIZE);
+        match (inflate, huge > PAGE_SIZE) {
+            (true, false) => {
+                pages.counters.inflated_pages += n;
+                if let Ok(freed) = pages.free(mem, addr, n * PAGE_SIZE) {
+                    pages.counters.inflated_bytes_freed += freed;
+                }
             }
-        } else {
-            pages.counters.deflated_pages += n;
+            // Huge pages: freed once every page of one is in the balloon.
+            (true, true) => {
+                pages.counters.inflated_pages += n;
+                for base in pages.partial.inflate(addr, n, huge) {
+                    if let Ok(freed) = pages.free(mem, base, huge) {
+                        pages.counters.inflated_bytes_freed += freed;
+                    }
+                }
+            }
+            (false, huge_pages) => {
+                pages.counters.deflated_pages += n;
+                if huge_pages {
+                    pages.partial.deflate(addr, n, huge);
+                }
+            }
         }
         pfn += n;
     }
