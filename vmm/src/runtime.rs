@@ -521,11 +521,33 @@ impl RunningVm {
         {
             log::warn!("serial: cannot flush output: {e}");
         }
-        drop(vm);
-        drop(memory);
+        release(vm, &memory);
         flushed?;
         Ok(())
     }
+}
+
+/// Ends the VM and gives its memory back, both at once: the host frees
+/// the guest's pages on as many threads as it has CPUs (up to 4) while
+/// the VM's own teardown runs, instead of all of it in the one exiting
+/// thread. Nothing runs the guest any more.
+fn release(vm: Vm, memory: &GuestMemoryMmap) {
+    let started = std::time::Instant::now();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let freed = std::thread::scope(|s| {
+        let dropped = std::thread::Builder::new()
+            .name("vm-release".into())
+            .spawn_scoped(s, move || drop(vm));
+        if let Err(e) = dropped {
+            log::debug!("the VM is released in line: {e}");
+        }
+        crate::memory::release_guest_memory(memory, threads)
+    });
+    log::debug!(
+        "released the VM and {} MiB of guest memory in {} us",
+        freed >> 20,
+        started.elapsed().as_micros()
+    );
 }
 
 fn stop_vcpus(handles: Vec<VcpuHandle>) {
