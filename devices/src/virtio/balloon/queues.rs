@@ -138,14 +138,14 @@ fn runs(pfns: &mut Vec<u32>) -> Vec<(u64, u64)> {
     out
 }
 
-/// Inflate or deflate requests: each chain a list of page frame numbers.
-/// Inflated pages inside guest memory are freed on the host; deflated
-/// ones need nothing (they fault in again, zeroed or from the snapshot).
-pub(super) fn pfn_batch(
+/// One bounded pass: `serve` handles each chain the driver posted and
+/// says which chain to give back now (its own, or none), up to
+/// [`CHAIN_BUDGET`] chains; true when the budget ran out.
+fn each_chain(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
     pages: &mut Pages,
-    inflate: bool,
+    mut serve: impl FnMut(Chain<'_, GuestMemoryMmap>, &mut Pages) -> Option<u16>,
 ) -> Result<bool, virtio_queue::Error> {
     let mut served = 0;
     while let Some(chain) = next_to_serve(
@@ -155,6 +155,28 @@ pub(super) fn pfn_batch(
         &mut pages.counters.malformed,
         "virtio-balloon",
     )? {
+        if let Some(head) = serve(chain, pages) {
+            queue.add_used(mem, head, 0)?;
+            pages.used = true;
+        }
+        served += 1;
+        if served == CHAIN_BUDGET {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Inflate or deflate requests: each chain a list of page frame numbers.
+/// Inflated pages inside guest memory are freed on the host; deflated
+/// ones need nothing (they fault in again, zeroed or from the snapshot).
+pub(super) fn pfn_batch(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    pages: &mut Pages,
+    inflate: bool,
+) -> Result<bool, virtio_queue::Error> {
+    each_chain(queue, mem, pages, |chain, pages| {
         let head = chain.head_index();
         let mut pfns = std::mem::take(&mut pages.pfns);
         match read_pfns(chain, mem, &mut pfns, &mut pages.bytes) {
@@ -166,14 +188,8 @@ pub(super) fn pfn_batch(
             Err(e) => pages.malformed(&e),
         }
         pages.pfns = pfns;
-        queue.add_used(mem, head, 0)?;
-        pages.used = true;
-        served += 1;
-        if served == CHAIN_BUDGET {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+        Some(head)
+    })
 }
 
 /// One run of pages: the parts inside guest memory are counted (and, when
@@ -231,14 +247,7 @@ pub(super) fn stats_batch(
     held: &mut Option<u16>,
     stats: &mut GuestStats,
 ) -> Result<bool, virtio_queue::Error> {
-    let mut served = 0;
-    while let Some(chain) = next_to_serve(
-        queue,
-        mem,
-        usize::from(BALLOON_QUEUE_SIZE),
-        &mut pages.counters.malformed,
-        "virtio-balloon",
-    )? {
+    each_chain(queue, mem, pages, |chain, pages| {
         let head = chain.head_index();
         match read_stats(chain, mem, &mut pages.bytes) {
             Ok(()) => {
@@ -247,16 +256,8 @@ pub(super) fn stats_batch(
             }
             Err(e) => pages.malformed(&e),
         }
-        if let Some(old) = held.replace(head) {
-            queue.add_used(mem, old, 0)?;
-            pages.used = true;
-        }
-        served += 1;
-        if served == CHAIN_BUDGET {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+        held.replace(head)
+    })
 }
 
 /// The device-readable bytes of a stats chain, at most
@@ -289,14 +290,7 @@ pub(super) fn report_batch(
     mem: &GuestMemoryMmap,
     pages: &mut Pages,
 ) -> Result<bool, virtio_queue::Error> {
-    let mut served = 0;
-    while let Some(chain) = next_to_serve(
-        queue,
-        mem,
-        usize::from(BALLOON_QUEUE_SIZE),
-        &mut pages.counters.malformed,
-        "virtio-balloon",
-    )? {
+    each_chain(queue, mem, pages, |chain, pages| {
         let head = chain.head_index();
         for desc in chain {
             match desc {
@@ -314,14 +308,8 @@ pub(super) fn report_batch(
                 }
             }
         }
-        queue.add_used(mem, head, 0)?;
-        pages.used = true;
-        served += 1;
-        if served == CHAIN_BUDGET {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+        Some(head)
+    })
 }
 
 /// Free page hints: a 4-byte device-readable buffer is the guest's command
@@ -333,14 +321,7 @@ pub(super) fn hint_batch(
     pages: &mut Pages,
     hinting: &mut HintingState,
 ) -> Result<bool, virtio_queue::Error> {
-    let mut served = 0;
-    while let Some(chain) = next_to_serve(
-        queue,
-        mem,
-        usize::from(BALLOON_QUEUE_SIZE),
-        &mut pages.counters.malformed,
-        "virtio-balloon",
-    )? {
+    each_chain(queue, mem, pages, |chain, pages| {
         let head = chain.head_index();
         for desc in chain {
             let d = match desc {
@@ -370,12 +351,6 @@ pub(super) fn hint_batch(
                 Err(DiscardError::Host { .. }) => {}
             }
         }
-        queue.add_used(mem, head, 0)?;
-        pages.used = true;
-        served += 1;
-        if served == CHAIN_BUDGET {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+        Some(head)
+    })
 }
