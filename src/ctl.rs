@@ -66,6 +66,23 @@ pub enum CtlCommand {
     /// Snapshots (`PUT /snapshot/create`, `PUT /snapshot/load`).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// The memory balloon (`/balloon`).
+    #[command(subcommand)]
+    Balloon(BalloonCommand),
+}
+
+/// `podvm ctl balloon …`.
+#[derive(Debug, Subcommand)]
+pub enum BalloonCommand {
+    /// The balloon's configuration and target (`GET /balloon`).
+    Show,
+    /// Set the target, MiB (`PATCH /balloon`).
+    Set {
+        /// Memory the guest is asked to give up, MiB.
+        amount_mib: u32,
+    },
+    /// The guest's latest memory statistics (`GET /balloon/statistics`).
+    Stats,
 }
 
 /// `podvm ctl snapshot …`.
@@ -107,6 +124,10 @@ impl CtlCommand {
         if let CtlCommand::Snapshot(s) = self {
             return s.request();
         }
+        if let CtlCommand::Balloon(BalloonCommand::Set { amount_mib }) = self {
+            let body = serde_json::json!({ "amount_mib": amount_mib });
+            return Ok((Method::Patch, "/balloon".into(), body.to_string()));
+        }
         let (m, p, b) = self.simple_request();
         Ok((m, p.to_string(), b.to_string()))
     }
@@ -127,6 +148,11 @@ impl CtlCommand {
             CtlCommand::Put { path, json } => (Method::Put, path, json),
             CtlCommand::Patch { path, json } => (Method::Patch, path, json),
             CtlCommand::Snapshot(_) => unreachable!("snapshot requests are built in request()"),
+            CtlCommand::Balloon(BalloonCommand::Show) => (Method::Get, "/balloon", ""),
+            CtlCommand::Balloon(BalloonCommand::Stats) => (Method::Get, "/balloon/statistics", ""),
+            CtlCommand::Balloon(BalloonCommand::Set { .. }) => {
+                unreachable!("balloon targets are built in request()")
+            }
         }
     }
 }
@@ -308,6 +334,32 @@ mod tests {
             body(&["load", "/st", "/mem", "--net", "eth0"]).unwrap_err(),
             "--net eth0: expected IFACE=TAP"
         );
+    }
+
+    #[test]
+    fn balloon_commands_map_to_firecrackers_calls() {
+        let req = |args: &[&str]| {
+            let mut argv = vec!["--api-sock", "/s", "balloon"];
+            argv.extend_from_slice(args);
+            ctl(&argv).unwrap().command.request().unwrap()
+        };
+        assert_eq!(
+            req(&["set", "64"]),
+            (
+                Method::Patch,
+                "/balloon".into(),
+                r#"{"amount_mib":64}"#.into()
+            )
+        );
+        assert_eq!(
+            req(&["show"]),
+            (Method::Get, "/balloon".into(), String::new())
+        );
+        assert_eq!(
+            req(&["stats"]),
+            (Method::Get, "/balloon/statistics".into(), String::new())
+        );
+        assert!(ctl(&["--api-sock", "/s", "balloon", "set", "-1"]).is_err());
     }
 
     #[test]
