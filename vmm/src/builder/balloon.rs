@@ -4,16 +4,15 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use devices::virtio::balloon::{Balloon, BalloonError, BalloonOptions, BalloonState};
+use devices::virtio::balloon::{
+    Balloon, BalloonError, BalloonOptions, BalloonState, PAGES_PER_MIB,
+};
 use devices::virtio::MmioTransport;
 use resources::BalloonConfig;
 use vm_memory::GuestMemoryMmap;
 
 use crate::device_manager::{attach_virtio_device, DeviceError, MmioSlot};
 use crate::vstate::vm::Vm;
-
-/// Pages per MiB.
-const PAGES_PER_MIB: u32 = 256;
 
 /// The balloon device and its transport (which tells the driver of a
 /// configuration change).

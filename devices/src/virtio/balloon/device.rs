@@ -39,7 +39,7 @@ pub const FREE_PAGE_HINT_DONE: u32 = 1;
 const CONFIG_LEN: usize = 12;
 const CONFIG_ACTUAL: std::ops::Range<usize> = 4..8;
 /// Pages in a MiB.
-const PAGES_PER_MIB: u32 = (1 << 20) / PAGE_SIZE as u32;
+pub const PAGES_PER_MIB: u32 = (1 << 20) / PAGE_SIZE as u32;
 
 /// What the balloon offers, fixed when it is created (Firecracker's
 /// `PUT /balloon` fields).
@@ -83,6 +83,9 @@ pub enum BalloonError {
     /// Hinting was not enabled when the device was made.
     #[error("free page hinting is not enabled (free_page_hinting was false at InstanceStart)")]
     HintingDisabled,
+    /// The device's events cannot be made.
+    #[error("cannot create the device's events: {0}")]
+    Create(#[source] io::Error),
     /// The stats timer cannot be armed.
     #[error("cannot arm the statistics timer: {0}")]
     Timer(#[source] io::Error),
@@ -235,7 +238,7 @@ impl Balloon {
             features,
             config,
         )
-        .map_err(BalloonError::Timer)?;
+        .map_err(BalloonError::Create)?;
         Ok(Balloon {
             common,
             roles,
@@ -252,7 +255,7 @@ impl Balloon {
                 used: false,
                 partial: Default::default(),
             },
-            timer: TimerFd::new().map_err(|e| BalloonError::Timer(e.into()))?,
+            timer: TimerFd::new().map_err(|e| BalloonError::Create(e.into()))?,
         })
     }
 
