@@ -171,29 +171,30 @@ fn check_guest_speed(report: &mut Report, kvm: &Kvm) {
     }
 }
 
-/// The shmem transparent huge page setting (the selected word of
-/// `shmem_enabled`).
-const SHMEM_THP: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
-
-/// How guest RAM can be backed here: transparent huge pages for its memfd
-/// (podvm asks for them; the host's shmem setting decides), and the free
-/// 2 MiB huge pages for `huge_pages: "2M"`. Neither is needed: the line is
-/// never a warning.
+/// How guest RAM can be backed here: transparent huge pages from podvm's
+/// private tmpfs (or, without one, for a memfd as the host's shmem
+/// setting allows), and the free 2 MiB huge pages for `huge_pages: "2M"`.
+/// Neither is needed: the line is never a warning.
 fn check_memory(report: &mut Report) {
-    let thp = std::fs::read_to_string(SHMEM_THP).ok().and_then(|s| {
-        s.split_whitespace()
-            .find_map(|w| w.strip_prefix('[')?.strip_suffix(']').map(str::to_string))
-    });
-    let thp = match thp.as_deref() {
-        Some(m @ ("advise" | "always" | "within_size" | "force")) => format!(
-            "transparent huge pages on (shmem_enabled {m}): 2 MiB pages where the guest \
-             touches a whole one (faster guests and teardown, more memory for a sparse guest)"
+    use vmm::memory::{prepare_ram_backing, shmem_thp_setting, BasePageBacking, SHMEM_THP_SETTING};
+    let backing = prepare_ram_backing(None);
+    let thp = match (&backing, shmem_thp_setting()) {
+        (BasePageBacking::HugeTmpfs, _) => "transparent huge pages (a private tmpfs, \
+             huge=within_size): 2 MiB pages where the guest touches a whole one (faster guests \
+             and teardown, more memory for a sparse guest)"
+            .to_string(),
+        (BasePageBacking::Memfd(why), Some(m)) if backing.transparent_huge_pages() => format!(
+            "transparent huge pages for a memfd (shmem_enabled {m}; no private tmpfs: {why})"
         ),
-        Some(m) => format!(
-            "base pages (shmem_enabled {m}); `echo advise > {SHMEM_THP}` lets podvm back guest \
-             RAM with transparent 2 MiB pages (a 1 GiB pod-VM's teardown 4x faster)"
+        (BasePageBacking::Memfd(why), Some(m)) => format!(
+            "base pages: no private huge-page tmpfs ({why}) and shmem_enabled {m} \
+             (`echo advise > {SHMEM_THP_SETTING}` gives a memfd transparent 2 MiB pages: a \
+             1 GiB pod-VM's teardown 4x faster)"
         ),
-        None => "base pages (no transparent huge pages for shmem on this kernel)".to_string(),
+        (BasePageBacking::Memfd(why), None) => format!(
+            "base pages (no private huge-page tmpfs: {why}; no transparent huge pages for shmem \
+             on this kernel)"
+        ),
     };
     let huge = match vmm::memory::free_huge_pages_2m() {
         Ok(n) => format!("{n} free 2 MiB huge pages for huge_pages \"2M\""),

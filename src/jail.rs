@@ -169,6 +169,10 @@ pub fn enter(args: &JailArgs) -> Result<Jailed, JailError> {
         // SAFETY: installs a handler that does nothing.
         unsafe { libc::signal(sig, ignore as *const () as libc::sighandler_t) };
     }
+    // Guest RAM's private tmpfs needs CAP_SYS_ADMIN and sysfs: now, for
+    // the user podvm is about to become.
+    let backing = vmm::memory::prepare_ram_backing(Some((uid, gid)));
+    log::debug!("guest RAM on base pages: {backing:?}");
     enter_root(&dir, uid, gid).map_err(|(what, source)| JailError::Step {
         dir: dir.clone(),
         what,

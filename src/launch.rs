@@ -152,6 +152,10 @@ pub fn launch(launch: Launch<'_>) -> ExitCode {
         Ok(f) => f,
         Err(e) => return exit::usage(e),
     };
+    // Before any filter (and in a jail, already done before it dropped
+    // its privileges).
+    let backing = vmm::memory::prepare_ram_backing(None);
+    log::debug!("guest RAM on base pages: {backing:?}");
     // The event loop first: it blocks the stop signals for every thread
     // created after it (the API thread, the vCPUs).
     let event_loop = match EventLoop::new() {

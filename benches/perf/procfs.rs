@@ -94,8 +94,8 @@ pub fn parse_smaps(text: &str) -> Vec<Mapping> {
 }
 
 /// The mapping that holds a guest RAM of `guest_mib` MiB: the first whose
-/// size is at least the RAM's and less than 2 MiB more, anonymous or a
-/// memfd. VMMs map guest RAM in one piece per region (below 3.25 GiB a
+/// size is at least the RAM's and less than 2 MiB more, anonymous, a
+/// memfd or another deleted file (podvm's private tmpfs). VMMs map guest RAM in one piece per region (below 3.25 GiB a
 /// guest has one region), but Linux merges an anonymous mapping with an
 /// adjacent one of the same protection: in Firecracker the 128 MiB guest
 /// comes merged with 132 KiB of malloc heap right after it
@@ -113,7 +113,9 @@ pub fn guest_mapping(maps: &[Mapping], guest_mib: u64) -> Option<&Mapping> {
     let want = guest_mib * 1024;
     maps.iter()
         .filter(|m| m.size_kib >= want && m.size_kib < want + 2048)
-        .find(|m| m.name.is_empty() || m.name.starts_with("/memfd:"))
+        .find(|m| {
+            m.name.is_empty() || m.name.starts_with("/memfd:") || m.name.ends_with(" (deleted)")
+        })
 }
 
 /// Whether a `/proc/PID/pagemap` entry says the page is in memory: bit 63
@@ -392,6 +394,12 @@ Pss:                 100 kB
         let g = guest_mapping(&maps, 32).unwrap();
         assert!(g.name.starts_with("/memfd:"), "a memfd counts as guest RAM");
         assert!(guest_mapping(&maps, 64).is_none());
+        let mut tmpfs = maps[3].clone();
+        tmpfs.name = "/podvm-guest-ram (deleted)".to_string();
+        let g = guest_mapping(std::slice::from_ref(&tmpfs), 32).unwrap();
+        assert_eq!(g.name, tmpfs.name, "so does a deleted tmpfs file");
+        tmpfs.name = "/usr/lib/libc.so.6".to_string();
+        assert!(guest_mapping(std::slice::from_ref(&tmpfs), 32).is_none());
     }
 
     /// Firecracker's 128 MiB guest merged by Linux with 132 KiB of malloc

@@ -2,8 +2,10 @@
 //! mapping that file copy-on-write.
 //!
 //! **Full** ([`write_full_memory`]): the file gets the size of guest
-//! memory, and only pages the guest (or the VMM) ever populated are
-//! written, at their offset; the others stay holes, which read as zeros.
+//! memory, and only pages the guest (or the VMM) ever populated and that
+//! do not read as all zeros are written, at their offset; the others stay
+//! holes, which read as zeros. (Transparent huge pages populate guest
+//! memory 2 MiB at a time, most of it zeros the guest never wrote.)
 //! Which pages are populated comes from `/proc/self/pagemap` (present or
 //! swapped out; `mincore(2)` would miss swapped pages) and, for memory
 //! mapped from a file, from the data extents of that file: for memory
@@ -37,7 +39,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -48,18 +50,16 @@ use vm_memory::{
     GuestRegionMmap, MmapRegion,
 };
 
+use super::page_set::{
+    add_file_data, open_pagemap, pagemap_pages, PageSet, PAGEMAP_FILE_OR_SHARED, PAGEMAP_PRESENT,
+    PAGEMAP_SWAPPED,
+};
 use crate::vstate::vm::{Vm, VmError};
 
 /// The page size of guest memory, of KVM's dirty log and of the memory
 /// file (x86_64).
 pub const PAGE_SIZE: usize = 4096;
 
-/// `/proc/self/pagemap` entry bits (Documentation/admin-guide/mm/pagemap.rst).
-const PAGEMAP_PRESENT: u64 = 1 << 63;
-const PAGEMAP_SWAPPED: u64 = 1 << 62;
-const PAGEMAP_FILE_OR_SHARED: u64 = 1 << 61;
-/// Pagemap entries read at a time (512 KiB).
-const PAGEMAP_BATCH: usize = 65536;
 
 /// Guest memory could not be written to or restored from a file.
 #[derive(Debug, thiserror::Error)]
@@ -294,141 +294,6 @@ impl<B: VmmWriteLog> VmmWriteLog for Option<B> {
     }
 }
 
-/// One bit per page of a region, in KVM's dirty-log layout (bit `i % 64`
-/// of word `i / 64` is page `i`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct PageSet {
-    words: Vec<u64>,
-    pages: usize,
-}
-
-impl PageSet {
-    fn new(pages: usize) -> Self {
-        PageSet {
-            words: vec![0; pages.div_ceil(64)],
-            pages,
-        }
-    }
-
-    fn insert(&mut self, page: usize) {
-        self.words[page / 64] |= 1 << (page % 64);
-    }
-
-    fn contains(&self, page: usize) -> bool {
-        self.words[page / 64] & (1 << (page % 64)) != 0
-    }
-
-    fn insert_range(&mut self, first: usize, end: usize) {
-        for page in first..end.min(self.pages) {
-            self.insert(page);
-        }
-    }
-
-    /// Adds every page of `words`, a bitmap in the same layout.
-    fn union_words(&mut self, words: &[u64]) {
-        for (mine, theirs) in self.words.iter_mut().zip(words) {
-            *mine |= theirs;
-        }
-        if let Some(last) = self.words.last_mut() {
-            if !self.pages.is_multiple_of(64) {
-                *last &= (1 << (self.pages % 64)) - 1;
-            }
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.words.iter().map(|w| w.count_ones() as usize).sum()
-    }
-
-    /// The runs of consecutive pages, as (first page, page count).
-    fn runs(&self) -> Vec<(usize, usize)> {
-        let mut runs = Vec::new();
-        let mut page = 0;
-        while page < self.pages {
-            if self.words[page / 64] == 0 && page % 64 == 0 {
-                page += 64;
-                continue;
-            }
-            if !self.contains(page) {
-                page += 1;
-                continue;
-            }
-            let first = page;
-            while page < self.pages && self.contains(page) {
-                page += 1;
-            }
-            runs.push((first, page - first));
-        }
-        runs
-    }
-}
-
-/// The pages of `[host_addr, host_addr + pages * PAGE_SIZE)` whose pagemap
-/// entry passes `keep`.
-fn pagemap_pages(
-    pagemap: &File,
-    host_addr: usize,
-    pages: usize,
-    keep: impl Fn(u64) -> bool,
-) -> io::Result<PageSet> {
-    let mut set = PageSet::new(pages);
-    let mut buf = vec![0u8; pages.min(PAGEMAP_BATCH) * 8];
-    let first_entry = (host_addr / PAGE_SIZE) as u64 * 8;
-    let mut done = 0;
-    while done < pages {
-        let n = (pages - done).min(PAGEMAP_BATCH);
-        let chunk = &mut buf[..n * 8];
-        pagemap.read_exact_at(chunk, first_entry + done as u64 * 8)?;
-        for (i, entry) in chunk.chunks_exact(8).enumerate() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(entry);
-            if keep(u64::from_le_bytes(word)) {
-                set.insert(done + i);
-            }
-        }
-        done += n;
-    }
-    Ok(set)
-}
-
-/// Adds to `set` the pages of `[start, start + len)` of `file` that hold
-/// data (`SEEK_DATA`/`SEEK_HOLE`), page `0` being offset `start`.
-fn add_file_data(file: &File, start: u64, len: u64, set: &mut PageSet) -> io::Result<()> {
-    let end = start + len;
-    let seek = |pos: u64, whence: libc::c_int| -> io::Result<Option<u64>> {
-        // SAFETY: lseek only moves the offset of a descriptor `file` owns
-        // (no memory is passed); the position is within `off_t`'s range
-        // because it is within the file's.
-        let r = unsafe { libc::lseek(file.as_raw_fd(), pos as libc::off_t, whence) };
-        if r >= 0 {
-            return Ok(Some(r as u64));
-        }
-        let e = io::Error::last_os_error();
-        // ENXIO: no data at or after `pos`.
-        if e.raw_os_error() == Some(libc::ENXIO) {
-            Ok(None)
-        } else {
-            Err(e)
-        }
-    };
-    let mut pos = start;
-    while pos < end {
-        let Some(data) = seek(pos, libc::SEEK_DATA)? else {
-            break;
-        };
-        if data >= end {
-            break;
-        }
-        let hole = seek(data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
-        let first = ((data - start) / PAGE_SIZE as u64) as usize;
-        let last = (hole - start).div_ceil(PAGE_SIZE as u64) as usize;
-        set.insert_range(first, last);
-        pos = hole;
-    }
-    Ok(())
-}
-
 /// Writes `len` bytes of host memory at `ptr` to `file` at `offset`.
 ///
 /// # Safety
@@ -499,10 +364,6 @@ fn same_file(a: &File, b: &File) -> Result<bool, MemorySnapshotError> {
     Ok(a.dev() == b.dev() && a.ino() == b.ino())
 }
 
-fn open_pagemap() -> Result<File, MemorySnapshotError> {
-    File::open("/proc/self/pagemap").map_err(MemorySnapshotError::Pagemap)
-}
-
 /// The pages of `region` that hold data: populated in this process, or
 /// data in the file the region is mapped from.
 fn populated_pages<B: Bitmap>(
@@ -567,7 +428,8 @@ fn restart_tracking<B: VmmWriteLog>(
 
 /// Writes all of guest memory to `file`, a new memory file (its old
 /// contents are discarded, so never a file a VM is restored from): sized
-/// to the memory, with only the populated pages written. Then restarts dirty tracking, so that the next
+/// to the memory, with only the populated pages that are not all zeros
+/// written. Then restarts dirty tracking, so that the next
 /// [`write_diff_memory`] is relative to this snapshot; pass the VM whose
 /// log to restart as `vm` (`None` for memory no VM maps).
 ///
@@ -596,7 +458,8 @@ pub fn write_full_memory<B: VmmWriteLog>(
     let pagemap = open_pagemap()?;
     let mut stats = MemoryWriteStats::default();
     for (region, state) in mem.iter().zip(&layout.regions) {
-        let pages = populated_pages(&pagemap, region)?;
+        let mut pages = populated_pages(&pagemap, region)?;
+        pages.remove_zero_pages(region);
         write_pages(region, &pages, file, state.offset, &mut stats)?;
     }
     restart_tracking(mem, vm)?;
@@ -695,107 +558,6 @@ pub fn restore_guest_memory<B: NewBitmap>(
         })
         .collect::<Result<Vec<_>, _>>()?;
     GuestMemoryMmap::from_regions(regions).map_err(MemorySnapshotError::Assemble)
-}
-
-/// The guest pages touched since a restore: for each region, runs of
-/// `(first page, count)` the guest only read (`read`) and runs it wrote
-/// (`written`: copies of the file's pages it made). What a later load of
-/// the same snapshot populates before the guest runs
-/// ([`prefetch_working_set`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct WorkingSet {
-    /// Per memory region, in region order: pages read.
-    pub read: Vec<Vec<(u64, u64)>>,
-    /// Per memory region, in region order: pages written.
-    pub written: Vec<Vec<(u64, u64)>>,
-}
-
-impl WorkingSet {
-    /// Pages in the set.
-    pub fn pages(&self) -> u64 {
-        self.read
-            .iter()
-            .chain(&self.written)
-            .flatten()
-            .map(|&(_, n)| n)
-            .sum()
-    }
-}
-
-/// The pages of `mem` present in this process's page tables now — for
-/// memory restored from a file, those the guest (or podvm) touched since —
-/// split into those still the file's (read) and private copies (written).
-pub fn record_working_set<B: Bitmap>(
-    mem: &GuestMemoryMmap<B>,
-) -> Result<WorkingSet, MemorySnapshotError> {
-    let pagemap = open_pagemap()?;
-    let mut set = WorkingSet::default();
-    let runs = |p: PageSet| -> Vec<(u64, u64)> {
-        p.runs()
-            .into_iter()
-            .map(|(first, n)| (first as u64, n as u64))
-            .collect()
-    };
-    for region in mem.iter() {
-        let pages = region.len() as usize / PAGE_SIZE;
-        let mapping: &MmapRegion<B> = region;
-        let addr = mapping.as_ptr() as usize;
-        let read = pagemap_pages(&pagemap, addr, pages, |e| {
-            e & PAGEMAP_PRESENT != 0 && e & PAGEMAP_FILE_OR_SHARED != 0
-        })
-        .map_err(MemorySnapshotError::Pagemap)?;
-        let written = pagemap_pages(&pagemap, addr, pages, |e| {
-            e & PAGEMAP_PRESENT != 0 && e & PAGEMAP_FILE_OR_SHARED == 0
-        })
-        .map_err(MemorySnapshotError::Pagemap)?;
-        set.read.push(runs(read));
-        set.written.push(runs(written));
-    }
-    Ok(set)
-}
-
-/// Maps the pages of `set` into this process's page tables now, so that
-/// the guest does not stop on a fault for each of them when it runs: the
-/// pages it read as the file's (`MADV_POPULATE_READ`), the pages it wrote
-/// as private copies already (`MADV_POPULATE_WRITE`: the copy a write
-/// would make, made before). Runs outside a region are ignored. Returns
-/// the pages populated.
-pub fn prefetch_working_set<B: Bitmap>(
-    mem: &GuestMemoryMmap<B>,
-    set: &WorkingSet,
-) -> Result<u64, MemorySnapshotError> {
-    let mut done = 0;
-    for (advice, lists) in [
-        (libc::MADV_POPULATE_READ, &set.read),
-        (libc::MADV_POPULATE_WRITE, &set.written),
-    ] {
-        for (region, runs) in mem.iter().zip(lists) {
-            let pages = region.len() / PAGE_SIZE as u64;
-            let mapping: &MmapRegion<B> = region;
-            for &(first, count) in runs {
-                let Some(end) = first.checked_add(count).filter(|&end| end <= pages) else {
-                    continue;
-                };
-                let len = ((end - first) as usize) * PAGE_SIZE;
-                // SAFETY: the range lies inside the region's mapping
-                // (checked above), which stays mapped while `region` is
-                // borrowed; populating it changes no byte of it (a
-                // private copy holds the file's bytes).
-                let rc = unsafe {
-                    libc::madvise(
-                        mapping.as_ptr().add(first as usize * PAGE_SIZE).cast(),
-                        len,
-                        advice,
-                    )
-                };
-                if rc != 0 {
-                    return Err(MemorySnapshotError::Prefetch(io::Error::last_os_error()));
-                }
-                done += end - first;
-            }
-        }
-    }
-    Ok(done)
 }
 
 #[cfg(test)]

@@ -28,11 +28,13 @@
 mod blob;
 pub mod crc64;
 pub mod memory;
+mod page_set;
 pub mod state_file;
 #[cfg(test)]
 pub(crate) mod test_utils;
 pub mod vcpu;
 pub mod vm;
+pub mod working_set;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,9 +45,10 @@ use vm_memory::GuestMemoryMmap;
 
 pub use blob::Blob;
 pub use memory::{
-    prefetch_working_set, record_working_set, restore_guest_memory, write_diff_memory,
-    write_full_memory, MemorySnapshotError, MemoryState, MemoryWriteStats, VmmWriteLog, WorkingSet,
+    restore_guest_memory, write_diff_memory, write_full_memory, MemorySnapshotError, MemoryState,
+    MemoryWriteStats, VmmWriteLog,
 };
+pub use working_set::{prefetch_working_set, record_working_set, WorkingSet};
 pub use state_file::{
     decode_state_file, encode_state_file, read_state_file, write_state_file, HostCpu,
     StateFileError, StateFileHeader,

@@ -152,16 +152,20 @@ const VMM: &[Allowed] = &[
         "removing the API and vsock sockets on exit",
     ),
     a(
+        libc::SYS_unlinkat,
+        "guest memory: the private tmpfs's file has no name once it is open",
+    ),
+    a(
         libc::SYS_ftruncate,
-        "sizing guest memory's memfd; snapshots: sizing the memory file (its untouched pages stay holes)",
+        "sizing guest memory's file; snapshots: sizing the memory file (its untouched pages stay holes)",
     ),
     a(
         libc::SYS_fallocate,
-        "balloon: pages the guest gives up go back to the host (a hole punched in guest memory's memfd)",
+        "balloon: pages the guest gives up go back to the host (a hole punched in guest memory's file)",
     ),
     a(
         libc::SYS_memfd_create,
-        "guest memory (base or huge pages), built on InstanceStart (API mode)",
+        "guest memory on huge pages, or on base pages where the private tmpfs cannot be made; built on InstanceStart (API mode)",
     ),
     a(
         libc::SYS_bind,
