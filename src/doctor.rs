@@ -177,7 +177,7 @@ fn check_guest_speed(report: &mut Report, kvm: &Kvm) {
 /// Neither is needed: the line is never a warning.
 fn check_memory(report: &mut Report) {
     use vmm::memory::{prepare_ram_backing, shmem_thp_setting, BasePageBacking, SHMEM_THP_SETTING};
-    let backing = prepare_ram_backing(None);
+    let backing = prepare_ram_backing(None, true);
     let thp = match (&backing, shmem_thp_setting()) {
         (BasePageBacking::HugeTmpfs, _) => "transparent huge pages (a private tmpfs, \
              huge=within_size): 2 MiB pages where the guest touches a whole one (faster guests \
@@ -191,6 +191,7 @@ fn check_memory(report: &mut Report) {
              (`echo advise > {SHMEM_THP_SETTING}` gives a memfd transparent 2 MiB pages: a \
              1 GiB pod-VM's teardown 4x faster)"
         ),
+        (BasePageBacking::BasePagesOnly, _) => "base pages (asked for)".to_string(),
         (BasePageBacking::Memfd(why), None) => format!(
             "base pages (no private huge-page tmpfs: {why}; no transparent huge pages for shmem \
              on this kernel)"

@@ -120,7 +120,7 @@ fn cstring(p: &Path) -> io::Result<CString> {
 
 /// Confines this process as `args` say (see the module docs). Must run
 /// before any other thread exists.
-pub fn enter(args: &JailArgs) -> Result<Jailed, JailError> {
+pub fn enter(args: &JailArgs, guest_thp: bool) -> Result<Jailed, JailError> {
     let dir = args.jail.clone().expect("enter is called with --jail");
     let (uid, gid) = (
         args.uid.expect("clap requires --uid with --jail"),
@@ -171,7 +171,7 @@ pub fn enter(args: &JailArgs) -> Result<Jailed, JailError> {
     }
     // Guest RAM's private tmpfs needs CAP_SYS_ADMIN and sysfs: now, for
     // the user podvm is about to become.
-    let backing = vmm::memory::prepare_ram_backing(Some((uid, gid)));
+    let backing = vmm::memory::prepare_ram_backing(Some((uid, gid)), guest_thp);
     log::debug!("guest RAM on base pages: {backing:?}");
     enter_root(&dir, uid, gid).map_err(|(what, source)| JailError::Step {
         dir: dir.clone(),

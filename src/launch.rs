@@ -58,6 +58,17 @@ impl SeccompArgs {
     }
 }
 
+/// How `run` and `serve` back guest RAM on base pages.
+#[derive(Debug, Args)]
+pub struct GuestRamArgs {
+    /// Back guest RAM with 4 KiB pages only, no transparent huge pages:
+    /// the smallest host footprint for guests that touch their memory
+    /// sparsely (an idle tiny guest: 2 MiB less), at the cost of slower
+    /// guests and teardown. `huge_pages: "2M"` is unaffected.
+    #[arg(long)]
+    pub no_guest_thp: bool,
+}
+
 /// A snapshot to restore (`podvm run --restore`).
 pub struct Restore {
     /// The state file.
@@ -87,6 +98,8 @@ pub struct Launch<'a> {
     pub start_time: Instant,
     /// The seccomp flags.
     pub seccomp: &'a SeccompArgs,
+    /// How guest RAM is backed.
+    pub guest_ram: &'a GuestRamArgs,
 }
 
 /// Builds the VM `spec` describes; a failure is reported (naming the flag
@@ -147,6 +160,7 @@ pub fn launch(launch: Launch<'_>) -> ExitCode {
         metrics,
         start_time,
         seccomp,
+        guest_ram,
     } = launch;
     let filters = match seccomp.filters() {
         Ok(f) => f,
@@ -154,7 +168,7 @@ pub fn launch(launch: Launch<'_>) -> ExitCode {
     };
     // Before any filter (and in a jail, already done before it dropped
     // its privileges).
-    let backing = vmm::memory::prepare_ram_backing(None);
+    let backing = vmm::memory::prepare_ram_backing(None, !guest_ram.no_guest_thp);
     log::debug!("guest RAM on base pages: {backing:?}");
     // The event loop first: it blocks the stop signals for every thread
     // created after it (the API thread, the vCPUs).

@@ -13,7 +13,7 @@ use resources::{
 };
 
 use crate::exit::{self, SpecSource};
-use crate::launch::{launch, Launch, Restore, SeccompArgs};
+use crate::launch::{launch, GuestRamArgs, Launch, Restore, SeccompArgs};
 use vmm::snapshot::LoadOptions;
 
 /// Flags of `podvm run`.
@@ -96,6 +96,10 @@ pub struct RunArgs {
     /// Seccomp.
     #[command(flatten)]
     pub seccomp: SeccompArgs,
+
+    /// Guest RAM.
+    #[command(flatten)]
+    pub guest_ram: GuestRamArgs,
 }
 
 /// Splits `key=value,flag,...` into (key, optional value) pairs.
@@ -256,6 +260,7 @@ pub fn run(args: RunArgs, start_time: Instant) -> ExitCode {
         metrics: None,
         start_time,
         seccomp: &args.seccomp,
+        guest_ram: &args.guest_ram,
     })
 }
 

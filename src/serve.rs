@@ -12,7 +12,7 @@ use resources::ConfigFileContents;
 
 use crate::exit::{self, SpecSource};
 use crate::jail::{self, JailArgs, Jailed};
-use crate::launch::{launch, Launch, SeccompArgs};
+use crate::launch::{launch, GuestRamArgs, Launch, SeccompArgs};
 
 /// Flags of `podvm serve` (Firecracker's, with the same meaning).
 #[derive(Debug, Args)]
@@ -40,6 +40,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub seccomp: SeccompArgs,
 
+    /// Guest RAM.
+    #[command(flatten)]
+    pub guest_ram: GuestRamArgs,
+
     /// The jail.
     #[command(flatten)]
     pub jail: JailArgs,
@@ -56,7 +60,7 @@ fn read_config(path: &Path) -> Result<ConfigFileContents, String> {
 pub fn serve(args: ServeArgs, start_time: Instant) -> ExitCode {
     if args.jail.jail.is_some() {
         // Before anything is read or served: every path is the jail's.
-        match jail::enter(&args.jail) {
+        match jail::enter(&args.jail, !args.guest_ram.no_guest_thp) {
             Ok(Jailed::Child) => {}
             Ok(Jailed::ParentDone(code)) => return ExitCode::from(code),
             Err(e) => return exit::failed(e),
@@ -89,5 +93,6 @@ pub fn serve(args: ServeArgs, start_time: Instant) -> ExitCode {
         metrics,
         start_time,
         seccomp: &args.seccomp,
+        guest_ram: &args.guest_ram,
     })
 }

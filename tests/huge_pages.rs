@@ -1,6 +1,7 @@
 //! Huge pages end to end: `huge_pages: "2M"` boots a guest whose RAM is
-//! hugetlb in `/proc/PID/smaps`, and a host with too few free huge pages
-//! gets a 400 naming how many are needed and free.
+//! hugetlb in `/proc/PID/smaps`, a host with too few free huge pages gets
+//! a 400 naming how many are needed and free, and base-page guest RAM gets
+//! transparent huge pages unless `--no-guest-thp` says not to.
 
 mod common;
 
@@ -115,4 +116,70 @@ fn too_few_free_huge_pages_are_a_400_with_the_numbers() {
     );
     assert_eq!(code, 400, "{reply}");
     assert!(reply.contains("huge_pages"), "{reply}");
+}
+
+/// The `ShmemPmdMapped` total of `pid` and whether its guest RAM is the
+/// private tmpfs's file (`/podvm-guest-ram (deleted)`) or a memfd.
+fn guest_ram_backing(pid: u32) -> (u64, String) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.contains("podvm-guest-ram"))
+        .unwrap_or_else(|| panic!("no guest RAM mapping in\n{maps}"));
+    let name = line
+        .split_whitespace()
+        .skip(5)
+        .collect::<Vec<_>>()
+        .join(" ");
+    (smaps_total(pid, "ShmemPmdMapped"), name)
+}
+
+/// Boots the counter guest with `flags` added to `podvm run`, waits for
+/// its first tick and returns what backs its RAM.
+fn boot_counter(flags: &[&str]) -> (u64, String) {
+    let kernel = guest("counter");
+    let mut args = vec![
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "64",
+    ];
+    args.extend_from_slice(flags);
+    let mut vm = spawn_podvm(&args);
+    let out = stream_stdout(&mut vm.0);
+    let mut seen = String::new();
+    wait_output(&out, &mut seen, "\n");
+    let found = guest_ram_backing(vm.0.id());
+    vm.0.kill().unwrap();
+    vm.0.wait().unwrap();
+    found
+}
+
+#[test]
+fn base_page_guest_ram_gets_transparent_huge_pages_unless_told_not_to() {
+    let name = "base_page_guest_ram_gets_transparent_huge_pages_unless_told_not_to";
+    if !kvm_available(name) || !testkit::need_root(name) {
+        return;
+    }
+    let setting = std::fs::read_to_string(vmm::memory::SHMEM_THP_SETTING).unwrap_or_default();
+    if setting.contains("[deny]") || setting.contains("[force]") {
+        testkit::skip(
+            testkit::Need::HugePages,
+            name,
+            format_args!("the host's shmem THP setting overrides podvm's: {setting}"),
+        );
+        return;
+    }
+    // As root, podvm can mount its private tmpfs whatever the host's shmem
+    // setting.
+    let (pmd, file) = boot_counter(&[]);
+    assert_eq!(file, "/podvm-guest-ram (deleted)");
+    assert!(
+        pmd >= 2048,
+        "a 2 MiB page of guest RAM mapped whole: {pmd} KiB"
+    );
+    let (pmd, file) = boot_counter(&["--no-guest-thp"]);
+    assert_eq!(file, "/memfd:podvm-guest-ram (deleted)");
+    assert_eq!(pmd, 0, "no huge page with --no-guest-thp");
 }

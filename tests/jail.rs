@@ -18,17 +18,21 @@ fn jail_dir() -> tempfile::TempDir {
     dir
 }
 
-/// The `/proc/PID/status` fields of every process whose parent is `pid`.
-fn child_status(pid: u32) -> String {
+/// The jailed child of podvm `pid`.
+fn jailed_child(pid: u32) -> u32 {
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let child: u32 = children
+    children
         .split_whitespace()
         .next()
         .unwrap_or_else(|| panic!("podvm {pid} has no jailed child"))
         .parse()
-        .unwrap();
-    std::fs::read_to_string(format!("/proc/{child}/status")).unwrap()
+        .unwrap()
+}
+
+/// The `/proc/PID/status` fields of the jailed child of podvm `pid`.
+fn child_status(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{}/status", jailed_child(pid))).unwrap()
 }
 
 fn field<'a>(status: &'a str, key: &str) -> &'a str {
@@ -109,6 +113,10 @@ fn a_jailed_podvm_runs_a_guest_unprivileged_inside_its_directory() {
     wait_output(&out, &mut seen, "tick 1\n");
     // Once it runs a guest, every thread is filtered too.
     assert_eq!(field(&child_status(vm.0.id()), "Seccomp:"), "2");
+    // Its guest RAM is on the private huge-page tmpfs it mounted before
+    // it dropped its privileges, which its new user can create files in.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", jailed_child(vm.0.id()))).unwrap();
+    assert!(maps.contains("/podvm-guest-ram (deleted)"), "{maps}");
     action(&sock, "Shutdown");
     assert_eq!(wait_exit(&mut vm.0), 0);
 }

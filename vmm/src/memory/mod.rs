@@ -218,7 +218,7 @@ pub fn create_guest_memory_with(
             .with_hugetlbfs(huge)
             .build()
             .map_err(|source| map_error(source, size as u64, mem_size, huge_pages))?;
-        if !huge {
+        if !huge && ram_file::wants_thp() {
             advise_huge_pages(&mapping, size);
         }
         offset += size as u64;
@@ -387,7 +387,11 @@ mod tests {
         }
         let allocated = || file.metadata().unwrap().blocks() * 512;
         // Five pages, each 4 KiB or a transparent 2 MiB one.
-        assert!([5 * 4096, 5 << 21].contains(&allocated()), "{}", allocated());
+        assert!(
+            [5 * 4096, 5 << 21].contains(&allocated()),
+            "{}",
+            allocated()
+        );
         let freed = release_guest_memory(&mem, 3);
         assert_eq!(
             freed,

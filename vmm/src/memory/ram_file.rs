@@ -38,8 +38,12 @@ pub enum BasePageBacking {
     /// A file on podvm's private `huge=within_size` tmpfs: transparent
     /// 2 MiB pages.
     HugeTmpfs,
-    /// A memfd; why the tmpfs could not be used.
+    /// A memfd that asks for transparent huge pages (`MADV_HUGEPAGE`);
+    /// why the tmpfs could not be used.
     Memfd(String),
+    /// A memfd with base pages only, as asked (`--no-guest-thp`): the
+    /// smallest footprint for a guest that touches its memory sparsely.
+    BasePagesOnly,
 }
 
 impl BasePageBacking {
@@ -54,6 +58,7 @@ impl BasePageBacking {
                     Some("advise" | "always" | "within_size" | "force")
                 )
             }
+            BasePageBacking::BasePagesOnly => shmem_thp_setting().as_deref() == Some("force"),
         }
     }
 }
@@ -66,20 +71,52 @@ pub fn shmem_thp_setting() -> Option<String> {
         .find_map(|w| w.strip_prefix('[')?.strip_suffix(']').map(str::to_string))
 }
 
-/// The private tmpfs, or why there is none.
-static HUGE_TMPFS: OnceLock<Result<OwnedFd, String>> = OnceLock::new();
+/// What this process's base-page guest RAM is made in.
+enum Prepared {
+    /// The private tmpfs's mount.
+    HugeTmpfs(OwnedFd),
+    /// Memfds asking for THP; why there is no tmpfs.
+    Memfd(String),
+    /// Memfds, base pages only.
+    BasePagesOnly,
+}
 
-/// Makes the private huge-page tmpfs now, if it can be made, its root
-/// owned by `owner` (`uid`, `gid`; `None`: this process's user): call it
-/// while the process still has its privileges and no seccomp filter (the
-/// jail, for the user it is about to become, and the launch path do).
-/// Later calls, and guest memory built without one, use what the first
-/// call found.
-pub fn prepare(owner: Option<(u32, u32)>) -> BasePageBacking {
-    match HUGE_TMPFS.get_or_init(|| mount_huge_tmpfs(owner).map_err(|e| e.to_string())) {
-        Ok(_) => BasePageBacking::HugeTmpfs,
-        Err(why) => BasePageBacking::Memfd(why.clone()),
+static PREPARED: OnceLock<Prepared> = OnceLock::new();
+
+/// What [`prepare`] found, or the default (transparent huge pages where
+/// they can be had) if it was never called.
+fn prepared() -> &'static Prepared {
+    PREPARED.get_or_init(|| make(None, true))
+}
+
+fn make(owner: Option<(u32, u32)>, thp: bool) -> Prepared {
+    if !thp {
+        return Prepared::BasePagesOnly;
     }
+    match mount_huge_tmpfs(owner) {
+        Ok(fd) => Prepared::HugeTmpfs(fd),
+        Err(e) => Prepared::Memfd(e.to_string()),
+    }
+}
+
+/// Decides how base-page guest RAM is backed in this process, and makes
+/// the private huge-page tmpfs now if `thp` (transparent huge pages
+/// wanted) and it can be made, its root owned by `owner` (`uid`, `gid`;
+/// `None`: this process's user): call it while the process still has its
+/// privileges and no seccomp filter (the jail, for the user it is about to
+/// become, and the launch path do). Later calls, and guest memory built
+/// without one, use what the first call decided.
+pub fn prepare(owner: Option<(u32, u32)>, thp: bool) -> BasePageBacking {
+    match PREPARED.get_or_init(|| make(owner, thp)) {
+        Prepared::HugeTmpfs(_) => BasePageBacking::HugeTmpfs,
+        Prepared::Memfd(why) => BasePageBacking::Memfd(why.clone()),
+        Prepared::BasePagesOnly => BasePageBacking::BasePagesOnly,
+    }
+}
+
+/// Whether base-page guest RAM asks for transparent huge pages.
+pub(super) fn wants_thp() -> bool {
+    !matches!(prepared(), Prepared::BasePagesOnly)
 }
 
 // The mount API's constants (linux/mount.h), which the libc crate does not
@@ -179,7 +216,11 @@ fn set_string(fs: &OwnedFd, key: &CStr, value: &CStr) -> io::Result<()> {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(
             e.kind(),
-            format!("tmpfs option {}={}: {e}", key.to_string_lossy(), value.to_string_lossy()),
+            format!(
+                "tmpfs option {}={}: {e}",
+                key.to_string_lossy(),
+                value.to_string_lossy()
+            ),
         ));
     }
     Ok(())
@@ -215,8 +256,7 @@ pub(super) fn create(mem_size: u64, huge: bool) -> Result<File, MemoryError> {
 /// of this process at the same time gets `podvm-guest-ram.N`); `None`:
 /// there is no tmpfs.
 fn on_huge_tmpfs() -> Option<io::Result<File>> {
-    let made = HUGE_TMPFS.get_or_init(|| mount_huge_tmpfs(None).map_err(|e| e.to_string()));
-    let Ok(mount) = made else {
+    let Prepared::HugeTmpfs(mount) = prepared() else {
         return None;
     };
     let mut n = 0u32;
@@ -248,7 +288,10 @@ fn on_huge_tmpfs() -> Option<io::Result<File>> {
     // SAFETY: unlinkat(2) of the name just created, on the same mount.
     if unsafe { libc::unlinkat(mount.as_raw_fd(), name.as_ptr(), 0) } != 0 {
         let e = io::Error::last_os_error();
-        return Some(Err(io::Error::new(e.kind(), format!("tmpfs file: unlink: {e}"))));
+        return Some(Err(io::Error::new(
+            e.kind(),
+            format!("tmpfs file: unlink: {e}"),
+        )));
     }
     Some(Ok(file))
 }
@@ -281,15 +324,22 @@ mod tests {
         let meta = file.metadata().unwrap();
         assert_eq!(meta.len(), 64 << 20);
         assert_eq!(meta.blocks(), 0, "nothing allocated before a touch");
-        // SAFETY: fstatfs into a zeroed struct of the right type.
+        // SAFETY: `statfs` is plain integers: all zeros is a valid value.
         let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatfs(2) writes only the struct it is given.
         assert_eq!(unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) }, 0);
         assert_eq!(fs.f_type, libc::TMPFS_MAGIC, "memfds are tmpfs files too");
     }
 
     #[test]
+    fn base_pages_only_is_asked_for_and_makes_no_mount() {
+        assert!(matches!(make(None, false), Prepared::BasePagesOnly));
+    }
+
+    #[test]
     fn the_private_tmpfs_gives_transparent_huge_pages_when_it_can_be_made() {
-        let backing = prepare(None);
+        let backing = prepare(None, true);
+        // SAFETY: geteuid has no preconditions and cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         if !root || shmem_thp_setting().as_deref() == Some("deny") {
             assert!(matches!(backing, BasePageBacking::Memfd(_)), "{backing:?}");

@@ -60,7 +60,6 @@ use crate::vstate::vm::{Vm, VmError};
 /// file (x86_64).
 pub const PAGE_SIZE: usize = 4096;
 
-
 /// Guest memory could not be written to or restored from a file.
 #[derive(Debug, thiserror::Error)]
 pub enum MemorySnapshotError {

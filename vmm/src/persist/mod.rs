@@ -48,13 +48,13 @@ pub use memory::{
     restore_guest_memory, write_diff_memory, write_full_memory, MemorySnapshotError, MemoryState,
     MemoryWriteStats, VmmWriteLog,
 };
-pub use working_set::{prefetch_working_set, record_working_set, WorkingSet};
 pub use state_file::{
     decode_state_file, encode_state_file, read_state_file, write_state_file, HostCpu,
     StateFileError, StateFileHeader,
 };
 pub use vcpu::{VcpuState, VcpuStateError, VcpuStateSupport};
 pub use vm::{VmState, VmStateError};
+pub use working_set::{prefetch_working_set, record_working_set, WorkingSet};
 
 use crate::vstate::vcpu::{VcpuError, VcpuHandle};
 use crate::vstate::vm::{Vm, VmError};

@@ -152,7 +152,12 @@ pub(super) fn pagemap_pages(
 
 /// Adds to `set` the pages of `[start, start + len)` of `file` that hold
 /// data (`SEEK_DATA`/`SEEK_HOLE`), page `0` being offset `start`.
-pub(super) fn add_file_data(file: &File, start: u64, len: u64, set: &mut PageSet) -> io::Result<()> {
+pub(super) fn add_file_data(
+    file: &File,
+    start: u64,
+    len: u64,
+    set: &mut PageSet,
+) -> io::Result<()> {
     let end = start + len;
     let seek = |pos: u64, whence: libc::c_int| -> io::Result<Option<u64>> {
         // SAFETY: lseek only moves the offset of a descriptor `file` owns

@@ -113,4 +113,3 @@ pub fn prefetch_working_set<B: Bitmap>(
     }
     Ok(done)
 }
-

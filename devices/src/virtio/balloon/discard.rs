@@ -2,8 +2,10 @@
 //! free pages a guest reports.
 //!
 //! How depends on what backs the range: guest RAM of a booted VM is a
-//! memfd mapped shared, whose pages only a hole punched in the file frees
-//! (`MADV_DONTNEED` would only unmap them); a restored VM's memory is the
+//! shmem file (a memfd, or a file on podvm's private tmpfs) mapped shared,
+//! whose pages only a hole punched in the file frees (`MADV_DONTNEED`
+//! would only unmap them; a transparent huge page a hole cuts into is
+//! split, and its other pages kept); a restored VM's memory is the
 //! snapshot's memory file mapped privately, whose private copies
 //! `MADV_DONTNEED` drops (the guest then reads the file's page again,
 //! which a balloon's page may hold: its content is undefined, virtio
