@@ -14,7 +14,9 @@
 //!    `/proc` (podvm reads `/proc/self`), and creates the device nodes a VM
 //!    needs (`/dev/kvm`, `/dev/net/tun`) owned by `U:G`;
 //! 4. drops every capability from its bounding set, switches to `U:G` with
-//!    no supplementary groups, and checks that no capability is left.
+//!    no supplementary groups, checks that no capability is left, and asks
+//!    to be killed when the parent ends (a SIGKILL of the podvm the
+//!    orchestrator started ends the jailed one too).
 //!
 //! From then on every path — the config file, the API socket, kernels,
 //! disks, logs, snapshots — is a path inside `DIR`.
@@ -155,6 +157,9 @@ pub fn enter(args: &JailArgs, guest_thp: bool) -> Result<Jailed, JailError> {
     // SAFETY: unshare changes only this (single-threaded) process.
     check(unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC) })
         .map_err(step("create mount, PID and IPC namespaces"))?;
+    // The child learns that the parent is gone if it goes before the
+    // child has asked to be killed with it: the pipe's write end closes.
+    let (alive_r, alive_w) = pipe().map_err(step("make the parent-alive pipe"))?;
     // SAFETY: single-threaded: the child gets a copy of everything.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -163,8 +168,12 @@ pub fn enter(args: &JailArgs, guest_thp: bool) -> Result<Jailed, JailError> {
         ));
     }
     if pid > 0 {
-        return Ok(Jailed::ParentDone(wait_for(pid)));
+        drop(alive_r);
+        let code = wait_for(pid);
+        drop(alive_w);
+        return Ok(Jailed::ParentDone(code));
     }
+    drop(alive_w);
     for sig in STOP_SIGNALS {
         // SAFETY: installs a handler that does nothing.
         unsafe { libc::signal(sig, ignore as *const () as libc::sighandler_t) };
@@ -186,7 +195,44 @@ pub fn enter(args: &JailArgs, guest_thp: bool) -> Result<Jailed, JailError> {
     if capabilities_held().map_err(step("read the capabilities left"))? {
         return Err(JailError::CapabilitiesLeft { dir });
     }
+    // Killed with its parent (SIGKILL cannot be forwarded), asked for after
+    // the change of user, which clears the request.
+    die_with_parent(alive_r).map_err(step("ask to end with its parent"))?;
     Ok(Jailed::Child)
+}
+
+/// A pipe's read and write ends, close-on-exec.
+fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) writes two descriptors into the array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both descriptors are new and owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Asks the kernel to SIGKILL this process when its parent ends, then
+/// checks, through `alive` (the read end of a pipe only the parent still
+/// writes to), that the parent had not already ended before the request.
+fn die_with_parent(alive: std::os::fd::OwnedFd) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })?;
+    let mut pfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&alive),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll(2) of one descriptor this function owns, no waiting.
+    check(unsafe { libc::poll(&mut pfd, 1, 0) })?;
+    if pfd.revents & (libc::POLLHUP | libc::POLLIN) != 0 {
+        return Err(io::Error::other("the parent podvm has already ended"));
+    }
+    Ok(())
 }
 
 /// The parent: forwards the stop signals to `child` and returns its exit

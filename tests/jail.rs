@@ -232,3 +232,31 @@ fn a_jailed_podvm_joins_the_cgroup_and_network_namespace_it_is_given() {
     assert_eq!(wait_exit(&mut vm.0), 0);
     std::fs::remove_dir(&cgroup).unwrap();
 }
+
+#[test]
+fn a_jailed_podvm_ends_when_its_parent_is_killed() {
+    let name = "a_jailed_podvm_ends_when_its_parent_is_killed";
+    if !testkit::need_root(name) || !kvm_available(name) {
+        return;
+    }
+    let dir = jail_dir();
+    let mut vm = serve_jailed(dir.path());
+    wait_for_path(&dir.path().join("api.sock"));
+    let child = jailed_child(vm.0.id());
+    // SIGKILL cannot be forwarded: the kernel ends the child itself.
+    vm.0.kill().unwrap();
+    vm.0.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{child}/stat"))
+            .map(|stat| stat.contains(") Z "))
+            .unwrap_or(true)
+    };
+    while !gone() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jailed podvm {child} still runs 10 s after its parent was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
