@@ -1,4 +1,4 @@
-//! Guest RAM: a shmem file ([`ram_file`]: a file on podvm's private
+//! Guest RAM: a shmem file (`ram_file`: a file on podvm's private
 //! huge-page tmpfs, or a memfd), mapped shared and split around the MMIO
 //! gap below 4 GiB, backed by transparent or base pages, or by 2 MiB
 //! hugetlbfs pages.
