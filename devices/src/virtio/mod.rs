@@ -21,6 +21,7 @@ pub mod balloon;
 pub mod block;
 mod common;
 mod device;
+mod guest_mem;
 mod interrupt;
 mod mmio;
 pub mod net;

@@ -9,11 +9,12 @@ use vm_memory::GuestMemory;
 
 use super::backend::DiskBackend;
 use super::request::{
-    write_guest, RequestBuffers, RequestError, HEADER_LEN, SECTOR_SHIFT, SECTOR_SIZE,
-    VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
-    VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+    RequestBuffers, RequestError, HEADER_LEN, SECTOR_SHIFT, SECTOR_SIZE, VIRTIO_BLK_ID_BYTES,
+    VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH,
+    VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
 use crate::rate_limiter::{BucketUpdate, RateLimiter, RefillTimer};
+use crate::virtio::guest_mem::write_guest;
 use crate::virtio::queue::{drain, interrupt_if_wanted, log_this, next_to_serve};
 use crate::virtio::{
     device_type, ChainError, IrqLine, VirtioCommon, VirtioDevice, VIRTIO_F_VERSION_1,

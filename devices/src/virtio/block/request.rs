@@ -13,11 +13,12 @@ use std::io;
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryError, Permissions,
+    Address, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryError, Permissions,
     VolatileSlice,
 };
 
 use super::backend::GuestBuffers;
+use crate::virtio::guest_mem::{in_guest, read_guest, write_guest};
 use crate::virtio::ChainError;
 
 /// Sectors are 512 bytes whatever the disk's block size (§5.2.6).
@@ -437,55 +438,6 @@ fn pieces(
     })
 }
 
-// Guest memory accesses. vm-memory's general path (`Bytes` on
-// `GuestMemory`) walks a slice iterator built for ranges that span regions
-// or go through an IOMMU; on plain memory a range inside one region -- nearly
-// every buffer -- is one lookup and one copy, several times cheaper for the
-// small accesses a request is made of.
-
-/// Whether `len` bytes at `addr` are guest memory the device may `access`.
-pub fn in_guest<M: GuestMemory>(
-    mem: &M,
-    addr: GuestAddress,
-    len: usize,
-    access: Permissions,
-) -> bool {
-    let direct = mem.physical_memory().map(|pm| pm.get_slice(addr, len));
-    matches!(direct, Some(Ok(_))) || mem.check_range(addr, len, access)
-}
-
-/// Copies guest memory at `addr` into `buf`.
-pub fn read_guest<M: GuestMemory>(
-    mem: &M,
-    addr: GuestAddress,
-    buf: &mut [u8],
-) -> Result<(), GuestMemoryError> {
-    if let Some(Ok(slice)) = mem
-        .physical_memory()
-        .map(|pm| pm.get_slice(addr, buf.len()))
-    {
-        slice.copy_to(buf);
-        return Ok(());
-    }
-    mem.read_slice(buf, addr)
-}
-
-/// Copies `buf` into guest memory at `addr`.
-pub fn write_guest<M: GuestMemory>(
-    mem: &M,
-    addr: GuestAddress,
-    buf: &[u8],
-) -> Result<(), GuestMemoryError> {
-    if let Some(Ok(slice)) = mem
-        .physical_memory()
-        .map(|pm| pm.get_slice(addr, buf.len()))
-    {
-        slice.copy_from(buf);
-        return Ok(());
-    }
-    mem.write_slice(buf, addr)
-}
-
 /// Callers size their transfers from the same segments, so a shortfall is
 /// a bug; it is still answered with an error, not a panic.
 fn short_transfer(missing: usize) -> Result<(), RequestError> {
@@ -503,7 +455,7 @@ fn short_transfer(missing: usize) -> Result<(), RequestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::GuestMemoryMmap;
+    use vm_memory::{Bytes, GuestMemoryMmap};
 
     const WRITE: u16 = 2;
 

@@ -24,6 +24,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 use super::{NetBackend, MAX_FRAME_LEN, MAX_SEGMENTS, VNET_HDR_LEN};
 
 use crate::rate_limiter::RateLimiter;
+use crate::virtio::guest_mem::{in_guest, write_guest};
 use crate::virtio::queue::{interrupt_if_wanted, log_this, skip_bad_head, take, Avail, Chain};
 use crate::virtio::{ChainError, IrqLine};
 
@@ -242,7 +243,7 @@ fn collect<M: GuestMemory>(
         if len == 0 {
             continue;
         }
-        if !mem.check_range(desc.addr(), len, Permissions::Write) {
+        if !in_guest(mem, desc.addr(), len, Permissions::Write) {
             return Err(BadChain::OutsideMemory.into());
         }
         if segments.len() == MAX_SEGMENTS {
@@ -414,7 +415,7 @@ fn place<M: GuestMemory>(
         let mut used = 0;
         for &(addr, size) in &rx.segments[first..chain.segments_end] {
             let n = size.min(len - done);
-            if let Err(e) = mem.write_slice(&frame[done..done + n], addr) {
+            if let Err(e) = write_guest(mem, addr, &frame[done..done + n]) {
                 // Cannot happen: the range was checked and guest memory
                 // does not change under a running device.
                 log::warn!("virtio-net: cannot write a received frame: {e}");

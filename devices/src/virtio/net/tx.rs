@@ -8,6 +8,7 @@ use vm_memory::{GuestAddress, GuestMemory, GuestMemoryBackend, Permissions, Vola
 use super::{NetBackend, MAX_FRAME_LEN, MAX_SEGMENTS, VNET_HDR_LEN};
 
 use crate::rate_limiter::RateLimiter;
+use crate::virtio::guest_mem::in_guest;
 use crate::virtio::queue::{drain, interrupt_if_wanted, log_this, next_to_serve, Chain};
 use crate::virtio::{ChainError, IrqLine};
 
@@ -94,7 +95,7 @@ fn gather<M: GuestMemory>(
         if len == 0 {
             continue;
         }
-        if !readable(mem, desc.addr(), len) {
+        if !in_guest(mem, desc.addr(), len, Permissions::Read) {
             return Err(BadChain::OutsideMemory);
         }
         segments.push((desc.addr(), len));
@@ -103,16 +104,6 @@ fn gather<M: GuestMemory>(
         return Err(BadChain::TooShort);
     }
     Ok(total)
-}
-
-/// Whether `len` bytes at `addr` are guest memory the device may read: one
-/// region lookup for a buffer inside one region (nearly every buffer), the
-/// general check for the others.
-fn readable<M: GuestMemory>(mem: &M, addr: GuestAddress, len: usize) -> bool {
-    let in_one_region = mem
-        .physical_memory()
-        .is_some_and(|pm| pm.get_slice(addr, len).is_ok());
-    in_one_region || mem.check_range(addr, len, Permissions::Read)
 }
 
 /// The slices of plain guest memory `pm` that hold `segments` (checked by
