@@ -7,7 +7,7 @@
 //! general path.
 
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryError, Permissions,
+    ByteValued, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryError, Permissions,
 };
 
 /// Whether `len` bytes at `addr` are guest memory the device may `access`.
@@ -53,6 +53,17 @@ pub fn write_guest<M: GuestMemory>(
     mem.write_slice(buf, addr)
 }
 
+/// Reads a `T` from guest memory at `addr` (a descriptor, a ring entry).
+pub fn read_obj_guest<T: ByteValued, M: GuestMemory>(
+    mem: &M,
+    addr: GuestAddress,
+) -> Result<T, GuestMemoryError> {
+    // SAFETY: a `ByteValued` type is valid for any bytes, zeros included.
+    let mut value: T = unsafe { std::mem::zeroed() };
+    read_guest(mem, addr, value.as_mut_slice())?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +107,11 @@ mod tests {
             assert_eq!(back[..], data[..], "at {addr:#x}");
         }
         assert!(write_guest(&m, GuestAddress(0x1_ff80), &data).is_err());
+        let word: u64 = read_obj_guest(&m, GuestAddress(0xfffc)).unwrap();
+        assert_eq!(
+            word,
+            u64::from_le_bytes([0x7c, 0x7d, 0x7e, 0x7f, 0x80, 0x81, 0x82, 0x83])
+        );
         assert!(read_guest(&m, GuestAddress(0x2_0000), &mut [0u8; 1]).is_err());
     }
 }

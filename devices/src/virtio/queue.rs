@@ -12,6 +12,7 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 
+use super::guest_mem::read_obj_guest;
 use super::{IrqLine, INT_VRING};
 
 /// Counts one more occurrence of something a guest caused and says whether
@@ -169,7 +170,7 @@ impl<'a, M: GuestMemory> Chain<'a, M> {
         let desc: Descriptor = self
             .desc_table
             .checked_add(u64::from(index) * size_of::<Descriptor>() as u64)
-            .and_then(|addr| self.mem.read_obj(addr).ok())
+            .and_then(|addr| read_obj_guest(self.mem, addr).ok())
             .ok_or(ChainError::ReadDescriptor { index })?;
         if desc.refers_to_indirect_table() {
             return Err(ChainError::Indirect { index });
