@@ -9,7 +9,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 
 use super::guest_mem::read_obj_guest;
@@ -216,11 +216,33 @@ pub(crate) fn take<'a, M: GuestMemory>(
     mem: &'a M,
     max: usize,
 ) -> Result<Option<Avail<Chain<'a, M>>>, virtio_queue::Error> {
-    // virtio-queue reads the entry; its chain is not walked.
-    let Some(entry) = queue.iter(mem)?.next() else {
+    // As virtio-queue's `iter().next()` does, without building its chain:
+    // the index, then the entry it covers.
+    if !queue.ready() || queue.avail_ring() == 0 {
+        return Err(virtio_queue::Error::QueueNotReady);
+    }
+    let next = queue.next_avail();
+    let pending = queue
+        .avail_idx(mem, Ordering::Acquire)?
+        .0
+        .wrapping_sub(next);
+    // A driver never offers an entry twice: more new entries than the
+    // queue holds is a broken ring.
+    if pending > queue.size() {
+        return Err(virtio_queue::Error::InvalidAvailRingIndex);
+    }
+    let Some(slot) = next.checked_rem(queue.size()).filter(|_| pending > 0) else {
         return Ok(None);
     };
-    let head = entry.head_index();
+    // The ring's header (flags, idx) is 4 bytes, each entry 2. The entry
+    // is read after the index (its load above is Acquire).
+    let entry = GuestAddress(queue.avail_ring())
+        .checked_add(4 + 2 * u64::from(slot))
+        .and_then(|addr| read_obj_guest::<u16, _>(mem, addr).ok());
+    let Some(head) = entry.map(u16::from_le) else {
+        return Ok(None);
+    };
+    queue.set_next_avail(next.wrapping_add(1));
     if head >= queue.size() {
         return Ok(Some(Avail::BadHead(head)));
     }
