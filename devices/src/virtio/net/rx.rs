@@ -277,8 +277,7 @@ fn write_used<M: GuestMemory>(
         .checked_add(USED_RING + u64::from(slot) * USED_ELEM_SIZE)
         .ok_or(virtio_queue::Error::AddressOverflow)?;
     let elem = u64::from(head) | (u64::from(len) << 32);
-    mem.write_obj(elem.to_le(), addr)
-        .map_err(virtio_queue::Error::GuestMemory)
+    write_guest(mem, addr, &elem.to_le_bytes()).map_err(virtio_queue::Error::GuestMemory)
 }
 
 /// Publishes `count` elements written by [`write_used`] with one store of
