@@ -227,8 +227,13 @@ fn die_with_parent(alive: std::os::fd::OwnedFd) -> io::Result<()> {
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: poll(2) of one descriptor this function owns, no waiting.
-    check(unsafe { libc::poll(&mut pfd, 1, 0) })?;
+    loop {
+        // SAFETY: poll(2) of one descriptor this function owns, no waiting.
+        match check(unsafe { libc::poll(&mut pfd, 1, 0) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => break result?,
+        }
+    }
     if pfd.revents & (libc::POLLHUP | libc::POLLIN) != 0 {
         return Err(io::Error::other("the parent podvm has already ended"));
     }

@@ -218,8 +218,8 @@ pub fn create_guest_memory_with(
             .with_hugetlbfs(huge)
             .build()
             .map_err(|source| map_error(source, size as u64, mem_size, huge_pages))?;
-        if !huge && ram_file::wants_thp() {
-            advise_huge_pages(&mapping, size);
+        if !huge {
+            advise_huge_pages(&mapping, size, ram_file::wants_thp());
         }
         offset += size as u64;
         regions.push(
@@ -230,17 +230,25 @@ pub fn create_guest_memory_with(
     GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Assemble)
 }
 
-/// Asks for transparent huge pages on a base-page region
-/// (`MADV_HUGEPAGE`): what a memfd needs to get them on a host whose shmem
-/// THP setting is `advise` (the private tmpfs gives them without asking,
-/// and a host whose setting is `never` gives a memfd none).
-fn advise_huge_pages(mapping: &vm_memory::MmapRegion, size: usize) {
+/// Asks for transparent huge pages on a base-page region, or refuses
+/// them (`want`: `MADV_HUGEPAGE`, else `MADV_NOHUGEPAGE`). Asking is what a
+/// memfd needs to get them on a host whose shmem THP setting is `advise`
+/// (the private tmpfs gives them without asking); refusing keeps a memfd
+/// on 4 KiB pages even where the host's setting (`always`, `within_size`,
+/// or the per-size `hugepages-2048kB/shmem_enabled`) would give it huge
+/// ones (`--no-guest-thp`).
+fn advise_huge_pages(mapping: &vm_memory::MmapRegion, size: usize, want: bool) {
+    let advice = if want {
+        libc::MADV_HUGEPAGE
+    } else {
+        libc::MADV_NOHUGEPAGE
+    };
     // SAFETY: the range is exactly the new mapping; the advice changes no
     // content and no protection.
-    let rc = unsafe { libc::madvise(mapping.as_ptr().cast(), size, libc::MADV_HUGEPAGE) };
+    let rc = unsafe { libc::madvise(mapping.as_ptr().cast(), size, advice) };
     if rc != 0 {
         log::debug!(
-            "guest memory: no transparent huge pages: {}",
+            "guest memory: cannot advise on transparent huge pages: {}",
             std::io::Error::last_os_error()
         );
     }

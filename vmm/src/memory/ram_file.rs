@@ -41,8 +41,9 @@ pub enum BasePageBacking {
     /// A memfd that asks for transparent huge pages (`MADV_HUGEPAGE`);
     /// why the tmpfs could not be used.
     Memfd(String),
-    /// A memfd with base pages only, as asked (`--no-guest-thp`): the
-    /// smallest footprint for a guest that touches its memory sparsely.
+    /// A memfd with base pages only, as asked (`--no-guest-thp`:
+    /// `MADV_NOHUGEPAGE`): the smallest footprint for a guest that touches
+    /// its memory sparsely.
     BasePagesOnly,
 }
 
@@ -107,6 +108,18 @@ fn make(owner: Option<(u32, u32)>, thp: bool) -> Prepared {
 /// become, and the launch path do). Later calls, and guest memory built
 /// without one, use what the first call decided.
 pub fn prepare(owner: Option<(u32, u32)>, thp: bool) -> BasePageBacking {
+    if let Some(made) = PREPARED.get() {
+        if matches!(made, Prepared::BasePagesOnly) == thp {
+            log::warn!(
+                "guest memory: its backing was decided before it was asked for {}",
+                if thp {
+                    "with huge pages"
+                } else {
+                    "without huge pages"
+                }
+            );
+        }
+    }
     match PREPARED.get_or_init(|| make(owner, thp)) {
         Prepared::HugeTmpfs(_) => BasePageBacking::HugeTmpfs,
         Prepared::Memfd(why) => BasePageBacking::Memfd(why.clone()),
@@ -344,6 +357,17 @@ mod tests {
         if !root || shmem_thp_setting().as_deref() == Some("deny") {
             assert!(matches!(backing, BasePageBacking::Memfd(_)), "{backing:?}");
             return;
+        }
+        if let BasePageBacking::Memfd(why) = &backing {
+            if why.contains("Operation not permitted") {
+                // Root without CAP_SYS_ADMIN (a container).
+                testkit::skip(
+                    testkit::Need::Root,
+                    "the_private_tmpfs_gives_transparent_huge_pages_when_it_can_be_made",
+                    why,
+                );
+                return;
+            }
         }
         assert_eq!(backing, BasePageBacking::HugeTmpfs);
         assert!(backing.transparent_huge_pages());
