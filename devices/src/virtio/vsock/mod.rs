@@ -25,6 +25,7 @@ mod connection;
 mod device;
 mod event_handler;
 mod muxer;
+mod muxer_options;
 pub mod packet;
 mod queues;
 #[cfg(test)]
