@@ -79,9 +79,6 @@ impl PageSet {
         let base = mapping.as_ptr();
         let len = (region.len() as usize).min(self.pages * PAGE_SIZE);
         for page in 0..len / PAGE_SIZE {
-            if self.words[page / 64] == 0 {
-                continue;
-            }
             if !self.contains(page) {
                 continue;
             }
