@@ -43,6 +43,9 @@ pub enum Need {
     Firecracker,
     /// Root and a kernel that can add 2 MiB huge pages to its pool.
     HugePages,
+    /// Root, Debian's containerd (`containerd`, `ctr`) and runc: the
+    /// shim's and the agent's tests.
+    Containerd,
 }
 
 impl Need {
@@ -57,6 +60,7 @@ impl Need {
             Need::HardwareVirt => "PODVM_REQUIRE_HW_VIRT",
             Need::Firecracker => "PODVM_REQUIRE_FIRECRACKER",
             Need::HugePages => "PODVM_REQUIRE_HUGEPAGES",
+            Need::Containerd => "PODVM_REQUIRE_CONTAINERD",
         }
     }
 }
@@ -94,6 +98,39 @@ fn skip_line(need: Need, test: &str, reason: impl Display) -> String {
         panic!("{test} cannot run here ({reason}) and {switch}=1 requires it to");
     }
     format!("SKIPPED: {test}: {reason}\n")
+}
+
+/// The first executable file named `name` in a `PATH` directory.
+pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Whether this host can run containers the way containerd does: root,
+/// `containerd`, `ctr` and `runc` on `PATH`; skips `test` (see [`skip`])
+/// when it cannot.
+pub fn need_containerd(test: &str) -> bool {
+    if !is_root() {
+        skip(Need::Containerd, test, "running containers needs root");
+        return false;
+    }
+    for tool in ["containerd", "ctr", "runc"] {
+        if on_path(tool).is_none() {
+            skip(
+                Need::Containerd,
+                test,
+                format_args!("{tool} is not installed (apt-get install containerd runc)"),
+            );
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether `/dev/kvm` can be opened for reading and writing; skips `test`
@@ -329,6 +366,7 @@ mod tests {
             Need::HardwareVirt,
             Need::Firecracker,
             Need::HugePages,
+            Need::Containerd,
         ] {
             assert!(required(need), "{need:?}");
         }
