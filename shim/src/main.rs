@@ -6,9 +6,11 @@
 //! containerd starts it as `containerd-shim-podvm-v1 -namespace … -id …
 //! -address … start` (or `delete`); see `docs/containerd.md`.
 
+mod bundle;
 mod config;
 mod io;
 mod pod;
+mod process;
 mod task;
 
 use std::path::Path;
@@ -18,9 +20,10 @@ use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, DeleteResponse, ExitSignal, Flags, StartOpts};
 
+use crate::bundle::{bundle_annotations, sandbox_id};
 use crate::config::ShimConfig;
 use crate::pod::{pod_dir, Pod};
-use crate::task::{bundle_annotations, sandbox_id, TaskService};
+use crate::task::TaskService;
 
 /// The runtime name containerd knows this shim by.
 const RUNTIME_ID: &str = "io.containerd.podvm.v1";

@@ -24,129 +24,17 @@ use protobuf::well_known_types::timestamp::Timestamp;
 use protobuf::MessageField;
 use ttrpc::Code;
 
+use crate::bundle::{bundle_annotations, sandbox_id};
 use crate::config::ShimConfig;
 use crate::io::{ProcessIo, StdioPaths};
 use crate::pod::{ctx, Pod, CALL_TIMEOUT};
+use crate::process::{
+    agent_error, no_such_task, status, unimplemented, Container, Exit, Proc, State,
+};
 
 /// How long a process's output may take to drain after it exits, before
 /// its exit is announced anyway.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
-
-/// The annotation CRI puts on every container of a pod.
-pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
-
-fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
-    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
-}
-
-/// An agent error, passed on with its code and `what` in front.
-fn agent_error(what: &str, e: ttrpc::Error) -> ttrpc::Error {
-    match e {
-        ttrpc::Error::RpcStatus(s) => status(s.code(), format!("{what}: {}", s.message)),
-        other => status(
-            Code::UNAVAILABLE,
-            format!("{what}: the pod's agent: {other}"),
-        ),
-    }
-}
-
-/// The annotations of the OCI spec in `bundle`.
-pub fn bundle_annotations(bundle: &Path) -> HashMap<String, String> {
-    let Ok(text) = std::fs::read(bundle.join("config.json")) else {
-        return HashMap::new();
-    };
-    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&text) else {
-        return HashMap::new();
-    };
-    spec.get("annotations")
-        .and_then(|a| a.as_object())
-        .map(|a| {
-            a.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The pod a container belongs to: CRI's sandbox id, else the container's own id.
-pub fn sandbox_id(annotations: &HashMap<String, String>, container_id: &str) -> String {
-    annotations
-        .get(SANDBOX_ID_ANNOTATION)
-        .filter(|s| !s.is_empty())
-        .cloned()
-        .unwrap_or_else(|| container_id.to_string())
-}
-
-/// How a process ended.
-#[derive(Clone, Debug)]
-struct Exit {
-    status: u32,
-    at: Timestamp,
-}
-
-/// One process: a container's init or an exec.
-struct Proc {
-    pid: u32,
-    status: Status,
-    paths: StdioPaths,
-    /// The exec's process spec (JSON), until it is started.
-    spec: Vec<u8>,
-    io: Option<Arc<ProcessIo>>,
-    exit: Option<Exit>,
-}
-
-impl Proc {
-    fn new(paths: StdioPaths) -> Proc {
-        Proc {
-            pid: 0,
-            status: Status::CREATED,
-            paths,
-            spec: Vec::new(),
-            io: None,
-            exit: None,
-        }
-    }
-}
-
-struct Container {
-    bundle: String,
-    rootfs_mount: Option<PathBuf>,
-    init: Proc,
-    execs: HashMap<String, Proc>,
-}
-
-impl Container {
-    fn proc(&self, id: &str, exec_id: &str) -> TtrpcResult<&Proc> {
-        if exec_id.is_empty() {
-            return Ok(&self.init);
-        }
-        self.execs.get(exec_id).ok_or_else(|| {
-            status(
-                Code::NOT_FOUND,
-                format!("container {id}: no exec process {exec_id}"),
-            )
-        })
-    }
-
-    fn proc_mut(&mut self, id: &str, exec_id: &str) -> TtrpcResult<&mut Proc> {
-        if exec_id.is_empty() {
-            return Ok(&mut self.init);
-        }
-        self.execs.get_mut(exec_id).ok_or_else(|| {
-            status(
-                Code::NOT_FOUND,
-                format!("container {id}: no exec process {exec_id}"),
-            )
-        })
-    }
-}
-
-struct State {
-    /// The pod, started by the first Create.
-    pod: Option<Pod>,
-    sandbox_id: String,
-    containers: HashMap<String, Container>,
-}
 
 struct Inner {
     namespace: String,
@@ -353,10 +241,6 @@ fn unmount(target: &Path) {
     }
 }
 
-fn unimplemented(what: &str) -> ttrpc::Error {
-    status(Code::UNIMPLEMENTED, what.to_string())
-}
-
 impl containerd_shim::Task for TaskService {
     fn create(
         &self,
@@ -474,10 +358,7 @@ impl containerd_shim::Task for TaskService {
         let (client, transport) = self.agent()?;
         let (paths, spec) = {
             let st = self.lock();
-            let c = st
-                .containers
-                .get(&id)
-                .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id}: no such task")))?;
+            let c = st.container(&id)?;
             let p = c.proc(&id, &exec_id)?;
             if p.status != Status::CREATED {
                 return Err(status(
@@ -575,10 +456,7 @@ impl containerd_shim::Task for TaskService {
     ) -> TtrpcResult<api::StateResponse> {
         let st = self.lock();
         let id = &req.id;
-        let c = st
-            .containers
-            .get(id)
-            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id}: no such task")))?;
+        let c = st.container(id)?;
         let p = c.proc(id, &req.exec_id)?;
         Ok(api::StateResponse {
             id: id.clone(),
@@ -600,10 +478,7 @@ impl containerd_shim::Task for TaskService {
         let id = &req.id;
         {
             let st = self.lock();
-            let c = st
-                .containers
-                .get(id)
-                .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id}: no such task")))?;
+            let c = st.container(id)?;
             let p = c.proc(id, &req.exec_id)?;
             if p.exit.is_some() && !req.all {
                 return Err(status(
@@ -630,10 +505,7 @@ impl containerd_shim::Task for TaskService {
         let id = &req.id;
         let mut st = self.lock();
         loop {
-            let c = st
-                .containers
-                .get(id)
-                .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id}: no such task")))?;
+            let c = st.container(id)?;
             if let Some(e) = &c.proc(id, &req.exec_id)?.exit {
                 return Ok(api::WaitResponse {
                     exit_status: e.status,
@@ -658,10 +530,7 @@ impl containerd_shim::Task for TaskService {
         let (client, _) = self.agent()?;
         if !req.exec_id.is_empty() {
             let mut st = self.lock();
-            let c = st
-                .containers
-                .get_mut(&id)
-                .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id}: no such task")))?;
+            let c = st.container_mut(&id)?;
             let p = c.proc(&id, &req.exec_id)?;
             if p.status == Status::RUNNING {
                 return Err(status(
@@ -683,10 +552,7 @@ impl containerd_shim::Task for TaskService {
         }
         {
             let st = self.lock();
-            let c = st
-                .containers
-                .get(&id)
-                .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id}: no such task")))?;
+            let c = st.container(&id)?;
             if c.init.status == Status::RUNNING {
                 return Err(status(
                     Code::FAILED_PRECONDITION,
@@ -707,7 +573,7 @@ impl containerd_shim::Task for TaskService {
             .lock()
             .containers
             .remove(&id)
-            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id}: no such task")))?;
+            .ok_or_else(|| no_such_task(&id))?;
         if let Some(t) = &c.rootfs_mount {
             unmount(t);
         }
@@ -741,10 +607,7 @@ impl containerd_shim::Task for TaskService {
             ));
         }
         let mut st = self.lock();
-        let c = st
-            .containers
-            .get_mut(id)
-            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id}: no such task")))?;
+        let c = st.container_mut(id)?;
         if c.init.status != Status::RUNNING {
             return Err(status(
                 Code::FAILED_PRECONDITION,
@@ -805,10 +668,7 @@ impl containerd_shim::Task for TaskService {
     fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
         let st = self.lock();
         let id = &req.id;
-        let c = st
-            .containers
-            .get(id)
-            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id}: no such task")))?;
+        let c = st.container(id)?;
         if let Some(io) = &c.proc(id, &req.exec_id)?.io {
             io.close_stdin();
         }
@@ -887,28 +747,5 @@ impl containerd_shim::Task for TaskService {
         Err(unimplemented(
             "podvm: checkpointing a container is not supported",
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn containers_are_grouped_by_cri_sandbox_id() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("config.json"),
-            br#"{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.sandbox-id":"pod1","x":"y"}}"#,
-        )
-        .unwrap();
-        let a = bundle_annotations(dir.path());
-        assert_eq!(sandbox_id(&a, "c1"), "pod1");
-        assert_eq!(
-            sandbox_id(&HashMap::new(), "c1"),
-            "c1",
-            "ctr's containers are their own pods"
-        );
-        assert!(bundle_annotations(Path::new("/nonexistent")).is_empty());
     }
 }
